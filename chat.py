@@ -1,0 +1,84 @@
+"""
+Chat in the terminal with a model trained on conversations (config/quickstart.py):
+$ python chat.py --out_dir=out-quickstart
+The history is rendered exactly as in training (tokenizer.render_conversation) and cut from the left,
+whole turns first, to fit the block. /clear forgets the history; /quit or /exit (or Ctrl-D) leaves.
+"""
+
+import sys
+
+import torch
+
+from common import configure, setup_device, load_checkpoint, build_model
+from tokenizer import Tokenizer, render_prompt
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+max_new_tokens = 128  # per reply
+temperature = 0.7
+top_k = 50
+top_p = 0.95
+seed = 1337
+device = 'auto'
+dtype = 'auto'
+# -----------------------------------------------------------------------------
+
+
+def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
+    """Yield the assistant's reply to history [(role, text), ...] as growing text, ending at a turn token."""
+    block = model.config.block_size
+    ids = render_prompt(tok, history, block - max_new_tokens)
+    x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
+    stop = {tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')}
+    out = []
+    for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p):
+        t = idx_next.item()
+        if t in stop:
+            break
+        out.append(t)
+        text = tok.decode(out)
+        if not text.endswith('\ufffd'):  # a BPE token can end mid-character: wait for the rest
+            yield text
+
+
+if __name__ == '__main__':
+    configure(globals(), sys.argv[1:])
+    *_, device, device_type, ptdtype, autocast = setup_device(device, dtype)
+    torch.manual_seed(seed)
+    ckpt = load_checkpoint(out_dir, device)
+    tok = Tokenizer(ckpt['tokenizer'])
+    if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
+        sys.exit(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
+                 f"use sample.py, or train config/quickstart.py")
+    model = build_model(ckpt).to(device).eval()
+    print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters). /clear, /quit")
+    history = []
+    while True:
+        try:
+            text = input("\nYou: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            break
+        if not text:
+            continue  # nothing said, nothing to answer
+        if text in ('/quit', '/exit'):
+            break
+        if text == '/clear':
+            history = []
+            print("(history cleared)")
+            continue
+        try:
+            tok.encode(text)
+        except ValueError as e:
+            print(f"({e}; say it another way)")
+            continue
+        history.append(('user', text))
+        print("Bot: ", end='', flush=True)
+        reply = ''
+        with autocast:
+            for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
+                print(reply_so_far[len(reply):], end='', flush=True)
+                reply = reply_so_far
+        print()
+        history.append(('assistant', reply))
+

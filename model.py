@@ -1,0 +1,301 @@
+"""
+The models of nanolab, each readable top to bottom.
+
+GPT: a decoder-only transformer. Its blocks take a `causal` flag, so the same code is also a
+bidirectional (BERT-style) encoder. The architecture knobs reach back to nanoGPT's GPT-2 recipe
+(learned positions, LayerNorm, GELU) and forward to modern choices (rotary, RMSNorm, ReLU^2, QK-norm);
+the defaults are the ones that won the ablation in README.md.
+
+A model's forward(*batch) returns (logits, loss): train.py calls every model the same way, so a new
+model kind only has to honour that and be listed in MODELS at the bottom of this file.
+"""
+
+import math
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256
+    vocab_size: int = 4096
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = False        # biases in Linears and LayerNorms (GPT-2: True)
+    pos: str = 'rope'         # 'rope' (rotary) | 'learned' (GPT-2's wpe)
+    norm: str = 'rms'         # 'rms' | 'layer'
+    mlp: str = 'relu2'        # 'relu2' (ReLU squared) | 'gelu'
+    qk_norm: bool = False     # normalize q and k per head before attention
+    tie_weights: bool = True  # share wte and lm_head
+    causal: bool = True       # False: a bidirectional encoder from the same blocks
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm, with an optional bias (PyTorch's LayerNorm has no bias=False before 2.1)."""
+
+    def __init__(self, ndim, kind='rms', bias=False):
+        super().__init__()
+        self.kind = kind
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias and kind == 'layer' else None
+
+    def forward(self, x):
+        if self.kind == 'rms':
+            return F.rms_norm(x, (x.size(-1),), self.weight, 1e-5)
+        return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, 1e-5)
+
+
+def rotary_cos_sin(seq_len, head_dim, base=10000.0):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.outer(torch.arange(seq_len).float(), inv_freq)  # (T, hs/2)
+    # laid out for apply_rotary: both halves of a head share the frequencies, the first half's sine negated
+    return torch.cat([freqs.cos(), freqs.cos()], dim=-1), torch.cat([-freqs.sin(), freqs.sin()], dim=-1)  # (T, hs)
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate pairs (x[i], x[i + hs/2]) of each head by position-dependent angles. x: (B, nh, T, hs)"""
+    d = x.size(-1) // 2
+    # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), as two multiply-adds: cheaper than slicing twice
+    return (x * cos + torch.cat([x[..., d:], x[..., :d]], dim=-1) * sin).type_as(x)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, filled as generation goes (nanochat's engine idea)."""
+
+    def __init__(self, n_layer, B, n_head, max_len, head_dim, device, dtype):
+        self.k = torch.zeros(n_layer, B, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.pos = 0  # tokens already in the cache
+
+    def update(self, layer, k, v):
+        # write this step's k, v after what is cached and return everything cached so far
+        T = k.size(2)
+        self.k[layer, :, :, self.pos:self.pos + T] = k
+        self.v[layer, :, :, self.pos:self.pos + T] = v
+        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
+
+
+class SelfAttention(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.causal = config.causal
+        self.qk_norm = config.qk_norm
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        mask, is_causal = None, self.causal
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(self.layer_idx, k, v)
+            if past > 0:
+                # new queries see all of the past and, causally, each other
+                is_causal = False
+                if self.causal and T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.relu2 = config.mlp == 'relu2'
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = self.c_fc(x)
+        if self.relu2:
+            x = F.relu(x)
+            x = x * x  # on CPU 8x faster than x.square(), whose backward goes through pow
+        else:
+            x = F.gelu(x)
+        return self.dropout(self.c_proj(x))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = Norm(config.n_embd, config.norm, config.bias)
+        self.attn = SelfAttention(config, layer_idx)
+        self.ln_2 = Norm(config.n_embd, config.norm, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, cache=None):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.pos in ('rope', 'learned') and config.norm in ('rms', 'layer') and config.mlp in ('relu2', 'gelu')
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos == 'learned' else None,
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=Norm(config.n_embd, config.norm, config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # https://paperswithcode.com/method/weight-tying
+        if config.pos == 'rope':
+            # a buffer so it follows .to(device); not persistent: derived, so not in checkpoints
+            cos, sin = rotary_cos_sin(config.block_size, config.n_embd // config.n_head)
+            self.register_buffer('rope_cos', cos, persistent=False)
+            self.register_buffer('rope_sin', sin, persistent=False)
+        self.apply(self._init_weights)
+        # scaled init of the residual projections, per GPT-2
+        for pn, p in self.named_parameters():
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def get_num_params(self, non_embedding=True):
+        """Parameters, counting tied weights once; without the position table by default (nanoGPT)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.transformer.wpe is not None:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None, cache=None):
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is only {self.config.block_size}"
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos == 'learned':
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, cache)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            # inference: the lm_head on the last position only saves a (T, vocab) matmul
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # decay only the 2-D weights (matmuls, embeddings); norms and biases are left alone
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+        # the fused kernel is one launch for all parameters: faster on CUDA, and on CPU (~5% for small models)
+        fused = device_type in ('cuda', 'cpu') and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    def flops_per_token(self):
+        # PaLM appendix B: 6N for the weights plus the attention's 12 L H Q T
+        cfg = self.config
+        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
+        """Model flops utilization: achieved flops over the device's peak (see common.peak_flops)."""
+        if not peak_flops:
+            return None
+        return self.flops_per_token() * tokens_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """Yield (B, 1) next tokens after the context idx (B, T). temperature 0 is greedy.
+
+        With the cache, each step feeds one token. When the cache is full (block_size), it is refilled
+        from the newest half block, so long generations cost a prefill every block_size/2 tokens instead
+        of a full recompute at every step.
+        """
+        cfg = self.config
+        p = next(self.parameters())
+        cache = None
+        ctx = idx
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits, _ = self(ctx[:, -cfg.block_size:])
+            else:
+                if cache is None or cache.pos >= cfg.block_size:
+                    keep = cfg.block_size // 2 if cache is not None else cfg.block_size
+                    cache = KVCache(cfg.n_layer, ctx.size(0), cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, p.device, p.dtype)
+                    logits, _ = self(ctx[:, -keep:], cache=cache)
+                else:
+                    logits, _ = self(ctx[:, -1:], cache=cache)
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p)
+            ctx = torch.cat((ctx, idx_next), dim=1)
+            yield idx_next
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop=None, use_cache=True):
+        """Return idx (B, T) extended by up to max_new_tokens; stops early once every row has emitted a stop id."""
+        stop = torch.tensor(sorted(stop or []), device=idx.device, dtype=idx.dtype)
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache):
+            idx = torch.cat((idx, idx_next), dim=1)
+            if stop.numel():
+                done |= torch.isin(idx_next[:, 0], stop)
+                if done.all():
+                    break
+        return idx
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
+    """Pick the next token (B, 1) from last-position logits (B, vocab)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits[logits < v[:, [-1]]] = -float('inf')
+    if top_p is not None and top_p < 1.0:
+        # nucleus: keep the smallest set of tokens whose probability adds up to top_p
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) > top_p  # keeps the token that crosses top_p
+        sorted_logits[drop] = -float('inf')
+        logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1)
+
+
+# model kinds by name: checkpoints record their kind, train/sample/chat build it from here
+MODELS = {'gpt': (GPTConfig, GPT)}

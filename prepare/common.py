@@ -1,0 +1,66 @@
+"""
+What every prepare script shares: read a text, split documents deterministically, and write a dataset dir:
+    data/<name>/train.bin, val.bin   flat token streams, read back with np.memmap(path, dtype=meta['dtype'])
+    data/<name>/tokenizer.json       Tokenizer.save, so training and sampling use the exact same tokenizer
+    data/<name>/meta.json            vocab_size, dtype, token counts, source, ...
+"""
+import hashlib
+import json
+import os
+import urllib.request
+
+import numpy as np
+
+
+def read_text(src):
+    """Text of a local file or an http(s) URL, with one clear line when it can't be had."""
+    if src.startswith(('http://', 'https://')):
+        try:
+            with urllib.request.urlopen(src, timeout=30) as f:
+                return f.read().decode('utf-8')
+        except OSError as e:  # URLError, timeouts, DNS failures offline are all OSErrors
+            raise SystemExit(f"could not download {src} ({e}); offline, pass a local text file instead, "
+                             f"e.g. ../shared/data/tinyshakespeare.txt") from None
+    if not os.path.isfile(src):
+        raise SystemExit(f"no such file: {src}; pass a text file or an http(s) URL, "
+                         f"e.g. ../shared/data/tinyshakespeare.txt")
+    with open(src, encoding='utf-8') as f:
+        return f.read()
+
+
+def is_val(key, val_frac):
+    """Deterministic split: md5 is stable across runs and machines (Python's hash() of a str is salted)."""
+    h = int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:8], 'big')
+    return h < val_frac * 2**64
+
+
+def dtype_for(vocab_size):
+    return 'uint16' if vocab_size < 65536 else 'uint32'  # uint16 halves the disk and RAM of a token stream
+
+
+def write_dataset(out, tok, splits, source, **extra):
+    """splits: {'train': [ids, ...], 'val': [ids, ...]}, each a list of documents (lists or arrays of token ids),
+    concatenated into <out>/<split>.bin. extra goes into meta.json as is."""
+    os.makedirs(out, exist_ok=True)
+    dtype = dtype_for(tok.vocab_size)
+    meta = {'vocab_size': tok.vocab_size, 'dtype': dtype, 'tokenizer': tok.kind}
+    for split, docs in splits.items():
+        n = sum(len(d) for d in docs)
+        if n == 0:
+            raise SystemExit(f"the {split} split is empty; change --val_frac")
+        # write through a memmap, document by document, so we never hold one giant concatenated copy
+        arr = np.memmap(os.path.join(out, f'{split}.bin'), dtype=dtype, mode='w+', shape=(n,))
+        i = 0
+        for d in docs:
+            arr[i:i + len(d)] = d
+            i += len(d)
+        arr.flush()
+        del arr
+        meta[f'{split}_tokens'] = n
+    meta.update(source=source, **extra)
+    tok.save(os.path.join(out, 'tokenizer.json'))
+    with open(os.path.join(out, 'meta.json'), 'w') as f:
+        json.dump(meta, f, indent=2)
+    print(f"wrote {out}: vocab_size {tok.vocab_size:,} ({tok.kind}), dtype {dtype}")
+    for split in splits:
+        print(f"{split} has {meta[f'{split}_tokens']:,} tokens")

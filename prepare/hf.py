@@ -1,0 +1,66 @@
+"""
+Prepare any Hugging Face dataset's text field (needs `pip install datasets` and the internet), e.g.
+    python -m prepare.hf roneneldan/TinyStories --split='train[:100000]'
+    python -m prepare.hf HuggingFaceFW/fineweb-edu --config=sample-10BT --split='train[:1%]' --tokenizer=gpt2
+--split takes the datasets slicing syntax, so you can prepare a slice of a big dataset. Documents are split
+into train/val by a hash of their text (deterministic; exact duplicates land on the same side), and each
+document starts with bos. Offline, the default corpus is `python -m prepare.chitchat`.
+"""
+import argparse
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from prepare.common import dtype_for, is_val, write_dataset
+from tokenizer import gpt2_tokenizer, train_bpe
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('name', help="a dataset on the Hugging Face hub, e.g. roneneldan/TinyStories")
+parser.add_argument('--config', default=None, help="the dataset's config (subset), if it has several")
+parser.add_argument('--split', default='train', help="e.g. train, or a slice: 'train[:100000]'")
+parser.add_argument('--field', default='text', help="the column holding the documents' text")
+parser.add_argument('--tokenizer', default='bpe', choices=['bpe', 'gpt2'])
+parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
+parser.add_argument('--val_frac', type=float, default=0.01)
+parser.add_argument('--out', default=None, help="default: data/<NAME without its owner>")
+args = parser.parse_args()
+out = args.out or f"data/{args.name.rstrip('/').split('/')[-1]}"
+
+try:
+    import datasets  # imported here: it's optional, and only this script needs it
+except ImportError:
+    raise SystemExit("prepare.hf needs the datasets library: pip install datasets") from None
+
+t0 = time.time()
+try:
+    ds = datasets.load_dataset(args.name, args.config, split=args.split)
+except (ConnectionError, TimeoutError) as e:  # what datasets raises offline
+    raise SystemExit(f"the Hugging Face dataset hub is unreachable ({e}); "
+                     f"offline, the default corpus is `python -m prepare.chitchat`") from None
+except Exception as e:  # a wrong name, config or split, or a network failure datasets didn't recognize as such
+    msg = (str(e).strip().splitlines() or [''])[0][:300]
+    raise SystemExit(f"could not load {args.name} ({type(e).__name__}: {msg}); "
+                     f"if the hub is unreachable, the offline default is `python -m prepare.chitchat`") from None
+if args.field not in ds.column_names:
+    raise SystemExit(f"{args.name} has no field {args.field!r}; pass --field, one of {ds.column_names}")
+docs = [d for d in ds[args.field] if d]  # the whole column as a list of str; skip empty documents
+val_mask = [is_val(d, args.val_frac) for d in docs]
+train_docs = [d for d, v in zip(docs, val_mask) if not v]
+val_docs = [d for d, v in zip(docs, val_mask) if v]
+print(f"{len(docs):,} documents: {len(train_docs):,} train / {len(val_docs):,} val, loaded in {time.time() - t0:.1f}s")
+
+if args.tokenizer == 'bpe':
+    t1 = time.time()
+    tok = train_bpe(train_docs, args.vocab_size)  # train documents only: val stays unseen
+    print(f"trained a {tok.vocab_size:,}-token BPE in {time.time() - t1:.1f}s")
+else:
+    tok = gpt2_tokenizer()  # its bos is <|endoftext|>, which GPT-2 was trained with between documents
+
+# each document as a compact array right away: a Python list of ints costs ~36 bytes a token, uint16 costs 2
+dtype = dtype_for(tok.vocab_size)
+splits = {split: [np.array([tok.bos] + tok.encode(d), dtype=dtype) for d in tqdm(split_docs, desc=split)]
+          for split, split_docs in [('train', train_docs), ('val', val_docs)]}
+source = f"hf:{args.name}" + (f"/{args.config}" if args.config else '') + f" split={args.split} field={args.field}"
+write_dataset(out, tok, splits, source=source, train_docs=len(train_docs), val_docs=len(val_docs))
+print(f"done in {time.time() - t0:.1f}s")

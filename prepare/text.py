@@ -1,0 +1,42 @@
+"""
+Prepare one plain-text file (or URL) as a dataset, nanoGPT style: the first (1 - val_frac) of the text is train,
+the rest val. The classic, offline:
+    python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char
+    -> vocab_size 65, train has 1,003,854 tokens, val has 111,540 tokens (nanoGPT's numbers)
+Online, INPUT may be https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
+"""
+import argparse
+import os
+import time
+
+from prepare.common import read_text, write_dataset
+from tokenizer import char_tokenizer, gpt2_tokenizer, train_bpe
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('input', help="a text file or an http(s) URL")
+parser.add_argument('--tokenizer', default='char', choices=['char', 'bpe', 'gpt2'])
+parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
+parser.add_argument('--val_frac', type=float, default=0.1)
+parser.add_argument('--out', default=None, help="default: data/<input file stem>_<tokenizer>")
+args = parser.parse_args()
+stem = os.path.splitext(os.path.basename(args.input.rstrip('/')))[0]
+out = args.out or os.path.join('data', f'{stem}_{args.tokenizer}')
+
+t0 = time.time()
+text = read_text(args.input)
+n = len(text)
+train, val = text[:int(n * (1 - args.val_frac))], text[int(n * (1 - args.val_frac)):]
+print(f"{n:,} characters, {len(train):,} train / {len(val):,} val")
+
+if args.tokenizer == 'char':
+    tok = char_tokenizer(text)  # vocab from the whole text, like nanoGPT, so val has no unknown characters
+elif args.tokenizer == 'bpe':
+    tok = train_bpe([train], args.vocab_size)  # train part only: the val text stays unseen
+else:
+    tok = gpt2_tokenizer()
+
+# the text is one document: bos marks its start (char has no bos); val is its continuation, so no bos there
+bos = [tok.bos] if tok.bos is not None else []
+splits = {'train': [bos + tok.encode(train)], 'val': [tok.encode(val)]}
+write_dataset(out, tok, splits, source=args.input, n_chars=n)
+print(f"done in {time.time() - t0:.1f}s")

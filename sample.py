@@ -1,0 +1,65 @@
+"""
+Sample from a trained model, streaming tokens as they come:
+$ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
+$ python sample.py --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
+"""
+
+import sys
+import time
+
+import torch
+
+from common import configure, print0, setup_device, load_checkpoint, build_model, synchronize
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
+start = "\n"  # the prompt, or "FILE:path" to read it from a file; a model with a BOS token gets it first
+num_samples = 3
+max_new_tokens = 500
+temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
+top_k = 200  # only the top_k most likely tokens; None for all
+top_p = None  # nucleus sampling: the smallest set of tokens with this much probability; None for all
+stop = False  # end a sample at the model's end-of-turn/document tokens (BOS, speaker tokens)
+use_cache = True  # the KV cache; False recomputes the whole context at every token
+seed = 1337
+device = 'auto'
+dtype = 'auto'
+# -----------------------------------------------------------------------------
+configure(globals(), sys.argv[1:])
+
+*_, device, device_type, ptdtype, autocast = setup_device(device, dtype)
+torch.manual_seed(seed)
+ckpt = load_checkpoint(out_dir, device)
+model = build_model(ckpt).to(device).eval()
+from tokenizer import Tokenizer  # noqa: E402 (after the checkpoint check, so a bad path fails fast)
+tok = Tokenizer(ckpt['tokenizer'])
+
+if start.startswith('FILE:'):
+    with open(start[5:], encoding='utf-8') as f:
+        start = f.read()
+ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)
+if not ids:
+    sys.exit("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
+x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
+stop_ids = {i for i in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')) if i is not None} if stop else set()
+
+n_tokens, t0 = 0, time.time()
+for k in range(num_samples):
+    out = []  # decode everything so far and print what is new: a BPE token can end mid-character
+    printed = 0
+    print(start, end='', flush=True)
+    with autocast:
+        for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, use_cache):
+            t = idx_next.item()
+            n_tokens += 1
+            if t in stop_ids:
+                break
+            out.append(t)
+            text = tok.decode(out)
+            if not text.endswith('\ufffd'):
+                print(text[printed:], end='', flush=True)
+                printed = len(text)
+    print('\n---------------')
+synchronize(device_type)
+dt = time.time() - t0
+print0(f"{n_tokens} tokens in {dt:.2f}s: {n_tokens / dt:.1f} tokens/s (KV cache {'on' if use_cache else 'off'})")

@@ -1,0 +1,134 @@
+"""
+Tokenizers for nanolab: one small class over three kinds.
+- char: nanoGPT's character-level vocabulary (the sorted set of characters of a text).
+- bpe:  a byte-level BPE trained with rustbpe and run with tiktoken, the nanochat way.
+- gpt2: OpenAI's GPT-2 encoding through tiktoken (needs one download while online).
+A Tokenizer is fully described by its `info` dict, which holds only JSON types, so it is saved as
+data/<name>/tokenizer.json and can also ride inside a checkpoint (torch.load(weights_only=True) accepts it).
+"""
+import base64
+import json
+
+import tiktoken
+
+# reserved now so later projects (chat, masked diffusion, backward LMs) need no vocab change
+SPECIAL_TOKENS = ['<|bos|>', '<|user|>', '<|assistant|>', '<|pad|>', '<|mask|>', '<|forward|>', '<|backward|>']
+
+# GPT-4's split pattern, except numbers split into runs of 1-2 digits instead of 1-3 (as nanochat does):
+# with a vocab of a few thousand we'd rather not spend merges on the many 3-digit numbers
+SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+
+
+def _gpt2_encoding():
+    try:
+        return tiktoken.get_encoding('gpt2')  # tiktoken caches the download, so this works offline afterwards
+    except Exception as e:
+        raise SystemExit(f"GPT-2's encoding could not be loaded ({type(e).__name__}): it must be downloaded "
+                         f"once while online, or use --tokenizer=bpe offline") from None
+
+
+class Tokenizer:
+
+    def __init__(self, info):
+        self.info = info
+        self.kind = info['kind']
+        if self.kind == 'char':
+            self.itos = info['chars'] + sorted(info['special'], key=info['special'].get)  # specials after the chars
+            self.stoi = {ch: i for i, ch in enumerate(info['chars'])}  # specials deliberately left out: never encoded
+            self.specials = dict(info['special'])
+            self.vocab_size = len(self.itos)
+        elif self.kind == 'bpe':
+            ranks = {base64.b64decode(s): i for i, s in enumerate(info['ranks'])}
+            self.enc = tiktoken.Encoding('nanolab-bpe', pat_str=info['pattern'], mergeable_ranks=ranks,
+                                         special_tokens=info['special'])
+            self.specials = dict(info['special'])
+            self.vocab_size = self.enc.n_vocab
+        elif self.kind == 'gpt2':
+            self.enc = _gpt2_encoding()
+            self.specials = {'<|bos|>': self.enc.eot_token}  # GPT-2 has one special, <|endoftext|> (50256)
+            self.vocab_size = self.enc.n_vocab
+        else:
+            raise ValueError(f"unknown tokenizer kind {self.kind!r}, expected 'char', 'bpe' or 'gpt2'")
+
+    def encode(self, text):
+        if self.kind != 'char':
+            return self.enc.encode_ordinary(text)  # ordinary: '<|bos|>' in a text is just text, never the special
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError:
+            unknown = sorted(set(text) - self.stoi.keys())
+            raise ValueError(f"{len(unknown)} character(s) not in the char vocabulary: {''.join(unknown)!r}") from None
+
+    def decode(self, ids):
+        ids = [int(i) for i in ids]  # also takes a tensor or numpy array
+        if self.kind == 'char':
+            return ''.join(self.itos[i] for i in ids)
+        return self.enc.decode(ids)  # invalid utf-8 (e.g. a token cut mid-character) becomes U+FFFD
+
+    def special(self, name):
+        return self.specials.get(name)
+
+    @property
+    def bos(self):
+        return self.special('<|bos|>')
+
+    def save(self, path):
+        with open(path, 'w') as f:
+            json.dump(self.info, f)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls(json.load(f))
+
+
+def char_tokenizer(text, specials=()):
+    chars = sorted(set(text))
+    return Tokenizer({'kind': 'char', 'chars': chars, 'special': {s: len(chars) + i for i, s in enumerate(specials)}})
+
+
+def train_bpe(texts, vocab_size):
+    """Train a byte-level BPE on an iterable of strings; vocab_size counts the special tokens too."""
+    import rustbpe  # only needed to train, not to use a trained tokenizer
+    n_merged = vocab_size - len(SPECIAL_TOKENS)
+    assert n_merged >= 256, f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + specials)"
+    bpe = rustbpe.Tokenizer()
+    bpe.train_from_iterator(texts, n_merged, pattern=SPLIT_PATTERN)
+    ranks = sorted(bpe.get_mergeable_ranks(), key=lambda kv: kv[1])
+    assert [r for _, r in ranks] == list(range(len(ranks)))  # ranks are ids: a list in rank order is enough
+    # base64 because info must hold JSON types only, and token bytes need not be valid utf-8
+    info = {'kind': 'bpe', 'pattern': bpe.get_pattern(),
+            'ranks': [base64.b64encode(bytes(b)).decode('ascii') for b, _ in ranks],
+            'special': {s: len(ranks) + i for i, s in enumerate(SPECIAL_TOKENS)}}  # specials after the merges
+    return Tokenizer(info)
+
+
+def gpt2_tokenizer():
+    return Tokenizer({'kind': 'gpt2'})
+
+
+def render_conversation(tok, turns):
+    """Token ids of a chat: [bos] then, per turn, the role's special token and the turn's text.
+    prepare/chitchat.py and chat.py both call this, so a chat is rendered exactly as in training."""
+    if None in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')):
+        raise ValueError(f"chat needs <|bos|>, <|user|> and <|assistant|>, which this {tok.kind} tokenizer lacks")
+    ids = [tok.bos]
+    for role, text in turns:
+        assert role in ('user', 'assistant'), f"role must be 'user' or 'assistant', got {role!r}"
+        ids.append(tok.special(f'<|{role}|>'))
+        ids.extend(tok.encode(text))
+    return ids
+
+
+def render_prompt(tok, turns, max_len):
+    """The prompt for the assistant's next reply: the conversation so far, then <|assistant|>.
+    Longer than max_len tokens, it loses its oldest turns first (the newest matter most for the reply),
+    then, if the newest turn alone is too long, that turn's oldest tokens; <|bos|> always stays first."""
+    turns = list(turns)
+    ids = render_conversation(tok, turns) + [tok.special('<|assistant|>')]
+    while len(ids) > max_len and len(turns) > 1:
+        turns.pop(0)
+        ids = render_conversation(tok, turns) + [tok.special('<|assistant|>')]
+    if len(ids) > max_len:
+        ids = [tok.bos] + ids[len(ids) - max_len + 1:]
+    return ids
