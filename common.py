@@ -65,6 +65,13 @@ def set_key(g, key, val, source, quiet=False):
         print0(f"config: {key} = {g[key]!r}")
 
 
+def lookup(table, name, key):
+    """table[name], or a one-line exit naming the config key and the known names."""
+    if name not in table:
+        sys.exit(f"unknown {key} '{name}'; known: {', '.join(table)}")
+    return table[name]
+
+
 # -----------------------------------------------------------------------------
 # device and distributed
 
@@ -166,9 +173,7 @@ def load_checkpoint(path, device='cpu'):
 def build_model(ckpt):
     """The model a checkpoint describes, with its weights loaded."""
     from model import MODELS
-    if ckpt['model_kind'] not in MODELS:
-        sys.exit(f"checkpoint model kind '{ckpt['model_kind']}' is unknown; known kinds: {', '.join(MODELS)}")
-    config_cls, model_cls = MODELS[ckpt['model_kind']]
+    config_cls, model_cls = lookup(MODELS, ckpt['model_kind'], "the checkpoint's model_kind")
     model = model_cls(config_cls(**ckpt['model_args']))
     model.load_state_dict(ckpt['model'])
     return model

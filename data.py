@@ -13,6 +13,7 @@ import json
 import numpy as np
 import torch
 
+from common import lookup
 from tokenizer import Tokenizer
 
 
@@ -49,9 +50,7 @@ class TokenStream:
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
         self.rank, self.world_size = rank, world_size
-        if doc_transform and doc_transform not in TRANSFORMS:
-            sys.exit(f"unknown doc_transform '{doc_transform}'; known: {', '.join(TRANSFORMS)}")
-        self.transform = doc_transform
+        self.transform = doc_transform and lookup(TRANSFORMS, doc_transform, 'doc_transform')
         self.cache = {}  # transformed splits live in memory; plain ones are re-opened memmaps
         # every rank draws the same indices from the same generator and takes its own slice, so a
         # global batch is the same on 1 process or N: DDP matches a single process exactly
@@ -68,7 +67,7 @@ class TokenStream:
             sys.exit(f"{path} is missing: re-run the prepare script for {self.data_dir}")
         if self.transform:
             if split not in self.cache:
-                self.cache[split] = TRANSFORMS[self.transform](np.memmap(path, dtype=self.meta['dtype'], mode='r'), self.tokenizer.bos)
+                self.cache[split] = self.transform(np.memmap(path, dtype=self.meta['dtype'], mode='r'), self.tokenizer.bos)
             return self.cache[split]
         # a fresh memmap per batch avoids a memory leak, https://stackoverflow.com/questions/45132940/
         return np.memmap(path, dtype=self.meta['dtype'], mode='r')

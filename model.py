@@ -68,13 +68,17 @@ def apply_rotary(x, cos, sin):
 class KVCache:
     """Preallocated keys and values for every layer, filled as generation goes (nanochat's engine idea)."""
 
-    def __init__(self, n_layer, B, n_head, max_len, head_dim, device, dtype):
-        self.k = torch.zeros(n_layer, B, n_head, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+    def __init__(self, n_layer, max_len):
+        self.n_layer, self.max_len = n_layer, max_len
+        self.k = self.v = None  # allocated at the first update, in the dtype autocast gives k and v
         self.pos = 0  # tokens already in the cache
 
     def update(self, layer, k, v):
-        # write this step's k, v after what is cached and return everything cached so far
+        # write this step's k, v (B, nh, T, hs) after what is cached and return everything cached so far
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = torch.zeros(self.n_layer, B, nh, self.max_len, hs, device=k.device, dtype=k.dtype)
+            self.v = torch.zeros_like(self.k)
         T = k.size(2)
         self.k[layer, :, :, self.pos:self.pos + T] = k
         self.v[layer, :, :, self.pos:self.pos + T] = v
@@ -247,7 +251,6 @@ class GPT(nn.Module):
         of a full recompute at every step.
         """
         cfg = self.config
-        p = next(self.parameters())
         cache = None
         ctx = idx
         for _ in range(max_new_tokens):
@@ -256,7 +259,7 @@ class GPT(nn.Module):
             else:
                 if cache is None or cache.pos >= cfg.block_size:
                     keep = cfg.block_size // 2 if cache is not None else cfg.block_size
-                    cache = KVCache(cfg.n_layer, ctx.size(0), cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, p.device, p.dtype)
+                    cache = KVCache(cfg.n_layer, cfg.block_size)
                     logits, _ = self(ctx[:, -keep:], cache=cache)
                 else:
                     logits, _ = self(ctx[:, -1:], cache=cache)

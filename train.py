@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import configure, config_keys, set_key, print0, setup_device, peak_flops, save_checkpoint, load_checkpoint
+from common import configure, config_keys, set_key, lookup, print0, setup_device, peak_flops, save_checkpoint, load_checkpoint
 from model import MODELS
 from data import SOURCES
 
@@ -110,24 +110,25 @@ def apply_phases(upto):
     data.block_size, data.batch_size = block_size, batch_size
 
 
-data = SOURCES[data_source](os.path.join('data', dataset), block_size, batch_size, device, seed, rank, world_size, doc_transform)
+# the model's positions, and every split's length, must cover the largest block size the curriculum reaches
+max_block_size = max([block_size] + [p.get('block_size', 0) for p in phases.values()])
+data_cls = lookup(SOURCES, data_source, 'data_source')
+data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, doc_transform)
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 print0(f"tokens per iteration will be: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-steps x {batch_size} x {block_size}, over {world_size} processes)")
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
 iter_num, best_val_loss, parent, ckpt = 0, 1e9, None, None
-config_cls, model_cls = MODELS[model_kind]
+config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
 model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
-model_args['vocab_size'] = data.tokenizer.vocab_size
-# the model's positions must cover the largest block size the curriculum reaches
-model_args['block_size'] = max([block_size] + [p.get('block_size', 0) for p in phases.values()])
+model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
 if init_from != 'scratch':
     ckpt = load_checkpoint(out_dir if init_from == 'resume' else init_from, device)
     if ckpt['tokenizer'] != data.tokenizer.info:
         sys.exit(f"the checkpoint's tokenizer differs from data/{dataset}'s; train on data made with the same tokenizer")
     model_kind, parent = ckpt['model_kind'], ckpt.get('parent')
-    config_cls, model_cls = MODELS[model_kind]
+    config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {**ckpt['model_args'], 'dropout': dropout}  # the architecture is the checkpoint's; dropout may change
     if init_from == 'resume':
         iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
