@@ -16,8 +16,8 @@ from tokenizer import Tokenizer, render_prompt
 out_dir = 'out'
 max_new_tokens = 128  # per reply
 temperature = 0.7
-top_k = 50
-top_p = 0.95
+top_k = 50  # 0 for all
+top_p = 0.95  # 1.0 for all
 seed = 1337
 device = 'auto'
 dtype = 'auto'
@@ -27,7 +27,9 @@ dtype = 'auto'
 def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
     """Yield the assistant's reply to history [(role, text), ...] as growing text, ending at a turn token."""
     block = model.config.block_size
-    ids = render_prompt(tok, history, block - max_new_tokens)
+    # room for the reply, but never more than half the block: the history matters too (a longer reply
+    # goes on past the block through the KV cache's refill)
+    ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2))
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
     stop = {tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')}
     out = []

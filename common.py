@@ -105,7 +105,7 @@ def setup_device(device='auto', dtype='auto'):
         # nccl for GPUs; gloo lets DDP run (and be tested) on plain CPUs
         torch.distributed.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
     if device_type == 'cuda':
-        device = f'cuda:{local_rank}'
+        device = f'cuda:{local_rank}' if ddp or device in ('auto', 'cuda') else device  # torchrun: one GPU a rank
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -162,7 +162,8 @@ def load_checkpoint(path, device='cpu'):
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        sys.exit(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); retrain or restore it")
+        why = (str(e).splitlines() or [''])[0][:120]
+        sys.exit(f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); retrain or restore it")
     if not isinstance(ckpt, dict) or not {'model', 'model_kind', 'model_args', 'tokenizer'} <= ckpt.keys():
         sys.exit(f"{path} is not a nanolab checkpoint (it lacks model/model_kind/model_args/tokenizer)")
     # torch.compile saves its parameters under '_orig_mod.'

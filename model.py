@@ -282,11 +282,11 @@ class GPT(nn.Module):
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
-    """Pick the next token (B, 1) from last-position logits (B, vocab)."""
+    """Pick the next token (B, 1) from last-position logits (B, vocab). top_k 0/None and top_p 1.0/None cut nothing."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
-    if top_k is not None:
+    if top_k:  # None or 0: no cut
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float('inf')
     if top_p is not None and top_p < 1.0:

@@ -4,6 +4,7 @@ $ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples
 $ python sample.py --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
 """
 
+import os
 import sys
 import time
 
@@ -17,8 +18,8 @@ start = "\n"  # the prompt, or "FILE:path" to read it from a file; a model with 
 num_samples = 3
 max_new_tokens = 500
 temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
-top_k = 200  # only the top_k most likely tokens; None for all
-top_p = None  # nucleus sampling: the smallest set of tokens with this much probability; None for all
+top_k = 200  # only the top_k most likely tokens; 0 for all
+top_p = 1.0  # nucleus sampling: the smallest set of tokens with this much probability; 1.0 for all
 stop = False  # end a sample at the model's end-of-turn/document tokens (BOS, speaker tokens)
 use_cache = True  # the KV cache; False recomputes the whole context at every token
 seed = 1337
@@ -35,6 +36,8 @@ from tokenizer import Tokenizer  # noqa: E402 (after the checkpoint check, so a 
 tok = Tokenizer(ckpt['tokenizer'])
 
 if start.startswith('FILE:'):
+    if not os.path.isfile(start[5:]):
+        sys.exit(f"--start={start}: no such file")
     with open(start[5:], encoding='utf-8') as f:
         start = f.read()
 ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)

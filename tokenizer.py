@@ -124,6 +124,7 @@ def render_prompt(tok, turns, max_len):
     """The prompt for the assistant's next reply: the conversation so far, then <|assistant|>.
     Longer than max_len tokens, it loses its oldest turns first (the newest matter most for the reply),
     then, if the newest turn alone is too long, that turn's oldest tokens; <|bos|> always stays first."""
+    assert max_len >= 2, "the prompt needs room for <|bos|> and <|assistant|> at least"
     turns = list(turns)
     ids = render_conversation(tok, turns) + [tok.special('<|assistant|>')]
     while len(ids) > max_len and len(turns) > 1:

@@ -11,6 +11,7 @@ What differs between projects lives elsewhere: the model in model.py (MODELS), i
 (SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (logits, loss).
 """
 
+import gc
 import os
 import sys
 import json
@@ -130,6 +131,9 @@ if init_from != 'scratch':
     model_kind, parent = ckpt['model_kind'], ckpt.get('parent')
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {**ckpt['model_args'], 'dropout': dropout}  # the architecture is the checkpoint's; dropout may change
+    if max_block_size > model_args['block_size']:
+        sys.exit(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
+                 f"continue with --block_size={model_args['block_size']} or less")
     if init_from == 'resume':
         iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     else:
@@ -147,9 +151,13 @@ if init_from == 'resume':
     optimizer.load_state_dict(ckpt['optimizer'])
     scaler.load_state_dict(ckpt['scaler'])
     data.load_state_dict(ckpt['data'])
-    torch.set_rng_state(ckpt['rng'][rank]['cpu'])  # dropout continues as if never stopped
-    if device_type == 'cuda' and ckpt['rng'][rank]['cuda'] is not None:
-        torch.cuda.set_rng_state(ckpt['rng'][rank]['cuda'])
+    if len(ckpt['rng']) == world_size:  # dropout continues as if never stopped
+        torch.set_rng_state(ckpt['rng'][rank]['cpu'])
+        if device_type == 'cuda' and ckpt['rng'][rank]['cuda'] is not None:
+            torch.cuda.set_rng_state(ckpt['rng'][rank]['cuda'])
+    else:  # saved by another number of processes: the data stream still continues exactly, dropout can't
+        torch.manual_seed(seed + rank + iter_num)
+        print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: new dropout RNG")
 ckpt = None  # free up memory
 
 raw_model = model
@@ -279,4 +287,7 @@ while True:
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000})
 
 if ddp:
+    # the DDP wrapper must be gone before its process group, or gloo can abort the process at exit
+    del model
+    gc.collect()
     dist.destroy_process_group()
