@@ -8,6 +8,11 @@ from model import GPT, GPTConfig, KVCache, apply_rotary, rotary_cos_sin, sample_
 VOCAB, BLOCK = 32, 16
 
 
+# every knob of the architecture: nanoGPT's GPT-2 recipe, the default, and the other modern options
+ARCHS = [dict(pos='learned', norm='layer', mlp='gelu', bias=True), dict(), dict(norm='rms', qk_norm=True, tie_weights=False)]
+ARCH_IDS = ['gpt2', 'default', 'rms-qknorm-untied']
+
+
 def tiny_gpt(**kw):
     torch.manual_seed(0)
     return GPT(GPTConfig(**{'block_size': BLOCK, 'vocab_size': VOCAB, 'n_layer': 2, 'n_head': 2, 'n_embd': 32, **kw})).eval()
@@ -17,10 +22,10 @@ def all_logits(model, idx):
     return model(idx, targets=idx)[0]  # with targets, forward returns every position's logits
 
 
-@pytest.mark.parametrize('pos', ['rope', 'learned'])
+@pytest.mark.parametrize('arch', ARCHS, ids=ARCH_IDS)
 @pytest.mark.parametrize('t', [0, 7, BLOCK - 2])
-def test_changing_a_token_never_changes_earlier_logits(pos, t):
-    model = tiny_gpt(pos=pos)
+def test_changing_a_token_never_changes_earlier_logits(arch, t):
+    model = tiny_gpt(**arch)
     x = torch.randint(VOCAB, (1, BLOCK))
     x2 = x.clone()
     x2[0, t + 1] = (x[0, t + 1] + 1) % VOCAB
@@ -52,9 +57,9 @@ def test_forward_past_block_size_fails_clearly():
         tiny_gpt()(torch.zeros(1, BLOCK + 1, dtype=torch.long))
 
 
-@pytest.mark.parametrize('pos', ['rope', 'learned'])
-def test_greedy_generation_same_with_and_without_cache(pos):
-    model = tiny_gpt(pos=pos)
+@pytest.mark.parametrize('arch', ARCHS, ids=ARCH_IDS)
+def test_greedy_generation_same_with_and_without_cache(arch):
+    model = tiny_gpt(**arch)
     prompt = torch.randint(VOCAB, (2, 4))
     n = BLOCK - prompt.size(1) + 1  # the last step feeds exactly block_size tokens
     cached = model.generate(prompt, n, temperature=0, use_cache=True)
@@ -63,9 +68,9 @@ def test_greedy_generation_same_with_and_without_cache(pos):
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize('pos', ['rope', 'learned'])
-def test_prefill_in_two_chunks_equals_one_forward(pos):
-    model = tiny_gpt(pos=pos)
+@pytest.mark.parametrize('arch', ARCHS, ids=ARCH_IDS)
+def test_prefill_in_two_chunks_equals_one_forward(arch):
+    model = tiny_gpt(**arch)
     x = torch.randint(VOCAB, (2, 12))
     cache = KVCache(model.config.n_layer, BLOCK)
     with torch.no_grad():
