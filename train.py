@@ -238,6 +238,7 @@ while True:
         param_group['lr'] = lr * param_group.get('lr_scale', 1.0)  # lr_scale: per-group learning rates
 
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
+        t_eval = time.time()
         losses = estimate_loss()
         print0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         log({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr})
@@ -252,6 +253,7 @@ while True:
                     print0(f"saving checkpoint to {out_dir}")
                     save_checkpoint(out_dir, ckpt)
                 ckpt = None
+        t0 += time.time() - t_eval  # ms/iter below counts training alone
     if iter_num == max_iters or eval_only:
         break
 
