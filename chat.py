@@ -10,7 +10,7 @@ import sys
 import torch
 
 from common import configure, setup_device, load_checkpoint, build_model
-from tokenizer import Tokenizer, render_prompt
+from tokenizer import Tokenizer, decode_stream, render_prompt
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -31,16 +31,11 @@ def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p,
     # goes on past the block through the KV cache's refill)
     ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2))
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
-    stop = {tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')}
-    out = []
-    for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p):
-        t = idx_next.item()
-        if t in stop:
-            break
-        out.append(t)
-        text = tok.decode(out)
-        if not text.endswith('\ufffd'):  # a BPE token can end mid-character: wait for the rest
-            yield text
+    sampled = (t.item() for t in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p))
+    reply = ''
+    for piece in decode_stream(tok, sampled, tok.turn_ends):
+        reply += piece
+        yield reply
 
 
 if __name__ == '__main__':

@@ -32,7 +32,7 @@ configure(globals(), sys.argv[1:])
 torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
 model = build_model(ckpt).to(device).eval()
-from tokenizer import Tokenizer  # noqa: E402 (after the checkpoint check, so a bad path fails fast)
+from tokenizer import Tokenizer, decode_stream  # noqa: E402 (after the checkpoint check, so a bad path fails fast)
 tok = Tokenizer(ckpt['tokenizer'])
 
 if start.startswith('FILE:'):
@@ -44,24 +44,22 @@ ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)
 if not ids:
     sys.exit("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
 x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
-stop_ids = {i for i in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')) if i is not None} if stop else set()
+
+
+def sampled_ids():
+    """One sample's token ids as they come, counted for the tokens/s line."""
+    global n_tokens
+    for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, use_cache):
+        n_tokens += 1
+        yield idx_next.item()
+
 
 n_tokens, t0 = 0, time.time()
 for k in range(num_samples):
-    out = []  # decode everything so far and print what is new: a BPE token can end mid-character
-    printed = 0
     print(start, end='', flush=True)
     with autocast:
-        for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, use_cache):
-            t = idx_next.item()
-            n_tokens += 1
-            if t in stop_ids:
-                break
-            out.append(t)
-            text = tok.decode(out)
-            if not text.endswith('\ufffd'):
-                print(text[printed:], end='', flush=True)
-                printed = len(text)
+        for piece in decode_stream(tok, sampled_ids(), tok.turn_ends if stop else ()):
+            print(piece, end='', flush=True)
     print('\n---------------')
 synchronize(device_type)
 dt = time.time() - t0

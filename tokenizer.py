@@ -72,6 +72,11 @@ class Tokenizer:
     def bos(self):
         return self.special('<|bos|>')
 
+    @property
+    def turn_ends(self):
+        """The ids that end a reply or a document: BOS and the speaker tokens, those this tokenizer has."""
+        return {self.special(s) for s in ('<|bos|>', '<|user|>', '<|assistant|>')} - {None}
+
     def save(self, path):
         with open(path, 'w') as f:
             json.dump(self.info, f)
@@ -133,3 +138,17 @@ def render_prompt(tok, turns, max_len):
     if len(ids) > max_len:
         ids = [tok.bos] + ids[len(ids) - max_len + 1:]
     return ids
+
+
+def decode_stream(tok, ids, stop=()):
+    """Yield the text of a stream of token ids piece by piece, until a stop id. A BPE token can end
+    mid-character (its text alone is U+FFFD): that piece waits for the rest of the character."""
+    out, printed = [], 0
+    for t in ids:
+        if t in stop:
+            return
+        out.append(t)
+        text = tok.decode(out)  # all so far, then the new part: simple, and exact across characters
+        if not text.endswith('\ufffd'):
+            yield text[printed:]
+            printed = len(text)

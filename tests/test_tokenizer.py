@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer import SPECIAL_TOKENS, Tokenizer, char_tokenizer
+from tokenizer import SPECIAL_TOKENS, Tokenizer, char_tokenizer, decode_stream
 
 TEXTS = ['hello world', 'Ünïcödé — ça va? 日本語', 'emoji 🙂🚀 and 👩‍👩‍👧', 'digits 1234567890 3.14159',
          'new\nlines\r\n\n  and\ttabs  ', '', "it's <|bos|> not special"]
@@ -67,3 +67,11 @@ def test_char_prepare_round_trips_the_text(char_data, text):
 def test_char_prepare_vocab_is_the_sorted_char_set(char_data, text):
     tok = Tokenizer.load(char_data / 'tokenizer.json')
     assert tok.info['chars'] == sorted(set(text)) and tok.vocab_size == len(set(text))
+
+
+def test_decode_stream_waits_out_split_characters_and_stops(chat_tok):
+    ids = chat_tok.encode('hi 🙂 there')
+    stop = chat_tok.special('<|user|>')
+    pieces = list(decode_stream(chat_tok, ids + [stop] + chat_tok.encode('never'), {stop}))
+    assert ''.join(pieces) == 'hi 🙂 there'  # nothing after the stop id
+    assert all('\ufffd' not in p for p in pieces)  # the emoji's bytes arrive whole
