@@ -36,8 +36,6 @@ out_dir = os.path.join('out-bench', name)
 cmd = [sys.executable, 'train.py', *train_args, f'--out_dir={out_dir}', '--init_from=scratch', '--always_save_checkpoint=True']
 if bench_iters:
     cmd += [f'--max_iters={bench_iters}', f'--eval_interval={bench_iters}', '--eval_iters=1', f'--log_interval={max(1, bench_iters // 5)}']
-if os.path.exists(os.path.join(out_dir, 'log.jsonl')):
-    os.remove(os.path.join(out_dir, 'log.jsonl'))
 print(' '.join(cmd))
 subprocess.run(cmd, check=True)
 rows = [json.loads(line) for line in open(os.path.join(out_dir, 'log.jsonl'))]

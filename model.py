@@ -37,9 +37,9 @@ class GPTConfig:
 
 
 class Norm(nn.Module):
-    """RMSNorm or LayerNorm, with an optional bias (PyTorch's LayerNorm has no bias=False before 2.1)."""
+    """LayerNorm (optionally with a bias) or RMSNorm, chosen by config.norm."""
 
-    def __init__(self, ndim, kind='rms', bias=False):
+    def __init__(self, ndim, kind='layer', bias=False):
         super().__init__()
         self.kind = kind
         self.weight = nn.Parameter(torch.ones(ndim))
@@ -292,8 +292,8 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     if top_p is not None and top_p < 1.0:
         # nucleus: keep the smallest set of tokens whose probability adds up to top_p
         sorted_logits, sorted_idx = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum - sorted_logits.softmax(dim=-1) > top_p  # keeps the token that crosses top_p
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p  # keeps the token that crosses top_p
         sorted_logits[drop] = -float('inf')
         logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import configure, config_keys, set_key, lookup, print0, setup_device, peak_flops, save_checkpoint, load_checkpoint
+from common import configure, config_keys, set_key, lookup, print0, setup_device, peak_flops, save_checkpoint, load_checkpoint, build_model
 from model import MODELS
 from data import SOURCES
 
@@ -100,6 +100,8 @@ if compile is None:
     compile = device_type == 'cuda'
 if master_process:
     os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'log.jsonl')):
+        os.remove(os.path.join(out_dir, 'log.jsonl'))  # a new run in an old out_dir starts a new log; resume appends
 
 
 def apply_phases(upto):
@@ -109,28 +111,31 @@ def apply_phases(upto):
             for k, v in phases[start].items():
                 set_key(globals(), k, v, f'phases[{start}]', quiet=True)
     data.block_size, data.batch_size = block_size, batch_size
+    global tokens_per_iter
+    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size  # for tok/s and MFU
 
 
 # the model's positions, and every split's length, must cover the largest block size the curriculum reaches
 max_block_size = max([block_size] + [p.get('block_size', 0) for p in phases.values()])
 data_cls = lookup(SOURCES, data_source, 'data_source')
 data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, doc_transform)
-tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-print0(f"tokens per iteration will be: {tokens_per_iter:,} ({gradient_accumulation_steps} micro-steps x {batch_size} x {block_size}, over {world_size} processes)")
+print0(f"tokens per iteration will be: {gradient_accumulation_steps * batch_size * block_size:,} "
+       f"({gradient_accumulation_steps} micro-steps x {batch_size} x {block_size}, over {world_size} processes)")
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
 iter_num, best_val_loss, parent, ckpt = 0, 1e9, None, None
-config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
-model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
-model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
-if init_from != 'scratch':
+if init_from == 'scratch':
+    config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
+    model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
+    model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
+    model = model_cls(config_cls(**model_args))
+else:
     ckpt = load_checkpoint(out_dir if init_from == 'resume' else init_from, device)
     if ckpt['tokenizer'] != data.tokenizer.info:
         sys.exit(f"the checkpoint's tokenizer differs from data/{dataset}'s; train on data made with the same tokenizer")
-    model_kind, parent = ckpt['model_kind'], ckpt.get('parent')
-    config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
-    model_args = {**ckpt['model_args'], 'dropout': dropout}  # the architecture is the checkpoint's; dropout may change
+    ckpt['model_args']['dropout'] = dropout  # the architecture is the checkpoint's; dropout may change
+    model_kind, model_args, parent = ckpt['model_kind'], ckpt['model_args'], ckpt.get('parent')
     if max_block_size > model_args['block_size']:
         sys.exit(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
                  f"continue with --block_size={model_args['block_size']} or less")
@@ -138,9 +143,7 @@ if init_from != 'scratch':
         iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
     else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
-model = model_cls(config_cls(**model_args))
-if ckpt is not None:
-    model.load_state_dict(ckpt['model'])
+    model = build_model(ckpt)
 model.to(device)
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters")
 

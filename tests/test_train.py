@@ -92,3 +92,9 @@ def test_resume_on_more_processes_than_saved(workdir, char_run, tmp_path):
     out = copy_run(char_run, tmp_path / 'out')
     train(workdir, out, '--init_from=resume', '--max_iters=22', '--gradient_accumulation_steps=2', launcher=TORCHRUN)
     assert sorted(train_losses(out))[-2:] == [21, 22]
+
+
+def test_a_new_run_in_an_old_out_dir_starts_a_new_log(workdir, char_data, tmp_path):
+    train(workdir, tmp_path, '--max_iters=6', '--eval_interval=3')
+    train(workdir, tmp_path, '--max_iters=4', '--eval_interval=2')
+    assert [r['iter'] for r in read_log(tmp_path) if 'val_loss' in r] == [0, 2, 4]
