@@ -9,18 +9,19 @@ import sys
 
 import torch
 
-from common import configure, setup_device, load_checkpoint, build_model
+from common import configure, die, setup_device, load_checkpoint, build_model
 from tokenizer import Tokenizer, decode_stream, render_prompt
 
 # -----------------------------------------------------------------------------
-out_dir = 'out'
-max_new_tokens = 128  # per reply
-temperature = 0.7
-top_k = 50  # 0 for all
-top_p = 0.95  # 1.0 for all
+out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
+max_new_tokens: '[1, inf)' = 128  # per reply
+temperature: '[0, inf)' = 0.7  # 0 = greedy
+top_k: '[0, inf)' = 50  # 0 for all
+top_p: '(0, 1]' = 0.95  # 1.0 for all
 seed = 1337
-device = 'auto'
-dtype = 'auto'
+device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
+threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start
 # -----------------------------------------------------------------------------
 
 
@@ -40,12 +41,12 @@ def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p,
 
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
-    *_, device, device_type, ptdtype, autocast = setup_device(device, dtype)
+    *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
     torch.manual_seed(seed)
     ckpt = load_checkpoint(out_dir, device)
     tok = Tokenizer(ckpt['tokenizer'])
     if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
-        sys.exit(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
+        die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
                  f"use sample.py, or train config/quickstart.py")
     model = build_model(ckpt).to(device).eval()
     print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters). /clear, /quit")

@@ -3,20 +3,47 @@ What train.py, sample.py, chat.py and bench.py share: the configurator, the devi
 """
 
 import os
+import io
+import re
 import ast
 import sys
 import json
 import types
+import textwrap
+import difflib
+import tokenize
+import traceback
 from contextlib import nullcontext
 
 import torch
 
 # -----------------------------------------------------------------------------
+# one-line errors
+
+
+def die(msg):
+    """Stop with one line on stderr and exit code 1. Under torchrun every rank stops; only rank 0 speaks."""
+    raise SystemExit(msg if int(os.environ.get('RANK', 0)) == 0 else 1)
+
+
+def print0(*args, **kwargs):
+    """print on rank 0 only, so torchrun's N processes don't say everything N times"""
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(*args, **kwargs)
+
+# -----------------------------------------------------------------------------
 # configurator: nanoGPT's idea (a config file, then --key=value, over a script's globals), with
-# one-line errors instead of asserts
+# declared checks and one-line errors instead of asserts.
+#
+# A key's type is its default's type. Its annotation, if any, says more, and is checked wherever the key
+# is set (config file, command line, curriculum phase):
+#     n_layer: '[1, inf)' = 6             an interval: '[' and ']' include the bound, '(' and ')' exclude it
+#     pos: ('rope', 'learned') = 'rope'   a tuple: the allowed values
+#     compile: bool = None                a type: a key whose default is None takes None or this type
 
 
 PLAIN = (int, float, bool, str, tuple, list, dict, type(None))
+INTERVAL = re.compile(r'^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*$')
 
 
 def config_keys(g):
@@ -24,62 +51,131 @@ def config_keys(g):
     return [k for k, v in g.items() if not k.startswith('_') and not k.isupper() and isinstance(v, PLAIN)]
 
 
-def configure(g, argv):
-    """Override a script's globals `g` from config files and --key=value args, in order.
+def check_value(val, rule):
+    """None if val obeys rule (an annotation as above), else what it must be."""
+    if isinstance(rule, tuple):
+        return None if val in rule else f"one of {', '.join(map(repr, rule))}"
+    if isinstance(rule, type):
+        return None if val is None or type(val) is rule or (rule is float and type(val) is int) else f"a {rule.__name__} or None"
+    m = INTERVAL.match(rule)
+    lo_open, lo, hi, hi_open = m[1] == '(', float(m[2]), float(m[3]), m[4] == ')'
+    above = val > lo if lo_open else val >= lo
+    below = val < hi if hi_open else val <= hi
+    return None if above and below else f"in {rule.strip()}"
 
-    Only existing keys may be set, and only with a value of the same type (an int where a float is
-    expected is fine; a key whose default is None takes anything).
+
+def configure(g, argv):
+    """Override a script's globals `g` from config files and --key=value args, in order; -h/--help prints
+    the script's keys and exits. Returns {key: where it was set} for the keys set, each printed once.
+
+    Only existing keys may be set, with a value of the default's type (an int where a float is expected is
+    fine) that passes the key's annotation.
     """
+    if '-h' in argv or '--help' in argv:
+        try:
+            print_help(g)
+        except BrokenPipeError:  # --help | head
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    sources = {}
     for arg in argv:
         if not arg.startswith('--'):
-            if not os.path.isfile(arg):
-                sys.exit(f"config file '{arg}' not found (config files live in config/, e.g. config/quickstart.py)")
-            namespace = {}
-            exec(open(arg).read(), namespace)
-            for key, val in namespace.items():
-                if not key.startswith('_') and not isinstance(val, types.ModuleType):
-                    set_key(g, key, val, arg)
+            for key, val in read_config_file(arg).items():
+                set_key(g, key, val, arg)
+                sources[key] = arg
         else:
             key, eq, val = arg[2:].partition('=')
             if not eq:
-                sys.exit(f"argument '{arg}' has no value: write --{key}=VALUE")
+                die(f"argument '{arg}' has no value: write --{key}=VALUE")
             try:
                 val = ast.literal_eval(val)  # numbers, bools, lists, dicts, quoted strings
             except (SyntaxError, ValueError):
                 pass  # a bare word is a string: --dataset=chitchat
             set_key(g, key, val, arg)
-
-
-def set_key(g, key, val, source, quiet=False):
-    """Set one config key with the checks configure() promises; a one-line exit otherwise."""
-    if key not in config_keys(g):
-        sys.exit(f"unknown config key '{key}' (from {source}); the keys are the globals at the top of {os.path.basename(sys.argv[0])}")
-    default = g[key]
-    ok = (default is None or type(val) is type(default)
-          or (type(default) is float and type(val) is int)
-          or (type(default) is tuple and type(val) is list))
-    if not ok:
-        sys.exit(f"config key '{key}' expects {type(default).__name__}, got {type(val).__name__} {val!r} (from {source})")
-    g[key] = float(val) if type(default) is float else tuple(val) if type(default) is tuple else val
-    if not quiet:
+            sources[key] = arg
+    for key in sources:  # after all overrides, so a key set twice is printed once, with the value that won
         print0(f"config: {key} = {g[key]!r}")
+    return sources
+
+
+def read_config_file(path):
+    """The config values a Python config file sets; errors in it are reported by its own path and line."""
+    if not os.path.isfile(path):
+        die(f"config file '{path}' not found (config files live in config/, e.g. config/quickstart.py)")
+    namespace = {}
+    try:
+        with open(path, encoding='utf-8') as f:
+            exec(compile(f.read(), path, 'exec'), namespace)
+    except SyntaxError as e:
+        die(f"{path}:{e.lineno}: {e.msg} (a config file is Python; fix that line)")
+    except Exception as e:
+        line = next((fr.lineno for fr in reversed(traceback.extract_tb(e.__traceback__)) if fr.filename == path), '?')
+        die(f"{path}:{line}: {type(e).__name__}: {e}")
+    return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, types.ModuleType)}
+
+
+def set_key(g, key, val, source):
+    """Set one config key with the checks configure() promises; a one-line exit otherwise."""
+    keys = config_keys(g)
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ''
+        die(f"unknown config key '{key}' (from {source}); {hint}the keys are the globals at the top of "
+            f"{os.path.basename(sys.argv[0])} (--help lists them)")
+    default, rule = g[key], g.get('__annotations__', {}).get(key)
+    ok = ((default is None and rule is None) or type(val) is type(default)
+          or (type(default) is float and type(val) is int)
+          or (type(default) is tuple and type(val) is list)
+          or (default is None and isinstance(rule, type)))
+    if not ok:
+        die(f"config key '{key}' expects {type(default).__name__}, got {type(val).__name__} {val!r} (from {source})")
+    why = rule is not None and check_value(val, rule)
+    if why:
+        die(f"config key '{key}' must be {why}, got {val!r} (from {source})")
+    g[key] = float(val) if type(default) is float else tuple(val) if type(default) is tuple else val
 
 
 def lookup(table, name, key):
     """table[name], or a one-line exit naming the config key and the known names."""
     if name not in table:
-        sys.exit(f"unknown {key} '{name}'; known: {', '.join(table)}")
+        die(f"unknown {key} '{name}'; known: {', '.join(table)}")
     return table[name]
+
+
+def describe(rule):
+    """An annotation as help shows it: [1, inf) | 'rope' | 'learned' | bool or None"""
+    return ' | '.join(map(repr, rule)) if isinstance(rule, tuple) else f"{rule.__name__} or None" if isinstance(rule, type) else rule.strip()
+
+
+def print_help(g):
+    """The script's docstring, then its config keys in source order: default, rule, comment, and section comments."""
+    path = g.get('__file__') or sys.argv[0]
+    print((g.get('__doc__') or '').strip())
+    with open(path, encoding='utf-8') as f:
+        source = f.read()
+    comments = {t.start[0]: (t.string.lstrip('#').strip(), t.line.lstrip().startswith('#'))
+                for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+    keys, rules = set(config_keys(g)), g.get('__annotations__', {})
+    key_at = {}  # line number -> the config key assigned there
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id in keys:
+            key_at[node.lineno] = target.id
+    if not key_at:
+        return
+    print("\nconfig keys, their defaults and allowed values; set them in a config file or as --key=value:")
+    for n in range(min(key_at), max(key_at) + 1):
+        text, whole_line = comments.get(n, ('', False))
+        if n in key_at:
+            k = key_at[n]
+            rule = f"  {describe(rules[k])}" if k in rules else ''
+            print(f"  --{k}={g[k]!r}{rule}" + (f"  # {text}" if text else ''))
+        elif whole_line and text.strip('-'):
+            print(f"  # {text}")
 
 
 # -----------------------------------------------------------------------------
 # device and distributed
-
-
-def print0(*args, **kwargs):
-    """print on rank 0 only, so torchrun's N processes don't say everything N times"""
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(*args, **kwargs)
 
 
 def autodetect_device():
@@ -90,22 +186,31 @@ def autodetect_device():
     return 'cpu'
 
 
-def setup_device(device='auto', dtype='auto'):
-    """Init DDP if torchrun launched us; pick the device and the autocast context.
+def setup_device(device='auto', dtype='auto', threads=0):
+    """Init DDP if torchrun launched us; pick the device, the autocast context and the CPU threads.
 
     Returns (ddp, rank, local_rank, world_size, device, device_type, ptdtype, autocast_ctx).
     bf16 where the device has it, fp16 (with a GradScaler) only on CUDA, fp32 on cpu and mps:
     nanoGPT treats MPS as CPU for autocast and builds a CUDA GradScaler there; we do neither.
     """
     device_type = autodetect_device() if device == 'auto' else device.split(':')[0]
+    if device_type not in ('cpu', 'cuda', 'mps') or (':' in device and not re.fullmatch(r'cuda:\d+', device)):
+        die(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        die(f"device '{device}' asked for, but torch {torch.__version__} sees no CUDA GPU; use --device=cpu "
+            f"(or auto), or install a CUDA build of torch (README: Devices)")
+    if device_type == 'mps' and not torch.backends.mps.is_available():
+        die("device 'mps' asked for, but this machine or torch build has no MPS; use --device=cpu (or auto)")
+    if dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+        die(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
     ddp = int(os.environ.get('RANK', -1)) != -1
     rank, local_rank, world_size = 0, 0, 1
     if ddp:
         rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
-        # nccl for GPUs; gloo lets DDP run (and be tested) on plain CPUs
-        torch.distributed.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
     if device_type == 'cuda':
         device = f'cuda:{local_rank}' if ddp or device in ('auto', 'cuda') else device  # torchrun: one GPU a rank
+        if int(device.split(':')[1]) >= torch.cuda.device_count():
+            die(f"device '{device}' asked for, but there are only {torch.cuda.device_count()} GPUs")
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -114,10 +219,27 @@ def setup_device(device='auto', dtype='auto'):
     if dtype == 'auto':
         dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
     if dtype == 'float16' and device_type != 'cuda':
-        sys.exit(f"dtype float16 needs a GradScaler, which only CUDA has; use bfloat16 or float32 on {device_type}")
+        die(f"dtype float16 needs a GradScaler, which only CUDA has; use bfloat16 or float32 on {device_type}")
+    if ddp:  # after every check, so that a bad config stops before the processes wait for each other
+        # nccl for GPUs; gloo lets DDP run (and be tested) on plain CPUs
+        torch.distributed.init_process_group(backend='nccl' if device_type == 'cuda' else 'gloo')
+    set_threads(threads, device_type, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
     ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
     ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
     return ddp, rank, local_rank, world_size, device, device_type, ptdtype, ctx
+
+
+def set_threads(threads, device_type, local_processes=1):
+    """torch's CPU threads: `threads` if not 0; else OMP_NUM_THREADS if set (torchrun sets 1); else, on CPU, the
+    cores idle now, shared among this machine's processes. Why: torch takes every core by default, and OpenMP
+    threads spinning on cores that another process is busy on are slow (one busy process on 2 cores made
+    training 9x slower, and the KV cache slower than recomputing)."""
+    if not threads:
+        if 'OMP_NUM_THREADS' in os.environ or device_type != 'cpu':
+            return
+        busy = round(os.getloadavg()[0]) if hasattr(os, 'getloadavg') else 0  # runnable processes, 1-minute mean
+        threads = max(1, (torch.get_num_threads() - busy) // local_processes)
+    torch.set_num_threads(threads)
 
 
 def peak_flops(device_type):
@@ -141,16 +263,24 @@ def synchronize(device_type):
 
 
 def save_checkpoint(out_dir, ckpt):
-    """Write ckpt.pt atomically: a crash mid-write leaves the previous checkpoint intact."""
+    """Write ckpt.pt atomically: a crash mid-write leaves the previous checkpoint intact. Then meta.json."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, 'ckpt.pt')
     torch.save(ckpt, path + '.tmp')
     os.replace(path + '.tmp', path)
-    meta = {k: v for k, v in ckpt.items() if k in ('model_kind', 'model_args', 'iter_num', 'best_val_loss', 'config')}
+    write_meta(out_dir, ckpt)
+
+
+def write_meta(out_dir, ckpt):
+    """meta.json, a readable copy of what a checkpoint describes. ckpt.pt is the truth: a kill between the two
+    writes can leave meta.json one save behind, so train.py rewrites it from ckpt.pt when it resumes, and
+    programs read ckpt.pt."""
+    meta = {k: ckpt.get(k) for k in ('model_kind', 'model_args', 'iter_num', 'best_val_loss', 'parent', 'config')}
     meta['tokenizer'] = ckpt['tokenizer'].get('kind')
-    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
+    path = os.path.join(out_dir, 'meta.json')
+    with open(path + '.tmp', 'w') as f:
         json.dump(meta, f, indent=2)
-    os.replace(os.path.join(out_dir, 'meta.json.tmp'), os.path.join(out_dir, 'meta.json'))
+    os.replace(path + '.tmp', path)
 
 
 def load_checkpoint(path, device='cpu'):
@@ -158,23 +288,29 @@ def load_checkpoint(path, device='cpu'):
     if os.path.isdir(path):
         path = os.path.join(path, 'ckpt.pt')
     if not os.path.isfile(path):
-        sys.exit(f"no checkpoint at {path}: train one first (python train.py config/quickstart.py) or pass --out_dir")
+        die(f"no checkpoint at {path}: train one first (python train.py config/quickstart.py) or pass --out_dir")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        why = (str(e).splitlines() or [''])[0][:120]
-        sys.exit(f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); retrain or restore it")
+        why = textwrap.shorten((str(e).splitlines() or [''])[0], 160, placeholder=' ...')
+        die(f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); retrain or restore it")
     if not isinstance(ckpt, dict) or not {'model', 'model_kind', 'model_args', 'tokenizer'} <= ckpt.keys():
-        sys.exit(f"{path} is not a nanolab checkpoint (it lacks model/model_kind/model_args/tokenizer)")
+        die(f"{path} is not a nanolab checkpoint (it lacks model/model_kind/model_args/tokenizer)")
     # torch.compile saves its parameters under '_orig_mod.'
     ckpt['model'] = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
+    ckpt['path'] = path  # for messages; not saved
     return ckpt
 
 
 def build_model(ckpt):
-    """The model a checkpoint describes, with its weights loaded."""
+    """The model a checkpoint describes, with its weights loaded; one line if the two don't fit."""
     from model import MODELS
     config_cls, model_cls = lookup(MODELS, ckpt['model_kind'], "the checkpoint's model_kind")
-    model = model_cls(config_cls(**ckpt['model_args']))
-    model.load_state_dict(ckpt['model'])
+    try:
+        model = model_cls(config_cls(**ckpt['model_args']))
+        model.load_state_dict(ckpt['model'])
+    except (TypeError, ValueError, RuntimeError) as e:
+        why = textwrap.shorten(' '.join(str(e).split()), 200, placeholder=' ...')
+        die(f"{ckpt.get('path', 'the checkpoint')}: its weights do not fit its own model_args ({why}); "
+            f"the file is damaged or from another version: retrain or restore it")
     return model

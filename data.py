@@ -1,19 +1,20 @@
 """
 Data sources for train.py. A source has get_batch(split, generator=None) -> a tuple of tensors that
 the model's forward takes (model(*batch) -> logits, loss), state_dict()/load_state_dict() so a
-resumed run draws the same batches, and block_size/batch_size attributes a curriculum may change.
+resumed run draws the same batches, and block_size/batch_size attributes that train.py sets (a curriculum
+changes them). batch_size is the rows this process gets from one call: every call draws world_size x batch_size
+rows, the same on every process, and returns this rank's slice, so N processes see what one process would.
 A project whose batches have another shape (context/response pairs, bags of vectors with a teacher
 target) adds a class here and a name in SOURCES; train.py does not change.
 """
 
 import os
-import sys
 import json
 
 import numpy as np
 import torch
 
-from common import lookup
+from common import die, lookup
 from tokenizer import Tokenizer
 
 
@@ -43,10 +44,15 @@ class TokenStream:
 
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1, doc_transform=''):
         if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
-            sys.exit(f"no prepared data in {data_dir}: prepare it first, e.g. python -m prepare.chitchat "
+            die(f"no prepared data in {data_dir}: prepare it first, e.g. python -m prepare.chitchat "
                      f"or python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char")
-        with open(os.path.join(data_dir, 'meta.json')) as f:
-            self.meta = json.load(f)
+        if not os.path.isfile(os.path.join(data_dir, 'tokenizer.json')):
+            die(f"{data_dir} has no tokenizer.json: re-run the prepare script that made it")
+        try:
+            with open(os.path.join(data_dir, 'meta.json')) as f:
+                self.meta = json.load(f)
+        except ValueError as e:
+            die(f"{data_dir}/meta.json is not valid JSON ({e}); re-run the prepare script that made it")
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
         self.rank, self.world_size = rank, world_size
@@ -58,13 +64,13 @@ class TokenStream:
         for split in ('train', 'val'):
             n = len(self.tokens(split))
             if n < block_size + 1:
-                sys.exit(f"split '{split}' of {data_dir} has {n} tokens, fewer than block_size+1 = {block_size + 1}; "
+                die(f"split '{split}' of {data_dir} has {n} tokens, fewer than block_size+1 = {block_size + 1}; "
                          f"lower block_size or prepare more data")
 
     def tokens(self, split):
         path = os.path.join(self.data_dir, f'{split}.bin')
         if not os.path.isfile(path):
-            sys.exit(f"{path} is missing: re-run the prepare script for {self.data_dir}")
+            die(f"{path} is missing: re-run the prepare script for {self.data_dir}")
         if self.transform:
             if split not in self.cache:
                 self.cache[split] = self.transform(np.memmap(path, dtype=self.meta['dtype'], mode='r'), self.tokenizer.bos)

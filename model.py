@@ -35,6 +35,16 @@ class GPTConfig:
     tie_weights: bool = True  # share wte and lm_head
     causal: bool = True       # False: a bidirectional encoder from the same blocks
 
+    def __post_init__(self):
+        # what the arguments' types can't say; train.py turns a ValueError into one line
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.pos == 'rope' and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
+        for key, allowed in (('pos', ('rope', 'learned')), ('norm', ('layer', 'rms')), ('mlp', ('relu2', 'gelu'))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+
 
 class Norm(nn.Module):
     """LayerNorm (optionally with a bias) or RMSNorm, chosen by config.norm."""

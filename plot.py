@@ -1,29 +1,33 @@
 """
-Plot the loss curves of one or more runs (their out_dir/log.jsonl, written by train.py) into one PNG.
-$ python plot.py out-shakespeare-char-cpu
-$ python plot.py out-bench/* --out=ablation.png
+Plot the loss curves of one or more runs (their out_dir/log.jsonl, written by train.py) into one PNG:
+train loss on the left, val loss on the right.
+$ python plot.py out-shakespeare-char-cpu                 # writes out-shakespeare-char-cpu/loss.png
+$ python plot.py out-bench/* --out=ablation.png           # several runs, one figure
 """
 
 import os
 import sys
 import json
+import argparse
 
 import matplotlib
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt
 
-runs = [a for a in sys.argv[1:] if not a.startswith('--out=')]
-out = next((a[6:] for a in sys.argv[1:] if a.startswith('--out=')), None)
-if not runs:
-    sys.exit("usage: python plot.py OUT_DIR [OUT_DIR ...] [--out=loss.png]")
-out = out or os.path.join(runs[0], 'loss.png')
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('runs', nargs='+', metavar='OUT_DIR', help="train.py out_dirs, each holding a log.jsonl")
+parser.add_argument('--out', default=None, help="the PNG to write; default: OUT_DIR/loss.png of the first run")
+args = parser.parse_args()
+out = args.out or os.path.join(args.runs[0], 'loss.png')
+for run in args.runs:
+    if not os.path.isfile(os.path.join(run, 'log.jsonl')):
+        sys.exit(f"{os.path.join(run, 'log.jsonl')} not found: is {run} a train.py out_dir?")
+print(f"plotting {len(args.runs)} run(s) into {out}")
 
 fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
-for run in runs:
-    path = os.path.join(run, 'log.jsonl')
-    if not os.path.isfile(path):
-        sys.exit(f"{path} not found: is {run} a train.py out_dir?")
-    rows = [json.loads(line) for line in open(path)]
+for run in args.runs:
+    with open(os.path.join(run, 'log.jsonl')) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
     steps = [r for r in rows if 'loss' in r]
     evals = [r for r in rows if 'val_loss' in r]
     label = os.path.basename(run.rstrip('/'))

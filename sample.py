@@ -1,7 +1,8 @@
 """
 Sample from a trained model, streaming tokens as they come:
-$ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
-$ python sample.py --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
+$ python sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=3
+$ python sample.py --out_dir=out-quickstart --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
+The model, its tokenizer and its settings come from the checkpoint.
 """
 
 import os
@@ -10,25 +11,26 @@ import time
 
 import torch
 
-from common import configure, print0, setup_device, load_checkpoint, build_model, synchronize
+from common import configure, die, print0, setup_device, load_checkpoint, build_model, synchronize
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
 start = "\n"  # the prompt, or "FILE:path" to read it from a file; a model with a BOS token gets it first
-num_samples = 3
-max_new_tokens = 500
-temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
-top_k = 200  # only the top_k most likely tokens; 0 for all
-top_p = 1.0  # nucleus sampling: the smallest set of tokens with this much probability; 1.0 for all
+num_samples: '[1, inf)' = 3
+max_new_tokens: '[1, inf)' = 500
+temperature: '[0, inf)' = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
+top_k: '[0, inf)' = 200  # only the top_k most likely tokens; 0 for all
+top_p: '(0, 1]' = 1.0  # nucleus sampling: the smallest set of tokens with this much probability; 1.0 for all
 stop = False  # end a sample at the model's end-of-turn/document tokens (BOS, speaker tokens)
 use_cache = True  # the KV cache; False recomputes the whole context at every token
 seed = 1337
-device = 'auto'
-dtype = 'auto'
+device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
+threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start
 # -----------------------------------------------------------------------------
 configure(globals(), sys.argv[1:])
 
-*_, device, device_type, ptdtype, autocast = setup_device(device, dtype)
+*_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
 torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
 model = build_model(ckpt).to(device).eval()
@@ -37,12 +39,18 @@ tok = Tokenizer(ckpt['tokenizer'])
 
 if start.startswith('FILE:'):
     if not os.path.isfile(start[5:]):
-        sys.exit(f"--start={start}: no such file")
-    with open(start[5:], encoding='utf-8') as f:
-        start = f.read()
-ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)
+        die(f"--start={start}: no such file")
+    try:
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    except UnicodeDecodeError as e:
+        die(f"--start={start}: not UTF-8 text (byte {e.start}); save the prompt as UTF-8")
+try:
+    ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)
+except ValueError as e:  # characters a char tokenizer never saw
+    die(f"--start: {e}; this model can't read them, write the prompt without them")
 if not ids:
-    sys.exit("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
+    die("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
 x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
 
 

@@ -96,7 +96,9 @@ def train_bpe(texts, vocab_size):
     """Train a byte-level BPE on an iterable of strings; vocab_size counts the special tokens too."""
     import rustbpe  # only needed to train, not to use a trained tokenizer
     n_merged = vocab_size - len(SPECIAL_TOKENS)
-    assert n_merged >= 256, f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + specials)"
+    if n_merged < 256:
+        raise SystemExit(f"a BPE vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + "
+                         f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
     bpe = rustbpe.Tokenizer()
     bpe.train_from_iterator(texts, n_merged, pattern=SPLIT_PATTERN)
     ranks = sorted(bpe.get_mergeable_ranks(), key=lambda kv: kv[1])

@@ -1,11 +1,14 @@
 """
 The one training loop of nanolab, for every model and project. Runs on one process:
 $ python train.py config/quickstart.py --batch_size=16
-or on several, with DDP (nccl on GPUs, gloo on CPUs):
+or on several, with DDP (nccl on GPUs, gloo on CPUs), with the same global batch and loss curve:
 $ torchrun --standalone --nproc_per_node=4 train.py config/shakespeare_char.py
 and across nodes, on the master node (IP 123.456.123.456), then the same with --node_rank=1 on the other:
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster has no Infiniband interconnect, prepend NCCL_IB_DISABLE=1.)
+Resume a run where it stopped (its config comes from its checkpoint):
+$ python train.py --out_dir=out-quickstart --init_from=resume --max_iters=3000
+Fine-tune another run's model (base -> mid -> sft): --init_from=out-base
 
 What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in data.py
 (SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (logits, loss).
@@ -24,20 +27,23 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import configure, config_keys, set_key, lookup, print0, setup_device, peak_flops, save_checkpoint, load_checkpoint, build_model
+from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops,
+                    save_checkpoint, write_meta, load_checkpoint, build_model)
 from model import MODELS
 from data import SOURCES
 
 # -----------------------------------------------------------------------------
-# default config: a small BPE GPT on the chitchat conversations; config/*.py and --key=value override
+# default config: a small BPE GPT on the chitchat conversations; config/*.py and --key=value override.
+# An annotation is the key's allowed values, checked wherever the key is set (see common.check_value).
 # I/O
 out_dir = 'out'
-eval_interval = 250
-log_interval = 10
-eval_iters = 50
-eval_only = False  # evaluate once and exit
+eval_interval: '[1, inf)' = 250
+log_interval: '[1, inf)' = 10
+eval_iters: '[1, inf)' = 50  # batches per split at each evaluation
+eval_only = False  # evaluate once, print, and exit; writes nothing
 always_save_checkpoint = True  # False: only when val loss improves
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir's checkpoint) | path of another run to fine-tune (base -> mid -> sft)
+overwrite = False  # let a new run replace the run already in out_dir
 # wandb logging
 wandb_log = False
 wandb_project = 'nanolab'
@@ -46,106 +52,179 @@ wandb_run_name = 'run'
 dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script
 data_source = 'tokens'  # a name in data.SOURCES
 doc_transform = ''  # '' | a name in data.TRANSFORMS, e.g. 'reverse' (backward LM)
-gradient_accumulation_steps = 1  # micro-steps per optimizer step, over all processes together
-batch_size = 12  # per micro-step, per process
-block_size = 256
+gradient_accumulation_steps: '[1, inf)' = 1  # micro-steps per optimizer step, over all processes together
+batch_size: '[1, inf)' = 12  # rows per micro-step; the global batch, gradient_accumulation_steps x batch_size, is the same on any number of processes
+block_size: '[1, inf)' = 256
 # model
 model_kind = 'gpt'  # a name in model.MODELS
-n_layer = 6
-n_head = 6
-n_embd = 384
-dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
+n_layer: '[1, inf)' = 6
+n_head: '[1, inf)' = 6
+n_embd: '[1, inf)' = 384  # a multiple of n_head
+dropout: '[0, 1)' = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias = False
-pos = 'rope'  # 'rope' | 'learned'
-norm = 'layer'  # 'layer' | 'rms'
-mlp = 'relu2'  # 'relu2' | 'gelu'
+pos: ('rope', 'learned') = 'rope'
+norm: ('layer', 'rms') = 'layer'
+mlp: ('relu2', 'gelu') = 'relu2'
 qk_norm = False
 tie_weights = True
 causal = True
 # AdamW
-learning_rate = 1e-3
-max_iters = 5000
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.99
-grad_clip = 1.0  # 0 disables
+learning_rate: '(0, inf)' = 1e-3
+max_iters: '[0, inf)' = 5000
+weight_decay: '[0, inf)' = 1e-1
+beta1: '[0, 1)' = 0.9
+beta2: '[0, 1)' = 0.99
+grad_clip: '[0, inf)' = 1.0  # 0 disables
 # learning rate schedule: linear warmup, then cosine down to min_lr
 decay_lr = True
-warmup_iters = 100
-lr_decay_iters = 5000  # ~= max_iters per Chinchilla
-min_lr = 1e-4  # ~= learning_rate/10 per Chinchilla
+warmup_iters: '[0, inf)' = 100
+lr_decay_iters: int = None  # None: max_iters (~= max_iters per Chinchilla)
+min_lr: '[0, inf)' = 1e-4  # ~= learning_rate/10 per Chinchilla
 # curriculum: {iteration: {key: value, ...}}; from that iteration on, those config values apply (block_size,
-# batch_size, learning_rate, ...) until a later phase changes them
+# batch_size, learning_rate, ...: see PHASE_KEYS) until a later phase changes them
 phases = {}
 # system
 device = 'auto'  # 'auto' (cuda, then mps, then cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 where supported, else float32) | 'float32' | 'bfloat16' | 'float16' (CUDA only)
-compile = None  # torch.compile; None: on for CUDA, off elsewhere
+dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'  # auto: bfloat16 where supported, else float32; float16 is CUDA only
+compile: bool = None  # torch.compile; None: on for CUDA, off elsewhere
+threads: '[0, inf)' = 0  # CPU threads per process; 0: OMP_NUM_THREADS if set, else the cores idle at start
 seed = 1337
+# keys a resumed run may change (the others come from its checkpoint), and keys a curriculum phase may set
+RESUMABLE = {'out_dir', 'init_from', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_only',
+             'always_save_checkpoint', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',
+             'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads'}
+PHASE_KEYS = {'block_size', 'batch_size', 'gradient_accumulation_steps', 'learning_rate', 'min_lr', 'warmup_iters',
+              'lr_decay_iters', 'decay_lr', 'grad_clip', 'eval_interval', 'log_interval', 'eval_iters'}
 # -----------------------------------------------------------------------------
-configure(globals(), sys.argv[1:])
-for start, overrides in phases.items():  # check the curriculum now, not hours into the run
-    for k, v in overrides.items():
-        set_key(dict(globals()), k, v, f'phases[{start}]', quiet=True)
-config = {k: globals()[k] for k in config_keys(globals())}  # what gets logged and saved
+KEYS = config_keys(globals())
+explicit = configure(globals(), sys.argv[1:])  # {key: where it was set}
 # -----------------------------------------------------------------------------
+# every check before anything is written: a run that stops here leaves out_dir exactly as it was
 
-ddp, rank, local_rank, world_size, device, device_type, ptdtype, autocast = setup_device(device, dtype)
+ckpt = None  # the checkpoint a run starts from: its own (resume) or its parent's (fine-tuning)
+if init_from == 'resume':
+    # a resumed run is the same run: its config comes from the checkpoint, and only RESUMABLE keys may change
+    ckpt = load_checkpoint(out_dir)
+    changed = []
+    for k, saved in ckpt['config'].items():
+        if k not in KEYS or saved == globals()[k] or k in ('out_dir', 'init_from'):
+            continue
+        if k not in explicit:
+            globals()[k] = saved
+        elif k in RESUMABLE:
+            changed.append(f"{k} {saved!r} -> {globals()[k]!r}")
+        else:
+            die(f"{explicit[k]} differs from the run's own {k}={saved!r}: a resumed run keeps its config except "
+                f"{', '.join(sorted(RESUMABLE - {'out_dir', 'init_from'}))}; to change it, fine-tune: --init_from={out_dir}")
+elif init_from != 'scratch':
+    # fine-tuning: the parent's architecture, whatever the config says; a conflicting key is refused, not ignored
+    ckpt = load_checkpoint(init_from)
+    arch = {'model_kind': ckpt['model_kind'], **ckpt['model_args']}
+    for k in sorted(arch.keys() & set(KEYS) - {'dropout', 'block_size'}):  # these two may change
+        if k in explicit and arch[k] != globals()[k]:
+            die(f"{explicit[k]} conflicts with {init_from}'s {k}={arch[k]!r}: a fine-tuned model keeps its "
+                f"parent's architecture; drop the key (or train from scratch)")
+        globals()[k] = arch[k]
+
+
+def curriculum():
+    """(start, config) for the base config and each phase: what is in force from that iteration on."""
+    c = {k: globals()[k] for k in KEYS}
+    yield 0, dict(c)
+    for start in sorted(phases):
+        c.update(phases[start])
+        yield start, dict(c)
+
+
+for start, overrides in phases.items():  # check the curriculum now, not hours into the run
+    if type(start) is not int or start < 0 or type(overrides) is not dict:
+        die(f"phases must map iterations (int >= 0) to dicts of config keys, got {start!r}: {overrides!r}")
+    for k, v in overrides.items():
+        set_key(dict(globals()), k, v, f'phases[{start}]')
+        if k not in PHASE_KEYS:
+            die(f"phases[{start}] sets '{k}', which a phase can't change (the model and data are set up once); "
+                f"a phase may set {', '.join(sorted(PHASE_KEYS))}")
+for start, c in curriculum():
+    decay_iters = c['lr_decay_iters'] if c['lr_decay_iters'] is not None else c['max_iters']
+    if c['decay_lr'] and c['max_iters'] > c['warmup_iters'] >= decay_iters:
+        die(f"warmup_iters={c['warmup_iters']} must be less than lr_decay_iters={decay_iters}"
+            + (f" (in phases[{start}])" if start else '') + "; lower warmup_iters or raise lr_decay_iters")
+if decay_lr and lr_decay_iters is not None and lr_decay_iters > max_iters:
+    print0(f"note: lr_decay_iters={lr_decay_iters} > max_iters={max_iters}: the run ends before the lr reaches "
+           f"min_lr (leave lr_decay_iters unset to follow max_iters)")
+config = {k: globals()[k] for k in KEYS}  # what gets logged and saved: the config this run really uses
+
+ddp, rank, local_rank, world_size, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
 master_process = rank == 0  # does the logging and checkpointing
-if gradient_accumulation_steps % world_size:
-    sys.exit(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world_size} processes")
-local_accum = gradient_accumulation_steps // world_size
 torch.manual_seed(seed + rank)  # dropout differs per rank; the data sampler is seeded the same on all
 if compile is None:
     compile = device_type == 'cuda'
-if master_process:
-    os.makedirs(out_dir, exist_ok=True)
-    if init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'log.jsonl')):
-        os.remove(os.path.join(out_dir, 'log.jsonl'))  # a new run in an old out_dir starts a new log; resume appends
+
+
+def split_batch(accum, rows):
+    """(micro-steps, rows per micro-step) of each process, so that the processes together train on the global
+    batch accum x rows exactly as one process would: whole micro-steps each where they divide evenly, else
+    every micro-step's rows split among them."""
+    if accum % world_size == 0:
+        return accum // world_size, rows
+    if rows % world_size == 0:
+        return accum, rows // world_size
+    die(f"the global batch of gradient_accumulation_steps={accum} x batch_size={rows} rows can't be split evenly "
+        f"over {world_size} processes; make either a multiple of {world_size}")
+
+
+for start, c in curriculum():
+    split_batch(c['gradient_accumulation_steps'], c['batch_size'])  # dies now, not at the phase
 
 
 def apply_phases(upto):
     """Set the curriculum's config for iteration `upto`: every phase that has started, in order."""
+    global local_accum, local_batch, tokens_per_iter
     for start in sorted(phases):
         if start <= upto:
             for k, v in phases[start].items():
-                set_key(globals(), k, v, f'phases[{start}]', quiet=True)
-    data.block_size, data.batch_size = block_size, batch_size
-    global tokens_per_iter
-    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size  # for tok/s and MFU
+                set_key(globals(), k, v, f'phases[{start}]')
+    local_accum, local_batch = split_batch(gradient_accumulation_steps, batch_size)
+    data.block_size, data.batch_size = block_size, local_batch
+    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size  # global, for tok/s and MFU
 
 
 # the model's positions, and every split's length, must cover the largest block size the curriculum reaches
-max_block_size = max([block_size] + [p.get('block_size', 0) for p in phases.values()])
+max_block_size = max(c['block_size'] for _, c in curriculum())
 data_cls = lookup(SOURCES, data_source, 'data_source')
 data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, doc_transform)
-print0(f"tokens per iteration will be: {gradient_accumulation_steps * batch_size * block_size:,} "
-       f"({gradient_accumulation_steps} micro-steps x {batch_size} x {block_size}, over {world_size} processes)")
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
-iter_num, best_val_loss, parent, ckpt = 0, 1e9, None, None
-if init_from == 'scratch':
+iter_num, best_val_loss, parent = 0, 1e9, None
+if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
     model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
-    model = model_cls(config_cls(**model_args))
+    try:
+        model = model_cls(config_cls(**model_args))
+    except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
+        die(f"{model_kind}: {e}")
+    start_line = "from scratch"
 else:
-    ckpt = load_checkpoint(out_dir if init_from == 'resume' else init_from, device)
     if ckpt['tokenizer'] != data.tokenizer.info:
-        sys.exit(f"the checkpoint's tokenizer differs from data/{dataset}'s; train on data made with the same tokenizer")
-    ckpt['model_args']['dropout'] = dropout  # the architecture is the checkpoint's; dropout may change
-    model_kind, model_args, parent = ckpt['model_kind'], ckpt['model_args'], ckpt.get('parent')
+        die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
+            f"train on data made with the same tokenizer")
+    model_args = dict(ckpt['model_args'], dropout=dropout)  # the architecture is the checkpoint's; dropout may change
+    parent = ckpt.get('parent')
     if max_block_size > model_args['block_size']:
-        sys.exit(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
-                 f"continue with --block_size={model_args['block_size']} or less")
+        die(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
+            f"continue with --block_size={model_args['block_size']} or less")
+    ckpt['model_args'] = model_args
+    model = build_model(ckpt)
+    where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
         iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+        start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
     else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
-    model = build_model(ckpt)
+        start_line = f"fine-tuning {ckpt['path']} ({where})"
 model.to(device)
-print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters")
 
 # a GradScaler only for float16, which only CUDA runs; a no-op otherwise
 scaler = torch.amp.GradScaler('cuda', enabled=(ptdtype == torch.float16))
@@ -158,47 +237,63 @@ if init_from == 'resume':
         torch.set_rng_state(ckpt['rng'][rank]['cpu'])
         if device_type == 'cuda' and ckpt['rng'][rank]['cuda'] is not None:
             torch.cuda.set_rng_state(ckpt['rng'][rank]['cuda'])
-    else:  # saved by another number of processes: the data stream still continues exactly, dropout can't
+    else:  # saved by another number of processes: the data stream and global batch continue exactly, dropout can't
         torch.manual_seed(seed + rank + iter_num)
-        print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: new dropout RNG")
-ckpt = None  # free up memory
+        print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: the batches "
+               f"continue exactly, dropout draws new masks")
+
+apply_phases(iter_num)
+print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
+print0(f"data/{dataset} ({data_source}, {data.tokenizer.kind} tokenizer of {data.tokenizer.vocab_size:,}), "
+       f"{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} micro-steps x {batch_size} rows "
+       f"x {block_size}), {max_iters:,} iterations")
+print0(f"on {device} ({str(ptdtype).removeprefix('torch.')}, {world_size} process{'es' if world_size > 1 else ''}"
+       + (f", {torch.get_num_threads()} CPU threads each" if device_type == 'cpu' else '') + ")"
+       + (f", writing {out_dir}/" if not eval_only else ", evaluating only"))
 
 raw_model = model
 if compile:
     print0("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
+eval_model = model  # evaluation bypasses DDP: each process evaluates its own batches, no collectives
 if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    # our buffers (rotary tables) are the same on every rank: no need to broadcast them at every forward
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss over eval_iters batches per split, the same batches at every eval (less noisy curves)."""
+    """Mean loss over the same eval_iters batches of each split at every eval, on any number of processes: the
+    batches one process would draw (batch_size rows each), dealt out to the processes in turn."""
     out = {}
-    model.eval()
+    eval_model.eval()
+    data.batch_size = batch_size  # whole batches: a call draws world_size of them and hands this rank its own
     for split in ['train', 'val']:
         generator = torch.Generator().manual_seed(seed + 1)
-        losses = torch.zeros(eval_iters, device=device)
-        for k in range(eval_iters):
-            with autocast:
-                _, loss = model(*data.get_batch(split, generator))
-            losses[k] = loss
-        loss = losses.mean()
+        total = torch.zeros(2, device=device)  # summed batch losses, batches
+        for k in range(0, eval_iters, world_size):
+            batch = data.get_batch(split, generator)  # batch k + rank of the one-process sequence
+            if k + rank < eval_iters:
+                with autocast:
+                    _, loss = eval_model(*batch)
+                total += torch.stack([loss.float(), torch.ones((), device=device)])
         if ddp:
-            dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-        out[split] = loss.item()
-    model.train()
+            dist.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    data.batch_size = local_batch
+    eval_model.train()
     return out
 
 
 def get_lr(it):
     if not decay_lr:
         return learning_rate
+    decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
     if it < warmup_iters:  # 1) linear warmup
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:  # 2) past the decay, min_lr
+    if it > decay_iters:  # 2) past the decay, min_lr
         return min_lr
-    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)  # 3) in between, cosine
+    decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)  # 3) in between, cosine (checked: no 0/0)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
     return min_lr + coeff * (learning_rate - min_lr)
 
@@ -213,25 +308,61 @@ def rng_states():
     return states
 
 
+LOG = os.path.join(out_dir, 'log.jsonl')
+
+
 def log(entry):
     """Append to out_dir/log.jsonl (plot.py draws it) and wandb."""
-    if master_process:
-        with open(os.path.join(out_dir, 'log.jsonl'), 'a') as f:
+    if master_process and not eval_only:
+        with open(LOG, 'a') as f:
             f.write(json.dumps(entry) + '\n')
         if wandb_log:
             wandb.log(entry)
 
 
+def stop_if_not_finite(what, value):
+    if not math.isfinite(value):
+        die(f"iter {iter_num}: {what} is {value}; stopping without saving this state (lower learning_rate, "
+            f"raise warmup_iters or check the data; --init_from=resume restarts from the last checkpoint)")
+
+
+def format_eta(seconds):
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+if init_from != 'resume' and not eval_only and not overwrite and os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
+    die(f"{out_dir} already holds a run: continue it with --init_from=resume, choose another --out_dir, "
+        f"or pass --overwrite=True to replace it")
+
+# -----------------------------------------------------------------------------
+# every check has passed: from here on the run writes to out_dir
+if master_process and not eval_only:
+    os.makedirs(out_dir, exist_ok=True)
+    if init_from != 'resume':  # the checks let this run replace out_dir's run only if asked (overwrite)
+        for name in ('ckpt.pt', 'meta.json'):
+            if os.path.isfile(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+    kept = []  # a new run starts a new log; a resumed one keeps what was logged up to its checkpoint
+    if init_from == 'resume' and os.path.isfile(LOG):
+        with open(LOG) as f:
+            kept = [line for line in f if line.strip() and json.loads(line).get('iter', 0) <= iter_num]
+        write_meta(out_dir, ckpt)  # meta.json may be one save behind ckpt.pt if the run was killed between them
+    with open(LOG + '.tmp', 'w') as f:
+        f.writelines(kept)
+    os.replace(LOG + '.tmp', LOG)
+ckpt = None  # free up memory
 if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # -----------------------------------------------------------------------------
 # the loop
-apply_phases(iter_num)
 peak = peak_flops(device_type)
-t0 = time.time()
+t_start = t0 = time.time()
 train_loss = torch.zeros((), device=device)  # summed over micro-steps between logs; read only at log time
+steps_since_log = 0
+evaluated = init_from == 'resume'  # a resumed run's first iteration was evaluated before its checkpoint was saved
 while True:
     if iter_num in phases:
         apply_phases(iter_num)
@@ -240,11 +371,13 @@ while True:
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr * param_group.get('lr_scale', 1.0)  # lr_scale: per-group learning rates
 
-    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
+    if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and not evaluated:
         t_eval = time.time()
         losses = estimate_loss()
         print0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        log({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr})
+        stop_if_not_finite('the eval loss', losses['train'] + losses['val'])
+        log({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
+             't': time.time() - t_start})  # t: wall seconds since this process began training
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > 0 and not eval_only:
@@ -257,7 +390,8 @@ while True:
                     save_checkpoint(out_dir, ckpt)
                 ckpt = None
         t0 += time.time() - t_eval  # ms/iter below counts training alone
-    if iter_num == max_iters or eval_only:
+    evaluated = False
+    if iter_num >= max_iters or eval_only:
         break
 
     # forward, backward, update; with gradient accumulation, DDP syncs gradients only on the last micro-step
@@ -276,20 +410,23 @@ while True:
     scaler.update()
     optimizer.zero_grad(set_to_none=True)  # flush the gradients as soon as we can, no need for this memory anymore
     iter_num += 1
+    steps_since_log += 1
 
-    if iter_num % log_interval == 0:
+    if iter_num % log_interval == 0 or iter_num == max_iters:
         # the mean train loss since the last log, over all ranks; note: a CPU-GPU sync point
         if ddp:
             dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
-        lossf = train_loss.item() / log_interval
-        train_loss.zero_()
+        lossf = train_loss.item() / steps_since_log
+        stop_if_not_finite('the train loss', lossf)
         t1 = time.time()
-        dt = (t1 - t0) / log_interval
-        t0 = t1
+        dt = (t1 - t0) / steps_since_log
+        t0, steps_since_log = t1, 0
+        train_loss.zero_()
         mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak)
-        print0(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s"
-               + (f", mfu {mfu * 100:.2f}%" if mfu else ""))
-        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000})
+        print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
+               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else "")
+               + f", eta {format_eta(dt * (max_iters - iter_num))}")
+        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 't': t1 - t_start})
 
 if ddp:
     # the DDP wrapper must be gone before its process group, or gloo can abort the process at exit

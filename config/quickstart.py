@@ -24,6 +24,5 @@ dropout = 0.0
 
 learning_rate = 2e-3
 max_iters = 1500
-lr_decay_iters = 1500
 min_lr = 2e-4
 warmup_iters = 100

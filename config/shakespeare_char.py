@@ -23,7 +23,6 @@ dropout = 0.2
 
 learning_rate = 1e-3  # with baby networks we can afford to go a bit higher
 max_iters = 5000
-lr_decay_iters = 5000
 min_lr = 1e-4
 beta2 = 0.99  # a bit bigger because the number of tokens per iter is small
 warmup_iters = 100

@@ -94,7 +94,7 @@ def test_train_exits_with_one_line_on_unknown_key(workdir):
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "unknown config key 'foo' (from --foo=1); the keys are the globals at the top of train.py"]
+        "unknown config key 'foo' (from --foo=1); the keys are the globals at the top of train.py (--help lists them)"]
 
 
 CONFIGS = sorted(p.name for p in (REPO / 'config').glob('*.py'))

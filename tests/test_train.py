@@ -1,4 +1,5 @@
 """train.py end to end on tiny runs: the log, resuming, DDP, the curriculum, fine-tuning."""
+import json
 import shutil
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from common import load_checkpoint
-from helpers import TORCHRUN, read_log, train, train_losses
+from helpers import REPO, TORCHRUN, read_log, run, train, train_losses
 
 
 def test_log_has_a_row_per_iteration_and_per_eval(char_run):
@@ -37,10 +38,39 @@ def test_ddp_matches_one_process(workdir, char_data, tmp_path):
     assert np.allclose([ddp[i] for i in one], list(one.values()), rtol=1e-4, atol=0)
 
 
-def test_ddp_needs_accumulation_a_multiple_of_processes(workdir, char_data, tmp_path):
-    proc = train(workdir, tmp_path, '--max_iters=1', '--gradient_accumulation_steps=1', launcher=TORCHRUN, check=False)
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
+def test_ddp_splits_the_rows_when_micro_steps_are_fewer_than_processes(workdir, char_data, tmp_path):
+    # accumulation 1 on 2 processes: each takes half of every batch; losses and evals equal one process's.
+    # eval_iters=3 is odd: the 3 eval batches are dealt out unevenly, and must still equal one process's 3
+    args = ['--max_iters=6', '--eval_interval=3', '--eval_iters=3', '--gradient_accumulation_steps=1']
+    train(workdir, tmp_path / 'one', *args)
+    train(workdir, tmp_path / 'ddp', *args, launcher=TORCHRUN)
+    one, ddp = read_log(tmp_path / 'one'), read_log(tmp_path / 'ddp')
+    assert [sorted(r) for r in one] == [sorted(r) for r in ddp]
+    for a, b in zip(one, ddp):
+        for key in ('loss', 'train_loss', 'val_loss'):
+            if key in a:
+                assert np.isclose(a[key], b[key], rtol=1e-4, atol=0), (key, a, b)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
+def test_ddp_evaluates_what_one_process_evaluates(workdir, char_data, tmp_path):
+    # the eval set is the one process's eval_iters batches on any number of processes: equal already at step 0
+    args = ['--max_iters=0', '--eval_iters=5', '--gradient_accumulation_steps=2']
+    train(workdir, tmp_path / 'one', *args)
+    train(workdir, tmp_path / 'ddp', *args, launcher=TORCHRUN)
+    (one,), (ddp,) = read_log(tmp_path / 'one'), read_log(tmp_path / 'ddp')
+    assert np.isclose(one['val_loss'], ddp['val_loss'], rtol=1e-6) and np.isclose(one['train_loss'], ddp['train_loss'], rtol=1e-6)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
+def test_a_global_batch_that_does_not_split_says_one_line_once(workdir, char_data, tmp_path):
+    proc = train(workdir, tmp_path, '--max_iters=1', '--batch_size=3', '--gradient_accumulation_steps=1',
+                 launcher=TORCHRUN, check=False)
     assert proc.returncode != 0
-    assert 'gradient_accumulation_steps=1 must be a multiple of the 2 processes' in proc.stderr
+    message = "the global batch of gradient_accumulation_steps=1 x batch_size=3 rows can't be split evenly over 2 processes"
+    assert proc.stderr.count(message) == 1
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
 
 
 def test_curriculum_grows_the_block(workdir, char_data, tmp_path):
@@ -71,7 +101,7 @@ def test_finetune_starts_from_the_parent(workdir, char_run, tmp_path):
 def test_finetune_on_other_tokenizer_exits(workdir, char_run, chat_data, tmp_path):
     proc = train(workdir, tmp_path, f'--init_from={char_run}', '--max_iters=1', dataset='chat', check=False)
     assert proc.returncode != 0
-    assert "the checkpoint's tokenizer differs from data/chat's" in proc.stderr
+    assert "ckpt.pt was trained with another tokenizer than data/chat's" in proc.stderr
 
 
 def copy_run(src, dst):
@@ -87,14 +117,71 @@ def test_resume_with_a_larger_block_exits_clearly(workdir, char_run, tmp_path):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
-def test_resume_on_more_processes_than_saved(workdir, char_run, tmp_path):
-    # the data stream is the same on 1 process or 2, so a run may move to more processes when resumed
-    out = copy_run(char_run, tmp_path / 'out')
-    train(workdir, out, '--init_from=resume', '--max_iters=22', '--gradient_accumulation_steps=2', launcher=TORCHRUN)
-    assert sorted(train_losses(out))[-2:] == [21, 22]
+def test_resume_on_more_processes_keeps_the_global_batch(workdir, char_data, tmp_path):
+    # the data stream and global batch are the same on 1 process or 2: without dropout, a run moved to 2
+    # processes at resume continues the one-process loss curve
+    args = ['--eval_interval=10', '--gradient_accumulation_steps=1']
+    train(workdir, tmp_path / 'straight', *args, '--max_iters=20')
+    train(workdir, tmp_path / 'moved', *args, '--max_iters=10')
+    train(workdir, tmp_path / 'moved', '--init_from=resume', '--max_iters=20', launcher=TORCHRUN)
+    moved, straight = train_losses(tmp_path / 'moved'), train_losses(tmp_path / 'straight')
+    assert sorted(moved) == list(range(1, 21))
+    assert np.allclose([moved[i] for i in range(11, 21)], [straight[i] for i in range(11, 21)], rtol=1e-4, atol=0)
 
 
 def test_a_new_run_in_an_old_out_dir_starts_a_new_log(workdir, char_data, tmp_path):
     train(workdir, tmp_path, '--max_iters=6', '--eval_interval=3')
-    train(workdir, tmp_path, '--max_iters=4', '--eval_interval=2')
+    train(workdir, tmp_path, '--max_iters=4', '--eval_interval=2', '--overwrite=True')
     assert [r['iter'] for r in read_log(tmp_path) if 'val_loss' in r] == [0, 2, 4]
+
+
+def test_resume_with_no_config_continues_exactly(workdir, char_run, tmp_path):
+    # only --out_dir and --init_from: the config (tiny model, data, dropout 0.1, cpu) comes from the checkpoint
+    train(workdir, tmp_path, '--eval_interval=10', '--dropout=0.1', '--max_iters=10')
+    proc = run('train.py', f'--out_dir={tmp_path}', '--init_from=resume', '--max_iters=20', cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'changed: max_iters 10 -> 20' in proc.stdout
+    resumed, straight = train_losses(tmp_path), train_losses(char_run)
+    assert np.allclose([resumed[i] for i in range(11, 21)], [straight[i] for i in range(11, 21)], rtol=1e-5, atol=0)
+    assert load_checkpoint(str(tmp_path))['config'] == load_checkpoint(str(char_run))['config'] | {'out_dir': str(tmp_path), 'init_from': 'resume'}
+
+
+def test_resume_after_a_kill_logs_each_iteration_once(workdir, char_run, tmp_path):
+    # a run killed after its checkpoint at 20 has logged iterations 21-23 that the resumed run will redo
+    out = copy_run(char_run, tmp_path / 'out')
+    with open(out / 'log.jsonl', 'a') as f:
+        for i in (21, 22, 23):
+            f.write(json.dumps({'iter': i, 'loss': 9.9, 'lr': 0.1, 'ms': 1.0}) + '\n')
+    (out / 'meta.json').write_text('{}')  # and meta.json one save behind
+    train(workdir, out, '--init_from=resume', '--max_iters=25', '--eval_interval=10', '--dropout=0.1')
+    rows = read_log(out)
+    steps = [r['iter'] for r in rows if 'loss' in r]
+    evals = [r['iter'] for r in rows if 'val_loss' in r]
+    assert steps == list(range(1, 26)) and evals == [0, 10, 20, 25]  # no repeat of the eval at 20 either
+    assert 9.9 not in [r['loss'] for r in rows if 'loss' in r]
+    assert json.loads((out / 'meta.json').read_text())['iter_num'] == 25
+
+
+def test_a_nan_loss_stops_the_run_without_saving(workdir, char_data, tmp_path):
+    # an absurd learning rate with no clipping: the weights blow up within a few steps
+    proc = train(workdir, tmp_path, '--learning_rate=1e30', '--grad_clip=0', '--warmup_iters=0', '--max_iters=20',
+                 '--eval_interval=5', check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'stopping without saving this state' in lines[0]
+    assert not (tmp_path / 'ckpt.pt').exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
+def test_readme_torchrun_cpu_line_runs_as_written(workdir, char_data, tmp_path):
+    # README: OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 train.py config/shakespeare_char_cpu.py
+    line = next(l for l in (REPO / 'README.md').read_text().splitlines() if 'torchrun' in l and 'shakespeare_char_cpu' in l)
+    cmd = line.split('#')[0].split()
+    assert cmd[:4] == ['OMP_NUM_THREADS=1', 'torchrun', '--standalone', '--nproc_per_node=2'] and cmd[4:] == ['train.py', 'config/shakespeare_char_cpu.py']
+    data = workdir / 'data' / 'shakespeare_char'
+    if not data.exists():
+        data.symlink_to(char_data)
+    proc = run('train.py', REPO / 'config' / 'shakespeare_char_cpu.py', f'--out_dir={tmp_path}', '--max_iters=4',
+               '--eval_interval=2', '--eval_iters=2', '--log_interval=1', cwd=workdir, launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r] == [1, 2, 3, 4]
