@@ -41,6 +41,8 @@ name = bench_name or '_'.join([os.path.splitext(os.path.basename(a))[0] for a in
 
 def seconds_to(target, evals):
     """Wall seconds until the val loss first reaches target, interpolated between the two evals around it."""
+    if evals[0]['val_loss'] <= target:
+        return evals[0]['t']
     for prev, row in zip(evals, evals[1:]):
         if row['val_loss'] <= target:
             frac = (prev['val_loss'] - target) / (prev['val_loss'] - row['val_loss'])
@@ -50,7 +52,7 @@ def seconds_to(target, evals):
 
 def train(out_dir, extra):
     """Run train.py itself (so we time exactly what users run) and read what its log says."""
-    cmd = [sys.executable, 'train.py', *train_args, *extra, f'--out_dir={out_dir}', '--init_from=scratch',
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'), *train_args, *extra, f'--out_dir={out_dir}', '--init_from=scratch',
            '--overwrite=True', '--always_save_checkpoint=True']
     if bench_iters:
         cmd += [f'--max_iters={bench_iters}', f'--eval_interval={bench_iters}', '--eval_iters=1',
@@ -110,8 +112,6 @@ if not bench_against:
     run = train(os.path.join('out-bench', name), [])
     result = {'name': name, 'train_args': train_args, **run, **sample_speed(run['out_dir'])}
     result['train_tokens_per_s'] = round(result['tokens_per_iter'] / result['train_ms_per_iter'] * 1000)
-    if bench_iters:
-        result['final_val_loss'] = None  # after a handful of iterations it means nothing
 else:
     arms = {'a': [], 'b': []}
     for i in range(1, bench_pairs + 1):

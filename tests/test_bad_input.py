@@ -17,6 +17,15 @@ def format_paths(text, paths):
     return text
 
 
+def the_one_line(proc):
+    """The one line a failed run printed, after checking it failed, printed one line, and no traceback."""
+    assert proc.returncode != 0, proc.stdout[-1000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def snapshot(path):
     """{relative path: bytes} of every file below path (nothing if it does not exist)."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob('*')) if p.is_file()} if path.exists() else {}
@@ -51,6 +60,7 @@ TRAIN_CASES = [
     ('eval_iters-0', ['--eval_iters=0'], "'eval_iters' must be in [1, inf)"),
     ('accumulation-0', ['--gradient_accumulation_steps=0'], "'gradient_accumulation_steps' must be in [1, inf)"),
     ('n_head-not-dividing', ['--n_head=5'], 'n_embd=32 must be a multiple of n_head=5'),
+    ('rope-odd-head-size', ['--n_embd=30', '--n_head=10'], 'rotary positions need an even head size, got n_embd/n_head = 3'),
     ('pos-unknown', ['--pos=foo'], "'pos' must be one of 'rope', 'learned', got 'foo'"),
     ('dropout-2', ['--dropout=2.0'], "'dropout' must be in [0, 1), got 2.0"),
     ('batch_size-0', ['--batch_size=0'], "'batch_size' must be in [1, inf)"),
@@ -96,10 +106,7 @@ def test_train_bad_input_says_one_line_and_changes_nothing(workdir, run_copy, ba
     args, message = [format_paths(a, fill) for a in args], format_paths(message, fill)
     before = snapshot(run_copy)
     proc = run('train.py', *TINY, '--dataset=chars', f'--out_dir={run_copy}', *args, cwd=workdir)
-    assert proc.returncode != 0, proc.stdout[-1000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert message in the_one_line(proc)
     assert snapshot(run_copy) == before
     assert not (tmp_path / 'child').exists()
 
@@ -108,8 +115,7 @@ def test_train_without_cuda_says_so(workdir, run_copy):
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
     proc = run('train.py', *TINY, '--dataset=chars', f'--out_dir={run_copy}', '--init_from=resume', '--device=cuda', cwd=workdir)
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and 'sees no CUDA GPU' in proc.stderr
+    assert 'sees no CUDA GPU' in the_one_line(proc)
 
 
 SAMPLE_CASES = [
@@ -133,9 +139,7 @@ def test_sample_bad_input_says_one_line(run_copy, bad_files, tmp_path, args, mes
     fill = {'files': bad_files, 'tmp': tmp_path}
     before = snapshot(run_copy)
     proc = run('sample.py', f'--out_dir={run_copy}', '--device=cpu', '--max_new_tokens=4', *[format_paths(a, fill) for a in args])
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and format_paths(message, fill) in lines[0], proc.stderr
+    assert format_paths(message, fill) in the_one_line(proc)
     assert snapshot(run_copy) == before
 
 
@@ -153,9 +157,7 @@ def test_chat_bad_input_says_one_line(chat_run, char_run, tmp_path, args, messag
     fill = {'char_run': char_run, 'tmp': tmp_path}
     before = snapshot(chat_run)
     proc = run('chat.py', f'--out_dir={chat_run}', '--device=cpu', *[format_paths(a, fill) for a in args], stdin='hello\n')
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and format_paths(message, fill) in lines[0], proc.stderr
+    assert format_paths(message, fill) in the_one_line(proc)
     assert snapshot(chat_run) == before
 
 
@@ -164,22 +166,19 @@ def test_checkpoint_whose_weights_do_not_fit_its_model_args_says_one_line(char_r
     ckpt['model_args']['n_embd'] = 64  # the weights are 32 wide
     torch.save(ckpt, tmp_path / 'ckpt.pt')
     proc = run('sample.py', f'--out_dir={tmp_path}', '--device=cpu')
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'its weights do not fit its own model_args' in lines[0]
+    assert 'its weights do not fit its own model_args' in the_one_line(proc)
 
 
 def test_unreadable_checkpoint_message_is_whole(char_run, tmp_path):
     (tmp_path / 'ckpt.pt').write_bytes((char_run / 'ckpt.pt').read_bytes()[:1000])
     proc = run('sample.py', f'--out_dir={tmp_path}', '--device=cpu')
-    assert proc.returncode != 0 and proc.stderr.strip().endswith('retrain or restore it')
+    assert the_one_line(proc).endswith('retrain or restore it')
 
 
 def test_bpe_vocab_too_small_says_one_line(text, tmp_path):
     (tmp_path / 'in.txt').write_text(text, encoding='utf-8')
     proc = run('prepare.text', tmp_path / 'in.txt', '--tokenizer=bpe', '--vocab_size=10', f'--out={tmp_path / "out"}')
-    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"a BPE vocab_size must be at least 263 (256 bytes + 7 special tokens), got 10"]
+    assert the_one_line(proc) == "a BPE vocab_size must be at least 263 (256 bytes + 7 special tokens), got 10"
     assert not (tmp_path / 'out').exists()
 
 
