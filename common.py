@@ -275,7 +275,7 @@ def write_meta(out_dir, ckpt):
     """meta.json, a readable copy of what a checkpoint describes. ckpt.pt is the truth: a kill between the two
     writes can leave meta.json one save behind, so train.py rewrites it from ckpt.pt when it resumes, and
     programs read ckpt.pt."""
-    meta = {k: ckpt.get(k) for k in ('model_kind', 'model_args', 'iter_num', 'best_val_loss', 'parent', 'config')}
+    meta = {k: ckpt.get(k) for k in ('model_kind', 'direction', 'model_args', 'iter_num', 'best_val_loss', 'parent', 'config')}
     meta['tokenizer'] = ckpt['tokenizer'].get('kind')
     path = os.path.join(out_dir, 'meta.json')
     with open(path + '.tmp', 'w') as f:
@@ -298,6 +298,7 @@ def load_checkpoint(path, device='cpu'):
         die(f"{path} is not a nanolab checkpoint (it lacks model/model_kind/model_args/tokenizer)")
     # torch.compile saves its parameters under '_orig_mod.'
     ckpt['model'] = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
+    ckpt.setdefault('direction', 'forward')  # checkpoints from before directions were all forward
     ckpt['path'] = path  # for messages; not saved
     return ckpt
 

@@ -14,38 +14,27 @@ import json
 import numpy as np
 import torch
 
-from common import die, lookup
-from tokenizer import Tokenizer
-
-
-def reverse_docs(tokens, bos):
-    """Reverse the tokens of each document, keeping its BOS first: [BOS a b c] -> [BOS c b a].
-
-    Applying it twice gives back the input. Text before the first BOS counts as one document.
-    """
-    out = np.array(tokens, copy=True)
-    starts = np.flatnonzero(out == bos) if bos is not None else np.array([], dtype=np.int64)
-    bounds = np.concatenate([[0], starts, [len(out)]])
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        s = s + 1 if s < len(out) and out[s] == bos else s
-        out[s:e] = out[s:e][::-1]
-    return out
-
-
-TRANSFORMS = {'reverse': reverse_docs}  # per-document transforms, by name (config: doc_transform)
+from common import die
+from tokenizer import Tokenizer, orient
 
 
 class TokenStream:
     """Random windows of a prepared token stream (nanoGPT's get_batch): x is a window, y the next tokens.
 
-    data_dir holds train.bin/val.bin (flat uint16/uint32 tokens), meta.json and tokenizer.json; an
-    optional {split}_mask.bin (uint8, one per token) marks which targets count: 0 -> target -1, ignored.
+    data_dir holds train.bin/val.bin (flat uint16/uint32 tokens), meta.json and tokenizer.json. An optional
+    {split}_mask.bin (uint8, one per token) marks the spans the model learns to write (an assistant's turns, a
+    rewrite): their tokens are targets, and so is the token right after each span (the next role token, an end
+    marker, BOS), so the model learns where to stop; every other target is -1, ignored. Stating the spans
+    rather than the targets keeps a mask right in either direction: read backward, a turn ends at its own role
+    token. direction reads every document backward (BOS kept first), or, bidirectional, a backward_frac share
+    of each batch's rows backward and the rest forward, each document behind its <|forward|>/<|backward|> token.
     """
 
-    def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1, doc_transform=''):
+    def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
+                 direction='forward', backward_frac=0.5):
         if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
             die(f"no prepared data in {data_dir}: prepare it first, e.g. python -m prepare.chitchat "
-                     f"or python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char")
+                f"or python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char")
         if not os.path.isfile(os.path.join(data_dir, 'tokenizer.json')):
             die(f"{data_dir} has no tokenizer.json: re-run the prepare script that made it")
         try:
@@ -56,41 +45,57 @@ class TokenStream:
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
         self.rank, self.world_size = rank, world_size
-        self.transform = doc_transform and lookup(TRANSFORMS, doc_transform, 'doc_transform')
-        self.cache = {}  # transformed splits live in memory; plain ones are re-opened memmaps
+        self.direction, self.backward_frac = direction, backward_frac
+        if direction == 'bidirectional' and None in (self.tokenizer.special('<|forward|>'), self.tokenizer.special('<|backward|>')):
+            die(f"bidirectional training needs <|forward|> and <|backward|> tokens, which {data_dir}'s "
+                f"{self.tokenizer.kind} tokenizer lacks; prepare the data again with this version")
+        self.cache = {}  # oriented splits live in memory; forward ones are re-opened memmaps
         # every rank draws the same indices from the same generator and takes its own slice, so a
         # global batch is the same on 1 process or N: DDP matches a single process exactly
         self.generator = torch.Generator().manual_seed(seed)
         for split in ('train', 'val'):
-            n = len(self.tokens(split))
+            n = len(self.streams(split)[0][0])
             if n < block_size + 1:
                 die(f"split '{split}' of {data_dir} has {n} tokens, fewer than block_size+1 = {block_size + 1}; "
-                         f"lower block_size or prepare more data")
+                    f"lower block_size or prepare more data")
 
-    def tokens(self, split):
+    def streams(self, split):
+        """[(tokens, mask or None)] of a split, one per direction it is read in (two, of equal length, if bidirectional)."""
         path = os.path.join(self.data_dir, f'{split}.bin')
         if not os.path.isfile(path):
             die(f"{path} is missing: re-run the prepare script for {self.data_dir}")
-        if self.transform:
-            if split not in self.cache:
-                self.cache[split] = self.transform(np.memmap(path, dtype=self.meta['dtype'], mode='r'), self.tokenizer.bos)
-            return self.cache[split]
-        # a fresh memmap per batch avoids a memory leak, https://stackoverflow.com/questions/45132940/
-        return np.memmap(path, dtype=self.meta['dtype'], mode='r')
-
-    def mask(self, split):
-        path = os.path.join(self.data_dir, f'{split}_mask.bin')
-        return np.memmap(path, dtype=np.uint8, mode='r') if os.path.isfile(path) else None
+        mask_path = os.path.join(self.data_dir, f'{split}_mask.bin')
+        tokens = np.memmap(path, dtype=self.meta['dtype'], mode='r')
+        mask = np.memmap(mask_path, dtype=np.uint8, mode='r') if os.path.isfile(mask_path) else None
+        if self.direction == 'forward':
+            # a fresh memmap per batch avoids a memory leak, https://stackoverflow.com/questions/45132940/
+            return [(tokens, mask)]
+        if split not in self.cache:
+            ways = [True] if self.direction == 'backward' else [False, True]
+            marker = self.direction == 'bidirectional'
+            self.cache[split] = [orient(tokens, self.tokenizer, backward, marker, mask) if mask is not None
+                                 else (orient(tokens, self.tokenizer, backward, marker), None) for backward in ways]
+        return self.cache[split]
 
     def get_batch(self, split, generator=None):
-        data, mask, T = self.tokens(split), self.mask(split), self.block_size
-        ix = torch.randint(len(data) - T, (self.world_size * self.batch_size,), generator=generator or self.generator)
-        ix = ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
-        x = torch.stack([torch.from_numpy(data[i:i + T].astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
-        if mask is not None:
-            m = torch.stack([torch.from_numpy(mask[i + 1:i + 1 + T].astype(bool)) for i in ix])
-            y = y.masked_fill(~m, -1)
+        streams, T = self.streams(split), self.block_size
+        n = self.world_size * self.batch_size  # the global draw; this rank takes its slice
+        ix = torch.randint(len(streams[0][0]) - T, (n,), generator=generator or self.generator)
+        # bidirectional: backward rows spread evenly through the draw, so every batch holds both directions
+        f = self.backward_frac if len(streams) == 2 else 0.0
+        way = (torch.arange(1, n + 1) * f).floor() - (torch.arange(n) * f).floor()
+        rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        xs, ys = [], []
+        for i, w in zip(ix[rows].tolist(), way[rows].long().tolist()):
+            data, mask = streams[w]
+            x = torch.from_numpy(data[i:i + 1 + T].astype(np.int64))
+            y = x[1:].clone()
+            if mask is not None:
+                m = torch.from_numpy(mask[i:i + 1 + T].astype(bool))
+                y[~(m[1:] | m[:-1])] = -1  # a span's tokens and the one right after it count
+            xs.append(x[:-1])
+            ys.append(y)
+        x, y = torch.stack(xs), torch.stack(ys)
         if 'cuda' in str(self.device):
             # pinned memory lets the copy to the GPU run asynchronously
             return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)

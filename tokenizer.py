@@ -9,6 +9,7 @@ data/<name>/tokenizer.json and can also ride inside a checkpoint (torch.load(wei
 import base64
 import json
 
+import numpy as np
 import tiktoken
 
 # reserved now so later projects (chat, masked diffusion, backward LMs) need no vocab change
@@ -114,6 +115,50 @@ def gpt2_tokenizer():
     return Tokenizer({'kind': 'gpt2'})
 
 
+# -----------------------------------------------------------------------------
+# direction: a backward model reads every document right to left, its BOS kept first; a bidirectional model
+# reads either way, told which by a <|forward|>/<|backward|> token right after BOS. Data, chat, sampling and
+# evaluation all orient token ids through these two functions.
+
+DIRECTIONS = ('forward', 'backward', 'bidirectional')
+
+
+def reversal_index(tokens, bos):
+    """The permutation that reverses each document's tokens and keeps its BOS first:
+    tokens[reversal_index(tokens, bos)] turns [BOS a b c BOS d e] into [BOS c b a BOS e d]. Text before the
+    first BOS counts as one document. Applying it twice gives back the input."""
+    tokens = np.asarray(tokens)
+    n = len(tokens)
+    starts = np.flatnonzero(tokens == bos) if bos is not None else np.zeros(0, dtype=np.int64)
+    pos = np.arange(n)
+    doc = np.searchsorted(starts, pos, side='right')  # 0 before the first BOS, d after the d-th
+    begin = np.concatenate([[0], starts + 1])[doc]  # where each position's document content begins
+    end = np.concatenate([starts, [n]])[doc]  # and ends (exclusive)
+    index = begin + end - 1 - pos  # mirrored within its document
+    index[starts] = starts  # BOS stays put
+    return index
+
+
+def orient(tokens, tok, backward, marker=False, mask=None):
+    """Token ids (and their loss mask) as a model of some direction reads them: each document reversed if
+    backward, and with marker=True the direction token right after each document's BOS (at the start of a
+    document that has none). Returns an int64 array, or (array, mask) when a mask is given."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if backward:
+        index = reversal_index(tokens, tok.bos)
+        tokens, mask = tokens[index], (None if mask is None else np.asarray(mask)[index])
+    if marker:
+        name = '<|backward|>' if backward else '<|forward|>'
+        if tok.special(name) is None:
+            raise ValueError(f"a bidirectional model needs the {name} token, which this {tok.kind} tokenizer lacks")
+        at = np.flatnonzero(tokens == tok.bos) + 1
+        if len(tokens) and tokens[0] != tok.bos:
+            at = np.concatenate([[0], at])
+        tokens = np.insert(tokens, at, tok.special(name))
+        mask = None if mask is None else np.insert(np.asarray(mask), at, 0)
+    return tokens if mask is None else (tokens, mask)
+
+
 def render_conversation(tok, turns):
     """Token ids of a chat: [bos] then, per turn, the role's special token and the turn's text.
     prepare/chitchat.py and chat.py both call this, so a chat is rendered exactly as in training."""
@@ -127,18 +172,26 @@ def render_conversation(tok, turns):
     return ids
 
 
-def render_prompt(tok, turns, max_len):
-    """The prompt for the assistant's next reply: the conversation so far, then <|assistant|>.
-    Longer than max_len tokens, it loses its oldest turns first (the newest matter most for the reply),
-    then, if the newest turn alone is too long, that turn's oldest tokens; <|bos|> always stays first."""
-    assert max_len >= 2, "the prompt needs room for <|bos|> and <|assistant|> at least"
+def render_prompt(tok, turns, max_len, backward=False, marker=False):
+    """The prompt for the assistant's next reply, as a model of that direction reads it.
+    Forward: the conversation so far, then <|assistant|>; the reply comes after the newest turn.
+    Backward: the conversation reversed, ending with the oldest turn's reversed text and its role token; the
+    reply comes before the oldest turn, and the model writes it right to left up to its role token.
+    Longer than max_len tokens, the prompt loses the turns farthest from the reply first, then, if the nearest
+    turn alone is too long, that turn's farthest tokens; <|bos|> (and a bidirectional marker) stays first."""
+    head = 2 if marker else 1
+    assert max_len >= head + 1, "the prompt needs room for <|bos|> and one more token at least"
     turns = list(turns)
-    ids = render_conversation(tok, turns) + [tok.special('<|assistant|>')]
+
+    def render(turns):
+        ids = render_conversation(tok, turns) + ([] if backward else [tok.special('<|assistant|>')])
+        return orient(ids, tok, backward, marker).tolist()
+    ids = render(turns)
     while len(ids) > max_len and len(turns) > 1:
-        turns.pop(0)
-        ids = render_conversation(tok, turns) + [tok.special('<|assistant|>')]
+        turns.pop(-1 if backward else 0)  # the turn farthest from the reply
+        ids = render(turns)
     if len(ids) > max_len:
-        ids = [tok.bos] + ids[len(ids) - max_len + 1:]
+        ids = ids[:head] + ids[len(ids) - max_len + head:]
     return ids
 
 

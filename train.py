@@ -51,7 +51,8 @@ wandb_run_name = 'run'
 # data
 dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script
 data_source = 'tokens'  # a name in data.SOURCES
-doc_transform = ''  # '' | a name in data.TRANSFORMS, e.g. 'reverse' (backward LM)
+direction: ('forward', 'backward', 'bidirectional') = 'forward'  # the order the model reads documents in; saved in the checkpoint
+backward_frac: '[0, 1]' = 0.5  # bidirectional: the share of each batch's rows read backward
 gradient_accumulation_steps: '[1, inf)' = 1  # micro-steps per optimizer step, over all processes together
 batch_size: '[1, inf)' = 12  # rows per micro-step; the global batch, gradient_accumulation_steps x batch_size, is the same on any number of processes
 block_size: '[1, inf)' = 256
@@ -117,14 +118,15 @@ if init_from == 'resume':
             die(f"{explicit[k]} differs from the run's own {k}={saved!r}: a resumed run keeps its config except "
                 f"{', '.join(sorted(RESUMABLE - {'out_dir', 'init_from'}))}; to change it, fine-tune: --init_from={out_dir}")
 elif init_from != 'scratch':
-    # fine-tuning: the parent's architecture, whatever the config says; a conflicting key is refused, not ignored
+    # fine-tuning: the parent's architecture and direction, whatever the config says; a conflicting key is
+    # refused, not ignored
     ckpt = load_checkpoint(init_from)
-    arch = {'model_kind': ckpt['model_kind'], **ckpt['model_args']}
-    for k in sorted(arch.keys() & set(KEYS) - {'dropout', 'block_size'}):  # these two may change
-        if k in explicit and arch[k] != globals()[k]:
-            die(f"{explicit[k]} conflicts with {init_from}'s {k}={arch[k]!r}: a fine-tuned model keeps its "
-                f"parent's architecture; drop the key (or train from scratch)")
-        globals()[k] = arch[k]
+    inherited = {'model_kind': ckpt['model_kind'], 'direction': ckpt['config'].get('direction', 'forward'), **ckpt['model_args']}
+    for k in sorted(inherited.keys() & set(KEYS) - {'dropout', 'block_size'}):  # these two may change
+        if k in explicit and inherited[k] != globals()[k]:
+            die(f"{explicit[k]} conflicts with {init_from}'s {k}={inherited[k]!r}: a fine-tuned model keeps its "
+                f"parent's architecture and direction; drop the key (or train from scratch)")
+        globals()[k] = inherited[k]
 
 
 def curriculum():
@@ -192,7 +194,7 @@ def apply_phases(upto):
 # the model's positions, and every split's length, must cover the largest block size the curriculum reaches
 max_block_size = max(c['block_size'] for _, c in curriculum())
 data_cls = lookup(SOURCES, data_source, 'data_source')
-data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, doc_transform)
+data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, direction, backward_frac)
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
@@ -382,7 +384,7 @@ while True:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > 0 and not eval_only:
                 ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-                        'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info,
+                        'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
                         'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
                         'data': data.state_dict(), 'rng': rng_states()}
                 if master_process:

@@ -2,7 +2,8 @@
 Prepare one plain-text file (or URL) as a dataset, nanoGPT style: the first (1 - val_frac) of the text is train,
 the rest val. The classic, offline:
     python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char
-    -> vocab_size 65, train has 1,003,854 tokens, val has 111,540 tokens (nanoGPT's numbers)
+    -> vocab_size 67 (nanoGPT's 65 characters + <|forward|> <|backward|>), train has 1,003,854 tokens, val has
+       111,540 tokens (nanoGPT's numbers)
 Online, INPUT may be https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
 """
 import argparse
@@ -29,7 +30,9 @@ train, val = text[:int(n * (1 - args.val_frac))], text[int(n * (1 - args.val_fra
 print(f"{n:,} characters, {len(train):,} train / {len(val):,} val")
 
 if args.tokenizer == 'char':
-    tok = char_tokenizer(text)  # vocab from the whole text, like nanoGPT, so val has no unknown characters
+    # vocab from the whole text, like nanoGPT, so val has no unknown characters; after the characters, the two
+    # direction tokens a bidirectional model needs (backward LMs), never produced by encoding text
+    tok = char_tokenizer(text, specials=('<|forward|>', '<|backward|>'))
 elif args.tokenizer == 'bpe':
     tok = train_bpe([train], args.vocab_size)  # train part only: the val text stays unseen
 else:

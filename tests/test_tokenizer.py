@@ -66,7 +66,9 @@ def test_char_prepare_round_trips_the_text(char_data, text):
 
 def test_char_prepare_vocab_is_the_sorted_char_set(char_data, text):
     tok = Tokenizer.load(char_data / 'tokenizer.json')
-    assert tok.info['chars'] == sorted(set(text)) and tok.vocab_size == len(set(text))
+    assert tok.info['chars'] == sorted(set(text)) and tok.vocab_size == len(set(text)) + 2
+    # the direction tokens a bidirectional model needs come after the characters, never from text
+    assert [tok.special('<|forward|>'), tok.special('<|backward|>')] == [len(set(text)), len(set(text)) + 1]
 
 
 def test_decode_stream_waits_out_split_characters_and_stops(chat_tok):
