@@ -69,6 +69,15 @@ class Tokenizer:
     def special(self, name):
         return self.specials.get(name)
 
+    def byte_lengths(self):
+        """The UTF-8 bytes of each token id's text (0 for special tokens), as an array: for bits per byte."""
+        special = set(self.specials.values())
+        if self.kind == 'char':
+            n = [len(ch.encode('utf-8')) for ch in self.info['chars']]
+        else:
+            n = [0 if i in special else len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        return np.array(n + [0] * (self.vocab_size - len(n)), dtype=np.int64)
+
     @property
     def bos(self):
         return self.special('<|bos|>')

@@ -6,42 +6,81 @@ Each conversation is rendered with tokenizer.render_conversation, exactly as cha
     python -m prepare.chitchat
     -> 6,809 train / 359 val conversations, vocab_size 4,096,
        train has 3,355,523 tokens, val has 169,439 tokens (about 3s on 2 CPU cores)
+Three formats of the same conversations, for a base -> mid -> sft lineage that shares one tokenizer:
+    python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat   # no role tokens
+    python -m prepare.chitchat --format=sft --out=data/chitchat_sft --tokenizer=data/chitchat       # loss on replies
 """
 import argparse
+import os
 import time
 
-import chitchat_dataset
 import numpy as np
 from tqdm import tqdm
 
 from prepare.common import dtype_for, is_val, write_dataset
-from tokenizer import render_conversation, train_bpe
+from tokenizer import Tokenizer, render_conversation, train_bpe
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--vocab_size', type=int, default=4096, help="counts the special tokens")
-parser.add_argument('--val_frac', type=float, default=0.05)
-parser.add_argument('--out', default='data/chitchat')
-args = parser.parse_args()
 
-t0 = time.time()
-# conv_id -> {'messages': [turn, ...]}, a turn being consecutive messages by one sender: one line per message.
-# The two senders alternate, so turns alternate too; whoever opens plays the user.
-convs = {cid: [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
-               for i, turn in enumerate(c['messages'])]
-         for cid, c in chitchat_dataset.Dataset().items()}
-# split by conversation, so no val conversation is half-seen in training
-val_ids = {cid for cid in convs if is_val(cid, args.val_frac)}
-train_convs = [turns for cid, turns in convs.items() if cid not in val_ids]
-val_convs = [turns for cid, turns in convs.items() if cid in val_ids]
-print(f"{len(convs):,} conversations: {len(train_convs):,} train / {len(val_convs):,} val")
+def split_conversations(val_frac=0.05):
+    """(train, val) lists of conversations, each a list of (role, text) turns, split by conversation (so no
+    val conversation is half-seen in training) with the same md5 rule every time. A turn is consecutive messages
+    by one sender, one line per message; the two senders alternate, and whoever opens plays the user."""
+    import chitchat_dataset
+    convs = {cid: [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
+                   for i, turn in enumerate(c['messages'])]
+             for cid, c in chitchat_dataset.Dataset().items()}
+    train = [turns for cid, turns in convs.items() if not is_val(cid, val_frac)]
+    val = [turns for cid, turns in convs.items() if is_val(cid, val_frac)]
+    return train, val
 
-t1 = time.time()
-tok = train_bpe((text for turns in train_convs for _, text in turns), args.vocab_size)  # train text only
-print(f"trained a {tok.vocab_size:,}-token BPE in {time.time() - t1:.1f}s")
 
-dtype = dtype_for(tok.vocab_size)
-splits = {split: [np.array(render_conversation(tok, turns), dtype=dtype) for turns in tqdm(cs, desc=split)]
-          for split, cs in [('train', train_convs), ('val', val_convs)]}
-write_dataset(args.out, tok, splits, source='chitchat-dataset (Chit-Chat Challenge)',
-              train_conversations=len(train_convs), val_conversations=len(val_convs))
-print(f"done in {time.time() - t0:.1f}s")
+def render(tok, turns, fmt):
+    """(ids, mask) of one conversation: mask marks the assistant's text, the spans an sft model learns to write
+    (data.TokenStream also counts the token after each span: the model learns to end its turn)."""
+    if fmt == 'plain':
+        ids = [tok.bos] + tok.encode('\n'.join(text for _, text in turns))
+        return ids, None
+    ids, mask = [tok.bos], [0]
+    for role, text in turns:
+        body = tok.encode(text)
+        ids += [tok.special(f'<|{role}|>')] + body
+        mask += [0] + [int(role == 'assistant')] * len(body)
+    assert ids == render_conversation(tok, turns)  # the renderer chat.py uses, exactly
+    return ids, (mask if fmt == 'sft' else None)
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--format', default='chat', choices=['chat', 'plain', 'sft'],
+                        help="chat: role tokens; plain: each conversation as plain text; sft: chat with a loss mask on the replies")
+    parser.add_argument('--tokenizer', default=None, help="reuse this tokenizer (a data dir or its tokenizer.json) instead of training one")
+    parser.add_argument('--vocab_size', type=int, default=4096, help="counts the special tokens")
+    parser.add_argument('--val_frac', type=float, default=0.05)
+    parser.add_argument('--out', default=None, help="default: data/chitchat, or data/chitchat_<format>")
+    args = parser.parse_args()
+    out = args.out or ('data/chitchat' if args.format == 'chat' else f'data/chitchat_{args.format}')
+
+    t0 = time.time()
+    train_convs, val_convs = split_conversations(args.val_frac)
+    print(f"{len(train_convs) + len(val_convs):,} conversations: {len(train_convs):,} train / {len(val_convs):,} val")
+    if args.tokenizer:
+        path = os.path.join(args.tokenizer, 'tokenizer.json') if os.path.isdir(args.tokenizer) else args.tokenizer
+        if not os.path.isfile(path):
+            raise SystemExit(f"no tokenizer at {path}: pass a prepared data dir, e.g. --tokenizer=data/chitchat")
+        tok = Tokenizer.load(path)
+        print(f"reusing the {tok.vocab_size:,}-token {tok.kind} tokenizer of {path}")
+    else:
+        t1 = time.time()
+        tok = train_bpe((text for turns in train_convs for _, text in turns), args.vocab_size)  # train text only
+        print(f"trained a {tok.vocab_size:,}-token BPE in {time.time() - t1:.1f}s")
+
+    dtype = dtype_for(tok.vocab_size)
+    splits, masks = {}, {}
+    for split, convs in [('train', train_convs), ('val', val_convs)]:
+        rendered = [render(tok, turns, args.format) for turns in tqdm(convs, desc=split)]
+        splits[split] = [np.array(ids, dtype=dtype) for ids, _ in rendered]
+        if args.format == 'sft':
+            masks[split] = [np.array(m, dtype=np.uint8) for _, m in rendered]
+    write_dataset(out, tok, splits, masks=masks, source=f'chitchat-dataset (Chit-Chat Challenge), {args.format}',
+                  train_conversations=len(train_convs), val_conversations=len(val_convs), format=args.format)
+    print(f"done in {time.time() - t0:.1f}s")

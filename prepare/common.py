@@ -38,9 +38,11 @@ def dtype_for(vocab_size):
     return 'uint16' if vocab_size < 65536 else 'uint32'  # uint16 halves the disk and RAM of a token stream
 
 
-def write_dataset(out, tok, splits, source, **extra):
+def write_dataset(out, tok, splits, source, masks=None, **extra):
     """splits: {'train': [ids, ...], 'val': [ids, ...]}, each a list of documents (lists or arrays of token ids),
-    concatenated into <out>/<split>.bin. extra goes into meta.json as is."""
+    concatenated into <out>/<split>.bin. masks, if given, holds a uint8 array per document for some splits:
+    <out>/<split>_mask.bin, 1 on the spans the model learns to write (see data.TokenStream). extra goes into
+    meta.json as is."""
     os.makedirs(out, exist_ok=True)
     dtype = dtype_for(tok.vocab_size)
     meta = {'vocab_size': tok.vocab_size, 'dtype': dtype, 'tokenizer': tok.kind}
@@ -57,6 +59,11 @@ def write_dataset(out, tok, splits, source, **extra):
         arr.flush()
         del arr
         meta[f'{split}_tokens'] = n
+        mask_path = os.path.join(out, f'{split}_mask.bin')
+        if masks and split in masks:
+            np.concatenate(masks[split]).astype(np.uint8).tofile(mask_path)
+        elif os.path.exists(mask_path):
+            os.remove(mask_path)  # a stale mask from an earlier prepare would mask the wrong tokens
     meta.update(source=source, **extra)
     tok.save(os.path.join(out, 'tokenizer.json'))
     with open(os.path.join(out, 'meta.json'), 'w') as f:
