@@ -1,8 +1,11 @@
 """
 Chat in the terminal with a model trained on conversations (config/quickstart.py):
 $ python chat.py --out_dir=out-quickstart
-The history is rendered exactly as in training (tokenizer.render_conversation) and cut from the left,
-whole turns first, to fit the block. /clear forgets the history; /quit or /exit (or Ctrl-D) leaves.
+The history is rendered exactly as in training (tokenizer.render_conversation) and cut, whole turns first,
+to fit the block. /clear forgets the history; /quit or /exit (or Ctrl-D) leaves.
+The model's direction comes from its checkpoint. A backward model is given the ending, your message, and
+writes the turn that came before it; the conversation grows back in time and is shown in reading order. A
+bidirectional model takes /forward and /backward to choose the direction of the next turns.
 """
 
 import sys
@@ -10,7 +13,7 @@ import sys
 import torch
 
 from common import configure, die, setup_device, load_checkpoint, build_model
-from tokenizer import Tokenizer, decode_stream, render_prompt
+from tokenizer import Tokenizer, decode_growing, reading, render_prompt
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
@@ -25,18 +28,16 @@ threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the core
 # -----------------------------------------------------------------------------
 
 
-def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
-    """Yield the assistant's reply to history [(role, text), ...] as growing text, ending at a turn token."""
+def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward=False, marker=False):
+    """Yield the assistant's reply to history [(role, text), ...] (oldest first) as growing text in reading
+    order, ending at a turn token: after the newest turn, or, backward, before the oldest one."""
     block = model.config.block_size
     # room for the reply, but never more than half the block: the history matters too (a longer reply
     # goes on past the block through the KV cache's refill)
-    ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2))
+    ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2), backward, marker)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
     sampled = (t.item() for t in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p))
-    reply = ''
-    for piece in decode_stream(tok, sampled, tok.turn_ends):
-        reply += piece
-        yield reply
+    yield from decode_growing(tok, sampled, tok.turn_ends, backward)
 
 
 if __name__ == '__main__':
@@ -49,8 +50,12 @@ if __name__ == '__main__':
         die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
                  f"use sample.py, or train config/quickstart.py")
     model = build_model(ckpt).to(device).eval()
-    print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters). /clear, /quit")
-    history = []
+    way = ckpt['direction']
+    arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
+    print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters, {arrow} {way}). /clear, /quit"
+          + (", /forward, /backward" if way == 'bidirectional' else '')
+          + ("\n(backward: your message is the ending; the model writes what came before it)" if way == 'backward' else ''))
+    history, asked = [], ''  # history oldest first; asked: the direction chosen with /forward, /backward
     while True:
         try:
             text = input("\nYou: ").strip()
@@ -65,18 +70,32 @@ if __name__ == '__main__':
             history = []
             print("(history cleared)")
             continue
+        if text in ('/forward', '/backward'):
+            try:
+                reading(way, text[1:])
+                asked = text[1:]
+                print(f"(now {asked}: {'your message is the ending, the model writes what came before' if asked == 'backward' else 'the model replies after your message'})")
+            except ValueError as e:
+                print(f"({e})")
+            continue
         try:
             tok.encode(text)
         except ValueError as e:
             print(f"({e}; say it another way)")
             continue
-        history.append(('user', text))
+        backward, marker = reading(way, asked)
+        # backward, the conversation grows back in time: your message, then the reply, go before the history
+        history = [('user', text)] + history if backward else history + [('user', text)]
         print("Bot: ", end='', flush=True)
         reply = ''
         with autocast:
-            for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
-                print(reply_so_far[len(reply):], end='', flush=True)
+            for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device,
+                                             backward, marker):
+                if not backward:  # forward, the text grows at its end: print what is new
+                    print(reply_so_far[len(reply):], end='', flush=True)
                 reply = reply_so_far
-        print()
-        history.append(('assistant', reply))
+        print(reply if backward else '')
+        history = [('assistant', reply)] + history if backward else history + [('assistant', reply)]
+        if backward:
+            print("(the conversation in reading order:)\n" + '\n'.join(f"  {r}: {t}" for r, t in history))
 

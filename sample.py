@@ -2,7 +2,8 @@
 Sample from a trained model, streaming tokens as they come:
 $ python sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_samples=3
 $ python sample.py --out_dir=out-quickstart --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
-The model, its tokenizer and its settings come from the checkpoint.
+The model, its tokenizer and its direction come from the checkpoint. A backward model takes --start as the
+ending and writes what came before it (shown in reading order); a bidirectional model reads --direction.
 """
 
 import os
@@ -22,6 +23,7 @@ temperature: '[0, inf)' = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greed
 top_k: '[0, inf)' = 200  # only the top_k most likely tokens; 0 for all
 top_p: '(0, 1]' = 1.0  # nucleus sampling: the smallest set of tokens with this much probability; 1.0 for all
 stop = False  # end a sample at the model's end-of-turn/document tokens (BOS, speaker tokens)
+direction = ''  # '': the model's own (a bidirectional model: forward); 'forward' | 'backward' for a bidirectional model
 use_cache = True  # the KV cache; False recomputes the whole context at every token
 seed = 1337
 device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
@@ -34,8 +36,12 @@ configure(globals(), sys.argv[1:])
 torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
 model = build_model(ckpt).to(device).eval()
-from tokenizer import Tokenizer, decode_stream  # noqa: E402 (after the checkpoint check, so a bad path fails fast)
+from tokenizer import Tokenizer, decode_growing, decode_stream, orient, reading  # noqa: E402
 tok = Tokenizer(ckpt['tokenizer'])
+try:
+    backward, marker = reading(ckpt['direction'], direction)
+except ValueError as e:
+    die(f"--direction={direction}: {e}")
 
 if start.startswith('FILE:'):
     if not os.path.isfile(start[5:]):
@@ -51,6 +57,7 @@ except ValueError as e:  # characters a char tokenizer never saw
     die(f"--start: {e}; this model can't read them, write the prompt without them")
 if not ids:
     die("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
+ids = orient(ids, tok, backward, marker).tolist()  # backward: the start is the ending, read right to left
 x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
 
 
@@ -64,10 +71,17 @@ def sampled_ids():
 
 n_tokens, t0 = 0, time.time()
 for k in range(num_samples):
-    print(start, end='', flush=True)
+    stop_ids = tok.turn_ends if stop else ()
     with autocast:
-        for piece in decode_stream(tok, sampled_ids(), tok.turn_ends if stop else ()):
-            print(piece, end='', flush=True)
+        if not backward:  # stream the continuation as it comes
+            print(start, end='', flush=True)
+            for piece in decode_stream(tok, sampled_ids(), stop_ids):
+                print(piece, end='', flush=True)
+        else:  # what came before the start grows at its beginning: show it whole, in reading order
+            text = ''
+            for text in decode_growing(tok, sampled_ids(), stop_ids, backward=True):
+                pass
+            print(text + start, end='')
     print('\n---------------')
 synchronize(device_type)
 dt = time.time() - t0

@@ -168,6 +168,18 @@ def orient(tokens, tok, backward, marker=False, mask=None):
     return tokens if mask is None else (tokens, mask)
 
 
+def reading(model_direction, asked=''):
+    """(backward, marker): how a model of model_direction reads, asked '' (its own way; forward for a
+    bidirectional model) or 'forward'/'backward' (a bidirectional model reads either, the others only theirs)."""
+    if asked not in ('', 'forward', 'backward'):
+        raise ValueError(f"a reading direction is 'forward' or 'backward', got {asked!r}")
+    if model_direction == 'bidirectional':
+        return asked == 'backward', True
+    if asked and asked != model_direction:
+        raise ValueError(f"this model was trained {model_direction} only; it can't read {asked}")
+    return model_direction == 'backward', False
+
+
 def render_conversation(tok, turns):
     """Token ids of a chat: [bos] then, per turn, the role's special token and the turn's text.
     prepare/chitchat.py and chat.py both call this, so a chat is rendered exactly as in training."""
@@ -202,6 +214,26 @@ def render_prompt(tok, turns, max_len, backward=False, marker=False):
     if len(ids) > max_len:
         ids = ids[:head] + ids[len(ids) - max_len + head:]
     return ids
+
+
+def decode_growing(tok, ids, stop=(), backward=False):
+    """Yield the text so far, in reading order, of a stream of generated ids, until a stop id. Forward the text
+    grows at its end (decode_stream's pieces added up); backward it grows at its start, each new token coming
+    before the ones already written."""
+    if not backward:
+        text = ''
+        for piece in decode_stream(tok, ids, stop):
+            text += piece
+            yield text
+        return
+    out = []
+    for t in ids:
+        if t in stop:
+            return
+        out.append(t)
+        text = tok.decode(out[::-1])
+        if not text.startswith('\ufffd'):  # a character whose first bytes are still to come
+            yield text
 
 
 def decode_stream(tok, ids, stop=()):

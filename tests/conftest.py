@@ -80,3 +80,12 @@ def chat_run(workdir, chat_data):
     train(workdir, out, '--block_size=32', '--max_iters=10', '--eval_interval=10', '--learning_rate=1e-2',
           '--warmup_iters=0', dataset='chat')
     return out
+
+
+@pytest.fixture(scope='session')
+def bidir_chat_run(workdir, chat_data):
+    """A tiny bidirectional model trained for a few iterations on data/chat."""
+    out = workdir / 'out-chat-bidir'
+    train(workdir, out, '--block_size=32', '--max_iters=10', '--eval_interval=10', '--learning_rate=1e-2',
+          '--warmup_iters=0', '--direction=bidirectional', dataset='chat')
+    return out

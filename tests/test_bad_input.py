@@ -91,6 +91,11 @@ TRAIN_CASES = [
     ('resume-other-dataset', ['--init_from=resume', '--max_iters=30', '--dataset=chat'], "--dataset=chat differs"),
     ('finetune-other-size', ['--init_from={run}', '--out_dir={tmp}/child', '--n_embd=64'],
      "--n_embd=64 conflicts with {run}'s n_embd=32: a fine-tuned model keeps its parent's architecture"),
+    ('finetune-other-direction', ['--init_from={run}', '--out_dir={tmp}/child', '--direction=backward'],
+     "--direction=backward conflicts with {run}'s direction='forward'"),
+    ('resume-other-direction', ['--init_from=resume', '--max_iters=30', '--direction=bidirectional'], "--direction=bidirectional differs"),
+    ('direction-unknown', ['--direction=sideways'], "'direction' must be one of 'forward', 'backward', 'bidirectional'"),
+    ('backward_frac-above-1', ['--backward_frac=1.5'], "'backward_frac' must be in [0, 1]"),
     ('finetune-other-kind', ['--init_from={run}', '--out_dir={tmp}/child', '--model_kind=nope'], "--model_kind=nope conflicts"),
     ('finetune-missing-parent', ['--init_from={tmp}/nope', '--out_dir={tmp}/child'], 'no checkpoint at'),
     ('unknown-model-kind', ['--model_kind=nope', '--overwrite=True'], "unknown model_kind 'nope'; known: gpt"),
@@ -119,6 +124,7 @@ def test_train_without_cuda_says_so(workdir, run_copy):
 
 
 SAMPLE_CASES = [
+    ('forward-model-read-backward', ['--direction=backward'], "trained forward only; it can't read backward"),
     ('unknown-characters', ['--start=日本語 😀'], "4 character(s) not in the char vocabulary: '日本語😀'"),
     ('prompt-not-utf8', ['--start=FILE:{files}/latin1.txt'], 'not UTF-8 text'),
     ('prompt-file-missing', ['--start=FILE:{files}/nope.txt'], 'no such file'),
