@@ -95,6 +95,17 @@ class KVCache:
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
 
+def attention_entropy(q, k, causal):
+    """Each head's attention entropy in nats, averaged over batch and queries: (nh,). SDPA never forms the
+    attention matrix, so the research log's probe forms it here, once, for a small batch."""
+    T = q.size(-2)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+    if causal:
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float('-inf'))
+    p = att.float().softmax(dim=-1)
+    return -(p * p.clamp_min(1e-30).log()).sum(dim=-1).mean(dim=(0, 2))
+
+
 class SelfAttention(nn.Module):
 
     def __init__(self, config, layer_idx):
@@ -108,6 +119,7 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.record_entropy = False  # h5log.probe sets it to read each head's attention entropy
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.size()
@@ -117,6 +129,8 @@ class SelfAttention(nn.Module):
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if self.record_entropy:
+            self.entropy = attention_entropy(q, k, self.causal)
         mask, is_causal = None, self.causal
         if cache is not None:
             past = cache.pos

@@ -31,6 +31,7 @@ from common import (configure, config_keys, set_key, lookup, die, print0, setup_
                     save_checkpoint, write_meta, load_checkpoint, build_model)
 from model import MODELS
 from data import SOURCES
+import h5log
 
 # -----------------------------------------------------------------------------
 # default config: a small BPE GPT on the chitchat conversations; config/*.py and --key=value override.
@@ -44,6 +45,7 @@ eval_only = False  # evaluate once, print, and exit; writes nothing
 always_save_checkpoint = True  # False: only when val loss improves
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir's checkpoint) | path of another run to fine-tune (base -> mid -> sft)
 overwrite = False  # let a new run replace the run already in out_dir
+hdf5_log = 'log.h5'  # the HDF5 research log in out_dir (h5log.py: grad norms, probe losses, activations, attention); '' for none
 # wandb logging
 wandb_log = False
 wandb_project = 'nanolab'
@@ -93,7 +95,7 @@ seed = 1337
 # keys a resumed run may change (the others come from its checkpoint), and keys a curriculum phase may set
 RESUMABLE = {'out_dir', 'init_from', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_only',
              'always_save_checkpoint', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',
-             'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads'}
+             'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads', 'hdf5_log'}
 PHASE_KEYS = {'block_size', 'batch_size', 'gradient_accumulation_steps', 'learning_rate', 'min_lr', 'warmup_iters',
               'lr_decay_iters', 'decay_lr', 'grad_clip', 'eval_interval', 'log_interval', 'eval_iters'}
 # -----------------------------------------------------------------------------
@@ -293,9 +295,9 @@ def get_lr(it):
     decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
     if it < warmup_iters:  # 1) linear warmup
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > decay_iters:  # 2) past the decay, min_lr
+    if it >= decay_iters:  # 2) at the end of the decay and past it, min_lr
         return min_lr
-    decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)  # 3) in between, cosine (checked: no 0/0)
+    decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)  # 3) in between, cosine (never 0/0 here)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
     return min_lr + coeff * (learning_rate - min_lr)
 
@@ -353,6 +355,17 @@ if master_process and not eval_only:
     with open(LOG + '.tmp', 'w') as f:
         f.writelines(kept)
     os.replace(LOG + '.tmp', LOG)
+h5 = None  # the HDF5 research log, rank 0's
+if hdf5_log and master_process and not eval_only:
+    try:
+        import h5py  # noqa: F401 (only to know it is there)
+    except ImportError:
+        print0("note: h5py is not installed, so the HDF5 research log is off (pip install h5py)")
+    else:
+        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, iter_num if init_from == 'resume' else None)
+        data.batch_size = batch_size  # the probe batch: whole, fixed, from val
+        probe_batch = data.get_batch('val', torch.Generator().manual_seed(seed + 2))
+        data.batch_size = local_batch
 ckpt = None  # free up memory
 if wandb_log and master_process:
     import wandb
@@ -380,6 +393,9 @@ while True:
         stop_if_not_finite('the eval loss', losses['train'] + losses['val'])
         log({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
              't': time.time() - t_start})  # t: wall seconds since this process began training
+        if h5:
+            h5.write(iter_num, **{'eval/train_loss': losses['train'], 'eval/val_loss': losses['val']},
+                     **h5log.probe(raw_model, probe_batch, autocast))
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > 0 and not eval_only:
@@ -405,8 +421,11 @@ while True:
                 loss = loss / local_accum  # the gradient of the mean over micro-steps
             scaler.scale(loss).backward()
         train_loss += loss.detach()
-    if grad_clip != 0.0:
+    logging_now = (iter_num + 1) % log_interval == 0 or iter_num + 1 == max_iters
+    if grad_clip != 0.0 or (h5 and logging_now):
         scaler.unscale_(optimizer)
+    norms = h5log.grad_norms(raw_model) if h5 and logging_now else {}  # before clipping
+    if grad_clip != 0.0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
@@ -414,7 +433,7 @@ while True:
     iter_num += 1
     steps_since_log += 1
 
-    if iter_num % log_interval == 0 or iter_num == max_iters:
+    if logging_now:
         # the mean train loss since the last log, over all ranks; note: a CPU-GPU sync point
         if ddp:
             dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
@@ -425,11 +444,16 @@ while True:
         t0, steps_since_log = t1, 0
         train_loss.zero_()
         mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak)
+        if h5:  # before the print: a killed run's log holds every step it printed
+            h5.write(iter_num, **{'train/loss': lossf, 'train/lr': lr, 'train/ms_per_iter': dt * 1000,
+                                  'train/tokens_per_s': tokens_per_iter / dt}, **norms)
         print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
                f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else "")
                + f", eta {format_eta(dt * (max_iters - iter_num))}")
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 't': t1 - t_start})
 
+if h5:
+    h5.close()
 if ddp:
     # the DDP wrapper must be gone before its process group, or gloo can abort the process at exit
     del model

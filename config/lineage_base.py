@@ -1,0 +1,26 @@
+"""
+Lineage, phase 1 of 3: base. A 4-layer, 128-wide BPE GPT on the chitchat conversations as plain text (no role
+tokens), the "pretraining" of a base -> mid -> sft lineage; experiment.py runs the three in order and any
+direction: python experiment.py --phases=base,mid,sft --direction=backward
+Prepare: python -m prepare.chitchat && python -m prepare.chitchat --format=plain --tokenizer=data/chitchat
+         && python -m prepare.chitchat --format=sft --tokenizer=data/chitchat
+Alone:   python train.py config/lineage_base.py --direction=backward
+About 3 minutes on 2 CPU cores; see README (Backward LMs) for the losses it reaches.
+"""
+
+out_dir = 'out-lineage-base'
+dataset = 'chitchat_plain'
+eval_interval = 200
+eval_iters = 20
+log_interval = 50
+
+batch_size = 16
+block_size = 128
+n_layer = 4
+n_head = 4
+n_embd = 128
+
+learning_rate = 2e-3
+max_iters = 800
+min_lr = 2e-4
+warmup_iters = 50

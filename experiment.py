@@ -1,0 +1,128 @@
+"""
+Run a lineage of training phases (base -> mid -> sft, or any part of it) as experiments, each phase a run of
+train.py started from the one before (init_from) and inheriting its direction:
+$ python experiment.py --phases=base,mid,sft --direction=backward --name=bw
+   -> experiments/bw-base, experiments/bw-mid (parent: bw-base), experiments/bw-sft (parent: bw-mid)
+Branch from any earlier experiment, e.g. a second sft from the same mid with another learning rate:
+$ python experiment.py --phases=sft --parent=experiments/bw-mid --name=bw-lowlr --learning_rate=2e-4
+Write one experiment's report again: python experiment.py --report=experiments/bw-sft
+Every argument that is not experiment.py's own goes to train.py for every phase (python train.py --help).
+
+An experiment directory holds train.py's run (ckpt.pt, meta.json, log.jsonl, <phase>.h5), config.json (the
+config the phase trained with), parent_link.json (the parent's path and the sha256 of the checkpoint it
+started from), evaluations/ (eval_directions.py) and RESEARCH_REPORT.md (config, lineage, curves, evaluations).
+"""
+
+import os
+import sys
+import json
+import hashlib
+import subprocess
+
+from common import configure, die, load_checkpoint
+
+# -----------------------------------------------------------------------------
+phases = 'base,mid,sft'  # comma-separated, run in order, each from the one before
+name = ''  # experiments/<name>-<phase>; default: the direction
+parent = ''  # an experiment (or any run) the first phase starts from; '' starts base from scratch
+direction = 'forward'  # 'forward' | 'backward' | 'bidirectional': the first phase's, when it has no parent
+nproc: '[1, inf)' = 1  # processes per phase: > 1 runs train.py under torchrun
+evaluate = True  # run eval_directions.py on every phase
+report = ''  # only write this experiment's RESEARCH_REPORT.md again
+# -----------------------------------------------------------------------------
+PHASE_CONFIGS = {'base': 'config/lineage_base.py', 'mid': 'config/lineage_mid.py', 'sft': 'config/lineage_sft.py'}
+HERE = os.path.dirname(os.path.abspath(__file__))
+OWN = ('--phases=', '--name=', '--parent=', '--direction=', '--nproc=', '--evaluate=', '--report=', '-h', '--help')
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lineage(run):
+    """[run, its parent, ..., the root]: followed through parent_link.json, or the checkpoint's parent."""
+    chain = [run]
+    while True:
+        link = os.path.join(chain[-1], 'parent_link.json')
+        nxt = json.load(open(link))['parent'] if os.path.isfile(link) else load_checkpoint(chain[-1]).get('parent')
+        if not nxt or nxt in chain:
+            return chain
+        chain.append(nxt)
+
+
+def write_report(run):
+    """RESEARCH_REPORT.md: the config, the lineage, the loss curves (PNG, with the ancestors') and the evaluations."""
+    ckpt = load_checkpoint(run)
+    chain = lineage(run)
+    runs = [r for r in reversed(chain) if os.path.isfile(os.path.join(r, 'log.jsonl'))]
+    subprocess.run([sys.executable, os.path.join(HERE, 'plot.py'), *runs, f"--out={os.path.join(run, 'curves.png')}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    lines = [f"# Research report: {os.path.basename(os.path.normpath(run))}", '',
+             f"- model: {ckpt['model_kind']}, direction **{ckpt['direction']}**, {ckpt['iter_num']} iterations, "
+             f"best val loss {ckpt['best_val_loss']:.4f}",
+             f"- data: data/{ckpt['config']['dataset']} ({ckpt['tokenizer']['kind']} tokenizer)", '',
+             '## Lineage (newest first)', '']
+    for r in chain:
+        link = os.path.join(r, 'parent_link.json')
+        note = f", started from {json.load(open(link))['parent_sha256'][:12]}... of its parent" if os.path.isfile(link) else ''
+        meta = os.path.join(r, 'meta.json')
+        it = json.load(open(meta)).get('iter_num') if os.path.isfile(meta) else '?'
+        lines.append(f"- `{r}` (iter {it}{note})")
+    lines += ['', '## Loss curves (this run and its ancestors)', '', '![curves](curves.png)', '']
+    summary = os.path.join(run, 'evaluations', 'summary.md')
+    if os.path.isfile(summary):
+        lines += ['## Evaluations', '', open(summary).read().strip(), '']
+    lines += ['## Config', '', '| key | value |', '| --- | --- |']
+    lines += [f"| {k} | `{v!r}` |" for k, v in ckpt['config'].items()]
+    with open(os.path.join(run, 'RESEARCH_REPORT.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print(f"wrote {os.path.join(run, 'RESEARCH_REPORT.md')}")
+
+
+def run_phase(phase, out_dir, parent, direction, train_args):
+    """Train one phase with train.py (under torchrun for nproc > 1), then record its config and parent link.
+    direction is passed only where asked for: a phase with a parent inherits the parent's."""
+    parent_hash = sha256(os.path.join(parent, 'ckpt.pt')) if parent else None  # what this phase started from
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
+    cmd = [*launcher, os.path.join(HERE, 'train.py'), os.path.join(HERE, PHASE_CONFIGS[phase]), f'--out_dir={out_dir}',
+           f'--hdf5_log={phase}.h5', f'--init_from={parent or "scratch"}', *train_args]
+    if direction:
+        cmd.append(f'--direction={direction}')  # train.py refuses one that conflicts with the parent's
+    print(' '.join(cmd), flush=True)
+    if subprocess.run(cmd).returncode:
+        die(f"phase {phase} failed (train.py's message is above); the phases before it are kept in experiments/")
+    ckpt = load_checkpoint(out_dir)
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+        json.dump({'phase': phase, 'direction': ckpt['direction'], **ckpt['config']}, f, indent=2)
+    if parent:
+        with open(os.path.join(out_dir, 'parent_link.json'), 'w') as f:
+            json.dump({'parent': os.path.abspath(parent), 'parent_sha256': parent_hash}, f, indent=2)
+    if evaluate:
+        proc = subprocess.run([sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={out_dir}'])
+        if proc.returncode:
+            print(f"note: eval_directions.py failed on {out_dir}; the run itself is fine")
+    write_report(out_dir)
+
+
+if __name__ == '__main__':
+    explicit = configure(globals(), [a for a in sys.argv[1:] if a.startswith(OWN)])
+    train_args = [a for a in sys.argv[1:] if not a.startswith(OWN)]
+    if report:
+        write_report(report)
+        sys.exit(0)
+    todo = [p.strip() for p in phases.split(',') if p.strip()]
+    unknown = [p for p in todo if p not in PHASE_CONFIGS]
+    if unknown or not todo:
+        die(f"unknown phase(s) {', '.join(unknown) or '(none given)'}; phases are {', '.join(PHASE_CONFIGS)}, e.g. --phases=base,mid,sft")
+    if parent and not os.path.isfile(os.path.join(parent, 'ckpt.pt')):
+        die(f"--parent={parent} holds no checkpoint; pass an experiment directory that finished a phase")
+    prev = parent
+    for i, phase in enumerate(todo):
+        out_dir = os.path.join('experiments', f"{name or direction}-{phase}")
+        # the first phase takes the direction from scratch, or from the command line (checked against its parent)
+        run_phase(phase, out_dir, prev, direction if i == 0 and (not prev or 'direction' in explicit) else '', train_args)
+        prev = out_dir

@@ -1,0 +1,127 @@
+"""
+The HDF5 research log of a training run (out_dir/log.h5 by default), for the analysis a loss curve can't give:
+per-layer gradient norms, the per-token losses of a fixed probe batch, activation statistics and attention
+entropy per layer and head. train.py writes it for every project; h5py reads it:
+
+    import h5py
+    with h5py.File('out-run/log.h5') as f:
+        it, loss = f['train/loss/iter'][:], f['train/loss/value'][:]
+
+Layout: one group per series, each holding two resizable, chunked, gzip-compressed datasets that grow together:
+`iter` (N,) int64, the iteration, and `value` (N, ...) float32, what was measured then. A group's `description`
+attribute says what its value is. The file's attributes
+hold the schema of every series (`schema`, JSON) and the run's config (`config`, JSON). Each write is flushed,
+so a killed run leaves a readable file; a resumed run cuts every series back to its checkpoint and appends.
+"""
+
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SCHEMA = {
+    'train/loss': 'mean training loss over the iterations since the last log',
+    'train/lr': 'learning rate',
+    'train/ms_per_iter': 'wall milliseconds per iteration, evaluation excluded',
+    'train/tokens_per_s': 'training tokens per second, all processes together',
+    'train/grad_norm': 'gradient norm of the whole model, before clipping',
+    'train/grad_norm_per_layer': 'gradient norm of each transformer block (one column per block, in order), before clipping',
+    'eval/train_loss': 'mean loss on the fixed train eval batches',
+    'eval/val_loss': 'mean loss on the fixed val eval batches',
+    'probe/token_loss': 'loss of every target of the fixed probe batch (B, T); -1 rows/targets ignored are NaN',
+    'probe/act_mean': "mean of each block's output over the probe batch",
+    'probe/act_std': "standard deviation of each block's output over the probe batch",
+    'probe/act_absmax': "largest absolute value of each block's output over the probe batch",
+    'probe/attn_entropy': 'attention entropy in nats per layer and head (L, nh), mean over the probe queries',
+}
+
+
+class H5Log:
+
+    def __init__(self, path, config, resume_iter=None):
+        """A new log at path, or, resuming, the existing one cut back to resume_iter."""
+        import h5py  # only needed when logging; train.py checks it is there
+        self.f = h5py.File(path, 'a' if resume_iter is not None else 'w')
+        if resume_iter is not None:  # a killed run may have logged past its last checkpoint: drop that
+            for name in self.series():
+                keep = int(np.searchsorted(self.f[name]['iter'][:], resume_iter, side='right'))
+                for d in ('iter', 'value'):
+                    self.f[name][d].resize(keep, axis=0)
+        self.f.attrs['schema'] = json.dumps(SCHEMA)
+        self.f.attrs['config'] = json.dumps(config, default=str)
+        self.f.flush()
+
+    def series(self):
+        names = []
+        self.f.visititems(lambda name, obj: names.append(name) if 'iter' in getattr(obj, 'keys', lambda: [])() else None)
+        return names
+
+    def write(self, it, **values):
+        """Append one row per series: write(100, **{'train/loss': 2.3}). Vectors keep their shape."""
+        for name, value in values.items():
+            value = np.asarray(value, dtype=np.float32)
+            if name not in self.f:
+                g = self.f.create_group(name)
+                g.create_dataset('iter', shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,), compression='gzip')
+                g.create_dataset('value', shape=(0, *value.shape), maxshape=(None, *value.shape), dtype=np.float32,
+                                 chunks=(max(1, 4096 // max(1, value.size)), *value.shape), compression='gzip')
+                g.attrs['description'] = SCHEMA.get(name, '')
+            g = self.f[name]
+            n = g['iter'].shape[0]
+            for d, v in (('iter', it), ('value', value)):
+                g[d].resize(n + 1, axis=0)
+                g[d][n] = v
+        self.f.flush()  # a killed run keeps every row written so far
+
+    def close(self):
+        self.f.close()
+
+
+def layers(model):
+    """The model's transformer blocks, if it is built from model.Block: the 'layers' of the per-layer series."""
+    from model import Block
+    return [m for m in model.modules() if isinstance(m, Block)]
+
+
+def grad_norms(model):
+    """{series: value} of gradient norms after backward: the whole model and each layer."""
+    norm = lambda params: torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params if p.grad is not None] or [torch.zeros(())]))
+    out = {'train/grad_norm': norm(model.parameters()).item()}
+    blocks = layers(model)
+    if blocks:
+        out['train/grad_norm_per_layer'] = torch.stack([norm(b.parameters()) for b in blocks]).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def probe(model, batch, autocast):
+    """{series: value} measured on the fixed probe batch: per-token losses, and per block its output's mean,
+    std and largest absolute value and its attention's entropy per head. Needs logits for every target."""
+    blocks = layers(model)
+    acts = []
+    hooks = [b.register_forward_hook(lambda m, inp, out: acts.append(out.float())) for b in blocks]
+    for b in blocks:
+        b.attn.record_entropy = True  # SelfAttention then keeps its attention entropy per head
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast:
+            logits, _ = model(*batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        for b in blocks:
+            b.attn.record_entropy = False
+        model.train(was_training)
+    out = {}
+    targets = batch[-1]
+    if logits is not None and logits.dim() == 3 and targets.shape == logits.shape[:2]:
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction='none')
+        out['probe/token_loss'] = loss.view(targets.shape).masked_fill(targets == -1, float('nan')).cpu().numpy()
+    if acts:
+        out['probe/act_mean'] = np.array([a.mean().item() for a in acts])
+        out['probe/act_std'] = np.array([a.std().item() for a in acts])
+        out['probe/act_absmax'] = np.array([a.abs().max().item() for a in acts])
+        out['probe/attn_entropy'] = torch.stack([b.attn.entropy for b in blocks]).cpu().numpy()
+    return out
