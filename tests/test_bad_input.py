@@ -194,6 +194,7 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('chat.py', ['--out_dir', '--temperature', '--max_new_tokens']),
         ('bench.py', ['--bench_iters', '--bench_target', '--bench_against']),
         ('plot.py', ['OUT_DIR', '--out']),
+        ('eval_directions.py', ['--out_dir', '--eval_tokens', '--tasks', '--mc_items']),
         ('prepare.text', ['--tokenizer', '--vocab_size']),
         ('prepare.chitchat', ['--vocab_size']),
         ('prepare.hf', ['--field', '--split'])]
