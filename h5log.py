@@ -4,7 +4,7 @@ per-layer gradient norms, the per-token losses of a fixed probe batch, activatio
 entropy per layer and head. train.py writes it for every project; h5py reads it:
 
     import h5py
-    with h5py.File('out-run/log.h5') as f:
+    with h5py.File('out-run/log.h5', 'r', swmr=True) as f:  # swmr=True: also while the run writes, or after a kill
         it, loss = f['train/loss/iter'][:], f['train/loss/value'][:]
 
 Layout: one group per series, each holding two resizable, chunked, gzip-compressed datasets that grow together:
@@ -14,6 +14,7 @@ hold the schema of every series (`schema`, JSON) and the run's config (`config`,
 so a killed run leaves a readable file; a resumed run cuts every series back to its checkpoint and appends.
 """
 
+import os
 import json
 
 import numpy as np
@@ -39,34 +40,35 @@ SCHEMA = {
 
 class H5Log:
 
-    def __init__(self, path, config, resume_iter=None):
-        """A new log at path, or, resuming, the existing one cut back to resume_iter."""
+    def __init__(self, path, config, shapes, resume_iter=None):
+        """A new log at path, or, resuming, the old one's rows up to resume_iter and then the new ones.
+        shapes: {series: the shape of one value}, every series the run will write (series_shapes)."""
         import h5py  # only needed when logging; train.py checks it is there
-        self.f = h5py.File(path, 'a' if resume_iter is not None else 'w')
-        if resume_iter is not None:  # a killed run may have logged past its last checkpoint: drop that
-            for name in self.series():
-                keep = int(np.searchsorted(self.f[name]['iter'][:], resume_iter, side='right'))
-                for d in ('iter', 'value'):
-                    self.f[name][d].resize(keep, axis=0)
-        self.f.attrs['schema'] = json.dumps(SCHEMA)
+        kept = {}  # a killed run may have logged past its last checkpoint: only rows up to resume_iter stay
+        if resume_iter is not None and os.path.isfile(path):
+            with h5py.File(path, 'r', swmr=True) as old:
+                for name in json.loads(old.attrs['schema']):
+                    k = int(np.searchsorted(old[name]['iter'][:], resume_iter, side='right'))
+                    kept[name] = old[name]['iter'][:k], old[name]['value'][:k]
+        # SWMR (single writer, multiple readers) orders HDF5's writes so that the file on disk is always
+        # consistent: it can be read while the run writes, and after a kill. Every series must exist before it
+        # starts, hence the shapes up front. The new file replaces the old one only once it holds the kept rows.
+        self.f = h5py.File(path + '.tmp', 'w', libver='latest')
+        for name, shape in shapes.items():
+            g = self.f.create_group(name)
+            it, value = kept.get(name, (np.zeros(0, dtype=np.int64), np.zeros((0, *shape), dtype=np.float32)))
+            g.create_dataset('iter', data=it, maxshape=(None,), dtype=np.int64, chunks=(256,), compression='gzip')
+            g.create_dataset('value', data=value, maxshape=(None, *shape), dtype=np.float32,
+                             chunks=(max(1, 4096 // max(1, int(np.prod(shape)))), *shape), compression='gzip')
+            g.attrs['description'] = SCHEMA.get(name, '')
+        self.f.attrs['schema'] = json.dumps({k: v for k, v in SCHEMA.items() if k in shapes})
         self.f.attrs['config'] = json.dumps(config, default=str)
-        self.f.flush()
-
-    def series(self):
-        names = []
-        self.f.visititems(lambda name, obj: names.append(name) if 'iter' in getattr(obj, 'keys', lambda: [])() else None)
-        return names
+        self.f.swmr_mode = True
+        os.replace(path + '.tmp', path)
 
     def write(self, it, **values):
         """Append one row per series: write(100, **{'train/loss': 2.3}). Vectors keep their shape."""
         for name, value in values.items():
-            value = np.asarray(value, dtype=np.float32)
-            if name not in self.f:
-                g = self.f.create_group(name)
-                g.create_dataset('iter', shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(256,), compression='gzip')
-                g.create_dataset('value', shape=(0, *value.shape), maxshape=(None, *value.shape), dtype=np.float32,
-                                 chunks=(max(1, 4096 // max(1, value.size)), *value.shape), compression='gzip')
-                g.attrs['description'] = SCHEMA.get(name, '')
             g = self.f[name]
             n = g['iter'].shape[0]
             for d, v in (('iter', it), ('value', value)):
@@ -76,6 +78,15 @@ class H5Log:
 
     def close(self):
         self.f.close()
+
+
+def series_shapes(model, probe_batch, autocast):
+    """{series: shape of one value} of everything train.py will log for this model (a probe run finds them)."""
+    shapes = {name: () for name in ('train/loss', 'train/lr', 'train/ms_per_iter', 'train/tokens_per_s',
+                                    'train/grad_norm', 'eval/train_loss', 'eval/val_loss')}
+    if layers(model):
+        shapes['train/grad_norm_per_layer'] = (len(layers(model)),)
+    return shapes | {name: np.shape(v) for name, v in probe(model, probe_batch, autocast).items()}
 
 
 def layers(model):

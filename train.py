@@ -362,10 +362,11 @@ if hdf5_log and master_process and not eval_only:
     except ImportError:
         print0("note: h5py is not installed, so the HDF5 research log is off (pip install h5py)")
     else:
-        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, iter_num if init_from == 'resume' else None)
         data.batch_size = batch_size  # the probe batch: whole, fixed, from val
         probe_batch = data.get_batch('val', torch.Generator().manual_seed(seed + 2))
         data.batch_size = local_batch
+        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, h5log.series_shapes(raw_model, probe_batch, autocast),
+                         iter_num if init_from == 'resume' else None)
 ckpt = None  # free up memory
 if wandb_log and master_process:
     import wandb

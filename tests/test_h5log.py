@@ -12,14 +12,14 @@ from helpers import ENV, REPO, TINY, read_log, train
 
 
 def series(path):
-    with h5py.File(path) as f:
+    with h5py.File(path, 'r', swmr=True) as f:
         return {name: (f[name]['iter'][:], f[name]['value'][:]) for name in json.loads(f.attrs['schema']) if name in f}
 
 
 def test_a_run_logs_every_series_of_the_schema(workdir, char_data, tmp_path):
     train(workdir, tmp_path, '--max_iters=6', '--eval_interval=3', '--log_interval=2')
     s = series(tmp_path / 'log.h5')
-    with h5py.File(tmp_path / 'log.h5') as f:
+    with h5py.File(tmp_path / 'log.h5') as f:  # closed by the run: opens without swmr=True
         assert set(json.loads(f.attrs['schema'])) == set(s)  # every documented series is there
         assert json.loads(f.attrs['config'])['max_iters'] == 6
     assert s['train/loss'][0].tolist() == [2, 4, 6] and s['eval/val_loss'][0].tolist() == [0, 3, 6]
@@ -48,16 +48,22 @@ def test_the_log_of_a_killed_run_opens_and_holds_every_printed_step(workdir, cha
                 proc.send_signal(signal.SIGKILL)
                 break
     proc.wait()
-    its, losses = series(tmp_path / 'log.h5')['train/loss']
+    s = series(tmp_path / 'log.h5')
+    its, losses = s['train/loss']
     assert set(printed) <= set(its.tolist()) and np.isfinite(losses).all()
     assert its.tolist() == list(range(1, len(its) + 1))
+    assert s['eval/val_loss'][0].tolist()[:5] == [0, 7, 14, 21, 28]  # every series reads whole
+    # and the killed run resumes from its last checkpoint, the log cut back to it and appended to
+    train(workdir, tmp_path, '--init_from=resume', f'--max_iters={max(printed) + 3}')
+    its = series(tmp_path / 'log.h5')['train/loss'][0].tolist()
+    assert its == list(range(1, max(printed) + 4))
 
 
 def test_resume_cuts_the_log_back_to_the_checkpoint(workdir, char_run, tmp_path):
     # char_run logged to 20; pretend it was killed after logging 21-23 beyond its checkpoint at 20
     out = tmp_path / 'out'
     shutil.copytree(char_run, out)
-    with h5py.File(out / 'log.h5', 'a') as f:
+    with h5py.File(out / 'log.h5', 'a', libver='latest') as f:
         for it in (21, 22, 23):
             g = f['train/loss']
             n = g['iter'].shape[0]
