@@ -3,7 +3,7 @@ The arrow of time (Papadopoulos, Wenger & Hongler, ICML 2024) at CPU scale: is p
 harder than left to right, and can one model do both? Trains forward, backward and bidirectional GPTs on the
 same data and token budget, at several sizes and seeds, scores each on the same held-out text in bits per byte
 (eval_directions.py), and writes the comparison:
-$ python arrow.py                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~25 min on 2 cores
+$ python arrow.py                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~45 min on 2 cores
 $ python arrow.py --sizes=d12,d20,d26 --seeds=1 --workers=1       # the GPU configs, one run at a time
 -> arrow/results.md (the table), arrow/results.json, arrow/per_position.png (the gap by context position).
 Runs already finished in arrow/ are reused, so an interrupted study picks up where it stopped.
@@ -20,7 +20,7 @@ import numpy as np
 from common import configure, die
 
 # -----------------------------------------------------------------------------
-sizes = 'small,medium'  # config/arrow_<size>.py each
+sizes = 'small,medium'  # names in SIZES
 directions = 'forward,backward,bidirectional'
 seeds = '1,2,3'
 workers: '[1, inf)' = 2  # runs at a time; on CPU each gets one thread
@@ -28,6 +28,9 @@ eval_tokens: '[1, inf)' = 100_000  # held-out tokens scored per reading directio
 out = 'arrow'  # where the runs and the results go
 # -----------------------------------------------------------------------------
 HERE = os.path.dirname(os.path.abspath(__file__))
+# size -> its config and overrides: two CPU sizes, and the source's GPU depths (n_embd = 64 x depth, heads of 128)
+SIZES = {'small': ('arrow_small.py', []), 'medium': ('arrow_medium.py', []),
+         **{f'd{d}': ('arrow_gpu.py', [f'--n_layer={d}', f'--n_head={d // 2}', f'--n_embd={64 * d}']) for d in (12, 20, 26)}}
 
 
 def run_dir(size, way, seed):
@@ -42,7 +45,8 @@ def train_and_evaluate(job):
     if not os.path.isfile(summary):
         log = open(os.path.join(out, f'{size}-{way}-s{seed}.log'), 'w')
         overwrite = ['--overwrite=True'] if os.path.isdir(d) else []  # an unfinished run starts again
-        for cmd in ([sys.executable, os.path.join(HERE, 'train.py'), os.path.join(HERE, 'config', f'arrow_{size}.py'),
+        config, overrides = SIZES[size]
+        for cmd in ([sys.executable, os.path.join(HERE, 'train.py'), os.path.join(HERE, 'config', config), *overrides,
                      f'--direction={way}', f'--seed={seed}', f'--out_dir={d}', '--threads=1', *overwrite],
                     [sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={d}', '--tasks=loss',
                      f'--eval_tokens={eval_tokens}', '--threads=1']):
@@ -57,7 +61,7 @@ def mean_std(xs):
     return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
 
 
-def aggregate(results):
+def aggregate(results, size_list, way_list, seed_list):
     """The table: per size and model, bits per byte read forward and backward (mean ± std over seeds), and the
     gap BW/FW - 1 between the backward model on backward text and the forward model on forward text, by seed."""
     rows = ['| size | model | bpb forward text | bpb backward text | seeds |', '| --- | --- | --- | --- | --- |']
@@ -86,7 +90,7 @@ def aggregate(results):
     return '\n'.join(rows), {'bpb': res, 'bw_over_fw_minus_1': gaps}
 
 
-def plot_positions(results, path):
+def plot_positions(results, path, size_list, way_list, seed_list):
     """The paper's main plot: BW/FW - 1 of the mean loss by context position, one line per size, seeds averaged."""
     import matplotlib
     matplotlib.use('Agg')
@@ -118,18 +122,18 @@ def plot_positions(results, path):
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
     size_list, way_list, seed_list = sizes.split(','), directions.split(','), [int(s) for s in seeds.split(',')]
-    missing = [s for s in size_list if not os.path.isfile(os.path.join(HERE, 'config', f'arrow_{s}.py'))]
-    if missing:
-        die(f"no config/arrow_{missing[0]}.py; the sizes are small, medium (CPU) and d12, d20, d26 (GPU)")
+    unknown = [s for s in size_list if s not in SIZES]
+    if unknown:
+        die(f"unknown size {unknown[0]}; the sizes are {', '.join(SIZES)}")
     os.makedirs(out, exist_ok=True)
     jobs = [(size, way, s) for size in size_list for s in seed_list for way in way_list]
     with ThreadPoolExecutor(workers) as pool:  # threads only wait on the subprocesses
         results = dict(zip(jobs, pool.map(train_and_evaluate, jobs)))
-    table, numbers = aggregate(results)
+    table, numbers = aggregate(results, size_list, way_list, seed_list)
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write(table + '\n')
     with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(numbers, f, indent=2)
-    plot_positions(results, os.path.join(out, 'per_position.png'))
+    plot_positions(results, os.path.join(out, 'per_position.png'), size_list, way_list, seed_list)
     print(table)
     print(f"wrote {out}/results.md, results.json and per_position.png")

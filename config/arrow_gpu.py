@@ -1,13 +1,13 @@
 """
-The arrow of time on GPUs at the source's depth d20 (nanochat's shape: n_embd = 64 x depth, heads of 128),
-block 1024, on FineWeb-Edu through prepare.hf. Forward, backward and bidirectional as in the CPU study:
+The arrow of time on GPUs at the source's depths: d20 here (nanochat's shape, n_embd = 64 x depth in heads of
+128), block 1024, on FineWeb-Edu through prepare.hf; arrow.py also runs d12 and d26 from it.
 Prepare: python -m prepare.hf HuggingFaceFW/fineweb-edu --config=sample-10BT --split='train[:2%]' --tokenizer=bpe --vocab_size=32768 --out=data/fineweb
-Train:   torchrun --standalone --nproc_per_node=8 train.py config/arrow_d20.py --direction=backward
+Train:   torchrun --standalone --nproc_per_node=8 train.py config/arrow_gpu.py --direction=backward
 Study:   python arrow.py --sizes=d12,d20,d26 --seeds=1 --workers=1
-Not run here (no GPU in this project's machines): sized from nanochat's d20, untested at this scale.
+Not run here (this project's machines have no GPU): sized from nanochat's d20, untested at this scale.
 """
 
-out_dir = 'out-arrow-d20'
+out_dir = 'out-arrow-gpu'
 dataset = 'fineweb'
 eval_interval = 500
 eval_iters = 50
