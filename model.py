@@ -64,15 +64,36 @@ class Norm(nn.Module):
 def rotary_cos_sin(seq_len, head_dim, base=10000.0):
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
     freqs = torch.outer(torch.arange(seq_len).float(), inv_freq)  # (T, hs/2)
-    # laid out for apply_rotary: both halves of a head share the frequencies, the first half's sine negated
-    return torch.cat([freqs.cos(), freqs.cos()], dim=-1), torch.cat([-freqs.sin(), freqs.sin()], dim=-1)  # (T, hs)
+    # both halves of a head share the frequencies
+    return torch.cat([freqs.cos(), freqs.cos()], dim=-1), torch.cat([freqs.sin(), freqs.sin()], dim=-1)  # (T, hs)
 
 
-def apply_rotary(x, cos, sin):
-    """Rotate pairs (x[i], x[i + hs/2]) of each head by position-dependent angles. x: (B, nh, T, hs)"""
+def rotate(x, cos, sin):
+    # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin): two products, then one in-place pass over the halves
     d = x.size(-1) // 2
-    # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), as two multiply-adds: cheaper than slicing twice
-    return (x * cos + torch.cat([x[..., d:], x[..., :d]], dim=-1) * sin).type_as(x)
+    out, xsin = x * cos, x * sin
+    out[..., :d] -= xsin[..., d:]
+    out[..., d:] += xsin[..., :d]
+    return out
+
+
+class Rotary(torch.autograd.Function):
+    """Rotate pairs (x[i], x[i + hs/2]) of each head by position-dependent angles. x: (..., hs)
+    Written out because autograd through the in-place halves would be slow; the backward is the rotation
+    by minus the angles, the same three passes."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return rotate(x, cos, sin).type_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return rotate(grad, cos, -sin).type_as(grad), None, None
+
+
+apply_rotary = Rotary.apply
 
 
 class KVCache:
@@ -123,12 +144,15 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        nh, hs = self.n_head, C // self.n_head
+        # norm and rotary work in the projection's (B, T, nh, hs) layout, on rows of contiguous heads; SDPA then
+        # returns y in that order too, so putting the heads back side by side below is free
+        q, k, v = self.c_attn(x).view(B, T, 3 * nh, hs).split(nh, dim=2)
         if self.qk_norm:
-            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+            q, k = F.rms_norm(q, (hs,)), F.rms_norm(k, (hs,))
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         if self.record_entropy:
             self.entropy = attention_entropy(q, k, self.causal)
         mask, is_causal = None, self.causal
@@ -146,6 +170,22 @@ class SelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+class ReLU2(torch.autograd.Function):
+    """relu(x)^2 with its backward written out: 2 relu(x) grad is two ops and keeps one tensor, where autograd
+    through relu then x * x takes four (two products, their sum, the relu mask)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        r = F.relu(x)
+        ctx.save_for_backward(r)
+        return r * r
+
+    @staticmethod
+    def backward(ctx, grad):
+        r, = ctx.saved_tensors
+        return (grad * r).mul_(2)
+
+
 class MLP(nn.Module):
 
     def __init__(self, config):
@@ -157,11 +197,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = self.c_fc(x)
-        if self.relu2:
-            x = F.relu(x)
-            x = x * x  # on CPU 8x faster than x.square(), whose backward goes through pow
-        else:
-            x = F.gelu(x)
+        x = ReLU2.apply(x) if self.relu2 else F.gelu(x)
         return self.dropout(self.c_proj(x))
 
 
@@ -198,6 +234,8 @@ class GPT(nn.Module):
         if config.pos == 'rope':
             # a buffer so it follows .to(device); not persistent: derived, so not in checkpoints
             cos, sin = rotary_cos_sin(config.block_size, config.n_embd // config.n_head)
+            # repeated for each head (T, nh, hs): on CPU, multiplying contiguous rows beats broadcasting
+            cos, sin = (t.unsqueeze(1).repeat(1, config.n_head, 1) for t in (cos, sin))
             self.register_buffer('rope_cos', cos, persistent=False)
             self.register_buffer('rope_sin', sin, persistent=False)
         self.apply(self._init_weights)

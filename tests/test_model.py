@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, KVCache, apply_rotary, rotary_cos_sin, sample_next
+from model import GPT, GPTConfig, KVCache, ReLU2, apply_rotary, rotary_cos_sin, sample_next
 
 VOCAB, BLOCK = 32, 16
 
@@ -50,6 +50,18 @@ def test_rope_attention_depends_only_on_relative_position():
         return (apply_rotary(q, cos[m], sin[m]) * apply_rotary(k, cos[n], sin[n])).sum()
     assert torch.allclose(score(3, 1), score(12, 10), atol=1e-5)
     assert not torch.allclose(score(3, 1), score(3, 2), atol=1e-3)
+
+
+def test_rope_and_relu2_backwards_match_autograd():
+    # both are autograd.Functions with hand-written backwards, for speed; check them against the plain formulas
+    cos, sin = (t.double() for t in rotary_cos_sin(BLOCK, 8))
+    x = torch.randn(2, BLOCK, 3, 8, dtype=torch.double, requires_grad=True)
+    cs, sn = cos[:, None], sin[:, None]
+    plain = x * cs + torch.cat([-x[..., 4:], x[..., :4]], dim=-1) * sn  # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+    assert torch.allclose(apply_rotary(x, cs, sn), plain)
+    assert torch.autograd.gradcheck(lambda t: apply_rotary(t, cs, sn), (x,))
+    assert torch.equal(ReLU2.apply(x), F.relu(x) ** 2)
+    assert torch.autograd.gradcheck(ReLU2.apply, (x,))
 
 
 def test_forward_past_block_size_fails_clearly():
