@@ -54,7 +54,8 @@ if __name__ == '__main__':
     arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
     print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters, {arrow} {way}). /clear, /quit"
           + (", /forward, /backward" if way == 'bidirectional' else '')
-          + ("\n(backward: your message is the ending; the model writes what came before it)" if way == 'backward' else ''))
+          + ("\n(backward: your message is the ending; the model writes what came before it, and each next message of "
+             "yours goes before the conversation so far)" if way == 'backward' else ''))
     history, asked = [], ''  # history oldest first; asked: the direction chosen with /forward, /backward
     while True:
         try:
@@ -74,7 +75,8 @@ if __name__ == '__main__':
             try:
                 reading(way, text[1:])
                 asked = text[1:]
-                print(f"(now {asked}: {'your message is the ending, the model writes what came before' if asked == 'backward' else 'the model replies after your message'})")
+                print(f"(now {asked}: " + ("your messages go before the conversation so far, and the model writes what came before each"
+                                            if asked == 'backward' else "the model replies after each of your messages") + ")")
             except ValueError as e:
                 print(f"({e})")
             continue
