@@ -174,6 +174,9 @@ def arc_items(tok, n, seed):
         from datasets import load_dataset
     except ImportError:
         return "the `datasets` package is not installed (pip install datasets)"
+    from prepare.common import hub_unreachable
+    if hub_unreachable():
+        return hub_unreachable()
     try:
         rows = load_dataset('allenai/ai2_arc', 'ARC-Easy', split='test')
     except Exception as e:  # offline, the hub's errors come in many types

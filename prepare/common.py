@@ -28,6 +28,19 @@ def read_text(src):
         return f.read()
 
 
+def hub_unreachable():
+    """Why the Hugging Face hub can't be reached, or None. A DNS look-up answers at once offline, where the
+    datasets library would retry for half a minute first. With HF_HUB_OFFLINE set, the local cache is used."""
+    import socket
+    if os.environ.get('HF_HUB_OFFLINE') or os.environ.get('HF_DATASETS_OFFLINE'):
+        return None
+    try:
+        socket.getaddrinfo('huggingface.co', 443)
+    except OSError as e:
+        return f"the Hugging Face hub is unreachable ({e.strerror or e}; offline?)"
+    return None
+
+
 def is_val(key, val_frac):
     """Deterministic split: md5 is stable across runs and machines (Python's hash() of a str is salted)."""
     h = int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:8], 'big')

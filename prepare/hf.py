@@ -1,5 +1,5 @@
 """
-Prepare any Hugging Face dataset's text field (needs `pip install datasets` and the internet), e.g.
+Prepare any Hugging Face dataset's text field (needs the internet), e.g.
     python -m prepare.hf roneneldan/TinyStories --split='train[:100000]'
     python -m prepare.hf HuggingFaceFW/fineweb-edu --config=sample-10BT --split='train[:1%]' --tokenizer=gpt2
 --split takes the datasets slicing syntax, so you can prepare a slice of a big dataset. Documents are split
@@ -12,7 +12,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import dtype_for, is_val, write_dataset
+from prepare.common import dtype_for, hub_unreachable, is_val, write_dataset
 from tokenizer import gpt2_tokenizer, train_bpe
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,6 +32,8 @@ try:
 except ImportError:
     raise SystemExit("prepare.hf needs the datasets library: pip install datasets") from None
 
+if hub_unreachable():
+    raise SystemExit(f"{hub_unreachable()}; offline, the default corpus is `python -m prepare.chitchat`")
 t0 = time.time()
 try:
     ds = datasets.load_dataset(args.name, args.config, split=args.split)

@@ -7,6 +7,8 @@ import random
 
 import numpy as np
 import pytest
+
+from prepare.common import hub_unreachable
 import torch
 
 import eval_directions as ev
@@ -161,6 +163,8 @@ def test_end_to_end_on_a_chat_model(workdir, chat_run, tmp_path):
     assert len(arc) == 1  # skipped, or scored where `datasets` is installed and online
     if importlib.util.find_spec('datasets') is None:
         assert arc[0] == 'arc_easy: skipped, the `datasets` package is not installed (pip install datasets)'
+    elif hub_unreachable():  # offline: one line, at once, not the datasets library's half minute of retries
+        assert arc[0].startswith('arc_easy: skipped, the Hugging Face hub is unreachable')
 
 
 @pytest.fixture(scope='module')
