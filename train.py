@@ -265,18 +265,27 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
 
+def whole_batch(split, generator):
+    """A batch of batch_size rows as one process draws it (a call draws world_size of them and hands this rank
+    its own), whatever split of the rows training uses: for evaluation and the probe, which are the same on any
+    number of processes."""
+    data.batch_size = batch_size
+    batch = data.get_batch(split, generator)
+    data.batch_size = local_batch
+    return batch
+
+
 @torch.no_grad()
 def estimate_loss():
     """Mean loss over the same eval_iters batches of each split at every eval, on any number of processes: the
     batches one process would draw (batch_size rows each), dealt out to the processes in turn."""
     out = {}
     eval_model.eval()
-    data.batch_size = batch_size  # whole batches: a call draws world_size of them and hands this rank its own
     for split in ['train', 'val']:
         generator = torch.Generator().manual_seed(seed + 1)
         total = torch.zeros(2, device=device)  # summed batch losses, batches
         for k in range(0, eval_iters, world_size):
-            batch = data.get_batch(split, generator)  # batch k + rank of the one-process sequence
+            batch = whole_batch(split, generator)  # batch k + rank of the one-process sequence
             if k + rank < eval_iters:
                 with autocast:
                     _, loss = eval_model(*batch)
@@ -284,7 +293,6 @@ def estimate_loss():
         if ddp:
             dist.all_reduce(total)
         out[split] = (total[0] / total[1]).item()
-    data.batch_size = local_batch
     eval_model.train()
     return out
 
@@ -362,9 +370,7 @@ if hdf5_log and master_process and not eval_only:
     except ImportError:
         print0("note: h5py is not installed, so the HDF5 research log is off (pip install h5py)")
     else:
-        data.batch_size = batch_size  # the probe batch: whole, fixed, from val
-        probe_batch = data.get_batch('val', torch.Generator().manual_seed(seed + 2))
-        data.batch_size = local_batch
+        probe_batch = whole_batch('val', torch.Generator().manual_seed(seed + 2))  # fixed, from val
         h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, h5log.series_shapes(raw_model, probe_batch, autocast),
                          iter_num if init_from == 'resume' else None)
 ckpt = None  # free up memory
