@@ -13,7 +13,7 @@ import sys
 import torch
 
 from common import configure, die, setup_device, load_checkpoint, build_model
-from tokenizer import Tokenizer, decode_growing, reading, render_prompt
+from tokenizer import Tokenizer, decode_growing, reading, render_prompt, speaker_ids, SPEAKERS
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
@@ -36,8 +36,30 @@ def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p,
     # goes on past the block through the KV cache's refill)
     ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2), backward, marker)
     x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
-    sampled = (t.item() for t in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p))
+    # who says what, for a model with speaker embeddings (the others ignore it): the prompt's speakers as in
+    # training, and the reply is the assistant's
+    speakers = torch.tensor(speaker_ids(ids, tok, backward).astype('int64'), device=device)[None, ...]
+    speakers = torch.cat([speakers, torch.full_like(speakers[:, :1], 1 + SPEAKERS.index('<|assistant|>'))], dim=1)
+    sampled = (t.item() for t in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, speakers=speakers))
     yield from decode_growing(tok, sampled, tok.turn_ends, backward)
+
+
+@torch.no_grad()
+def sample_replies(model, tok, prompts, device, max_new_tokens=32):
+    """[(prompt, greedy reply)] for a model being trained (train.py's sample_prompts): each prompt is a user's
+    first message, or, for a tokenizer without chat tokens, the opening of a text."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for p in prompts:
+        if tok.special('<|user|>') is not None and tok.special('<|assistant|>') is not None:
+            *_, reply = [''] + list(reply_stream(model, tok, [('user', p)], max_new_tokens, 0, None, None, device))
+        else:
+            x = torch.tensor([([tok.bos] if tok.bos is not None else []) + tok.encode(p)], device=device)
+            reply = tok.decode(model.generate(x[:, -model.config.block_size:], max_new_tokens, temperature=0)[0, x.size(1):].tolist())
+        out.append((p, reply))
+    model.train(was_training)
+    return out
 
 
 if __name__ == '__main__':

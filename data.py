@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common import die
-from tokenizer import Tokenizer, orient
+from tokenizer import Tokenizer, orient, speaker_ids
 
 
 class TokenStream:
@@ -77,16 +77,25 @@ class TokenStream:
                                  else (orient(tokens, self.tokenizer, backward, marker), None) for backward in ways]
         return self.cache[split]
 
-    def get_batch(self, split, generator=None):
+    def draw(self, split, generator=None):
+        """[(stream, start)] of this rank's rows: every rank draws the global batch and keeps its slice."""
         streams, T = self.streams(split), self.block_size
-        n = self.world_size * self.batch_size  # the global draw; this rank takes its slice
+        n = self.world_size * self.batch_size
         ix = torch.randint(len(streams[0][0]) - T, (n,), generator=generator or self.generator)
         # bidirectional: backward rows spread evenly through the draw, so every batch holds both directions
         f = self.backward_frac if len(streams) == 2 else 0.0
         way = (torch.arange(1, n + 1) * f).floor() - (torch.arange(n) * f).floor()
         rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return list(zip(way[rows].long().tolist(), ix[rows].tolist()))
+
+    def get_batch(self, split, generator=None):
+        return self.to_device(*self.windows(split, self.draw(split, generator)))
+
+    def windows(self, split, picks):
+        """x, y (rows, block_size) of the windows picked by draw."""
+        streams, T = self.streams(split), self.block_size
         xs, ys = [], []
-        for i, w in zip(ix[rows].tolist(), way[rows].long().tolist()):
+        for w, i in picks:
             data, mask = streams[w]
             x = torch.from_numpy(data[i:i + 1 + T].astype(np.int64))
             y = x[1:].clone()
@@ -95,11 +104,13 @@ class TokenStream:
                 y[~(m[1:] | m[:-1])] = -1  # a span's tokens and the one right after it count
             xs.append(x[:-1])
             ys.append(y)
-        x, y = torch.stack(xs), torch.stack(ys)
+        return torch.stack(xs), torch.stack(ys)
+
+    def to_device(self, *tensors):
         if 'cuda' in str(self.device):
             # pinned memory lets the copy to the GPU run asynchronously
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
+        return tuple(t.to(self.device) for t in tensors)
 
     def state_dict(self):
         return {'generator': self.generator.get_state()}
@@ -108,4 +119,22 @@ class TokenStream:
         self.generator.set_state(state['generator'])
 
 
-SOURCES = {'tokens': TokenStream}  # config: data_source
+class SpeakerStream(TokenStream):
+    """TokenStream's windows and each token's speaker (TurnGPT's speaker embedding): (x, y, speakers), where
+    speakers[b, t] says who wrote x[b, t] (tokenizer.speaker_ids: 0 no one, 1 user, 2 assistant), computed once
+    per split over the whole stream, so a window that starts mid-turn still knows whose turn it is."""
+
+    def speakers(self, split):
+        key = ('speakers', split)
+        if key not in self.cache:
+            backward = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
+            self.cache[key] = [speaker_ids(tokens, self.tokenizer, b) for (tokens, _), b in zip(self.streams(split), backward)]
+        return self.cache[key]
+
+    def get_batch(self, split, generator=None):
+        picks = self.draw(split, generator)
+        s = [torch.from_numpy(self.speakers(split)[w][i:i + self.block_size].astype(np.int64)) for w, i in picks]
+        return self.to_device(*self.windows(split, picks), torch.stack(s))
+
+
+SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream}  # config: data_source

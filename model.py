@@ -4,7 +4,9 @@ The models of nanolab, each readable top to bottom.
 GPT: a decoder-only transformer. Its blocks take a `causal` flag, so the same code is also a
 bidirectional (BERT-style) encoder. The architecture knobs reach back to nanoGPT's GPT-2 recipe
 (learned positions, LayerNorm, GELU) and forward to modern choices (rotary, RMSNorm, ReLU^2, QK-norm);
-the defaults are the ones that won the ablation in README.md.
+the defaults are the ones that won the ablation in README.md. TurnGPT is two options of the same GPT:
+turn_dim (each token a small "turn vector", mapped to the width and tied to the output head through the
+same map) and n_speakers (a learned embedding of who is speaking, added to each token's).
 
 A model's forward(*batch) returns (logits, loss): train.py calls every model the same way, so a new
 model kind only has to honour that and be listed in MODELS at the bottom of this file.
@@ -34,6 +36,9 @@ class GPTConfig:
     qk_norm: bool = False     # normalize q and k per head before attention
     tie_weights: bool = True  # share wte and lm_head
     causal: bool = True       # False: a bidirectional encoder from the same blocks
+    turn_dim: int = 0         # > 0: TurnGPT's factorized token vectors of this size (ALBERT's E); 0: dense wte
+    turn_map: str = 'linear'  # how turn vectors reach the width: 'linear' | 'poly' (per-coordinate powers 1..5)
+    n_speakers: int = 0       # > 0: add a learned speaker embedding (0 = no turn, 1 = user, 2 = assistant)
 
     def __post_init__(self):
         # what the arguments' types can't say; train.py turns a ValueError into one line
@@ -41,9 +46,13 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         if self.pos == 'rope' and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"rotary positions need an even head size, got n_embd/n_head = {self.n_embd // self.n_head}")
-        for key, allowed in (('pos', ('rope', 'learned')), ('norm', ('layer', 'rms')), ('mlp', ('relu2', 'gelu'))):
+        for key, allowed in (('pos', ('rope', 'learned')), ('norm', ('layer', 'rms')), ('mlp', ('relu2', 'gelu')),
+                             ('turn_map', ('linear', 'poly'))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.turn_dim and not self.tie_weights:
+            # an untied dense head would keep V x n_embd parameters: the compression would be the embedding's alone
+            raise ValueError("turn_dim ties the output head through the turn map; set tie_weights=True")
 
 
 class Norm(nn.Module):
@@ -221,15 +230,21 @@ class GPT(nn.Module):
         super().__init__()
         assert config.pos in ('rope', 'learned') and config.norm in ('rms', 'layer') and config.mlp in ('relu2', 'gelu')
         self.config = config
+        E = config.turn_dim
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            # dense token vectors, or TurnGPT's: a (vocab, E) table and a map from E (or its powers) to the width
+            wte=nn.Embedding(config.vocab_size, config.n_embd) if not E else None,
+            turn=nn.Embedding(config.vocab_size, E) if E else None,
+            turn_map=nn.Linear(E * self.POLY if config.turn_map == 'poly' else E, config.n_embd, bias=False) if E else None,
+            wse=nn.Embedding(config.n_speakers + 1, config.n_embd) if config.n_speakers else None,  # +1: no speaker
             wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos == 'learned' else None,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=Norm(config.n_embd, config.norm, config.bias),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_weights:
+        # turn vectors have no head of their own: it is tied through the same map (see head)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False) if not E else None
+        if config.tie_weights and not E:
             self.transformer.wte.weight = self.lm_head.weight  # https://paperswithcode.com/method/weight-tying
         if config.pos == 'rope':
             # a buffer so it follows .to(device); not persistent: derived, so not in checkpoints
@@ -243,6 +258,60 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if E:
+            # turn vectors of unit scale (interpretable, and where semantic init puts them); the map scaled so a
+            # token's input vector and the logits start at the dense model's scale (std 0.02 x sqrt(features))
+            torch.nn.init.normal_(self.transformer.turn.weight, mean=0.0, std=1.0)
+            features = self.transformer.turn_map.in_features
+            torch.nn.init.normal_(self.transformer.turn_map.weight, mean=0.0, std=0.02 / math.sqrt(features))
+
+    # -- TurnGPT's token vectors: input x = map(phi(t)), logits = (h . map) . phi(T)^T, one table for both ends
+    POLY = 5  # the source's per-coordinate polynomial degree: features t, t^2/2!, ..., t^5/5!
+
+    def turn_features(self, t):
+        if self.config.turn_map == 'linear':
+            return t
+        # Taylor-scaled powers: bounded for |t| of a few units, where t^5 alone would swamp the rest
+        return torch.cat([t ** k / math.factorial(k) for k in range(1, self.POLY + 1)], dim=-1)
+
+    def embed(self, idx, speakers=None):
+        if self.config.turn_dim:
+            x = self.transformer.turn_map(self.turn_features(self.transformer.turn(idx)))
+        else:
+            x = self.transformer.wte(idx)
+        if self.transformer.wse is not None and speakers is not None:
+            x = x + self.transformer.wse(speakers)
+        return x
+
+    def head(self, x):
+        if not self.config.turn_dim:
+            return self.lm_head(x)
+        # project h down to the features first: (B, T, C) -> (B, T, F), then F x V, never a dense V x C matrix
+        return (x @ self.transformer.turn_map.weight) @ self.turn_features(self.transformer.turn.weight).t()
+
+    def token_vectors(self):
+        """Each token's own vector (V, E): the turn table, or the dense embedding; semantic init and the
+        analogy evaluation work in this space."""
+        return (self.transformer.turn if self.config.turn_dim else self.transformer.wte).weight
+
+    def describe(self):
+        """Lines train.py prints at the start: for turn vectors, both compression figures, never one alone."""
+        if not self.config.turn_dim:
+            return []
+        c = self.compression()
+        return [f"turn vectors (E={self.config.turn_dim}, {self.config.turn_map} map): token parameters "
+                f"{c['token_params']:,} vs {c['dense_token_params']:,} dense ({c['embedding_ratio']:.1f}x smaller); "
+                f"whole model {c['params']:,} vs {c['dense_params']:,} dense ({c['model_ratio']:.2f}x smaller)"]
+
+    def compression(self):
+        """The counts that tell the honest story: the token parameters (table, map, head) against a dense tied
+        V x C embedding, AND the whole model against the same GPT with that dense embedding."""
+        cfg = self.config
+        dense = cfg.vocab_size * cfg.n_embd
+        tokens = sum(p.numel() for n, p in self.named_parameters() if n.split('.')[-2] in ('wte', 'lm_head', 'turn', 'turn_map'))
+        total = self.get_num_params()
+        return {'token_params': tokens, 'dense_token_params': dense, 'embedding_ratio': dense / tokens,
+                'params': total, 'dense_params': total - tokens + dense, 'model_ratio': (total - tokens + dense) / total}
 
     def get_num_params(self, non_embedding=True):
         """Parameters, counting tied weights once; without the position table by default (nanoGPT)."""
@@ -259,11 +328,11 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, speakers=None, cache=None):
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is only {self.config.block_size}"
-        x = self.transformer.wte(idx)  # (B, T, C)
+        x = self.embed(idx, speakers)  # (B, T, C)
         rope = None
         if self.config.pos == 'learned':
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
@@ -277,18 +346,29 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is None:
             # inference: the lm_head on the last position only saves a (T, vocab) matmul
-            return self.lm_head(x[:, [-1], :]), None
-        logits = self.lm_head(x)
+            return self.head(x[:, [-1], :]), None
+        logits = self.head(x)
         # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        # decay only the 2-D weights (matmuls, embeddings); norms and biases are left alone
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, lr_scales=None):
+        """AdamW over groups: 2-D weights (matmuls, embeddings) decay, norms and biases don't; lr_scales
+        {parameter-name prefix: lr multiplier} gives modules their own learning rates (the loop multiplies
+        each group's lr by its lr_scale), e.g. {'transformer.turn': 0.5}; the longest matching prefix wins."""
+        lr_scales = lr_scales or {}
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        for prefix in lr_scales:
+            if not any(n == prefix or n.startswith(prefix + '.') for n, _ in named):
+                modules = sorted({n.rsplit('.', 1)[0] for n, _ in named if 'h.' not in n} | {'transformer.h'})
+                raise ValueError(f"lr_scales names '{prefix}', which matches no parameter; try one of {', '.join(modules)}")
+        groups = {}
+        for n, p in named:
+            match = max((k for k in lr_scales if n == k or n.startswith(k + '.')), key=len, default=None)
+            key = (p.dim() >= 2, lr_scales.get(match, 1.0))
+            groups.setdefault(key, []).append(p)
+        groups = [{'params': ps, 'weight_decay': weight_decay if decay else 0.0, 'lr_scale': scale}
+                  for (decay, scale), ps in groups.items()]
         # the fused kernel is one launch for all parameters: faster on CUDA, and on CPU (~5% for small models)
         fused = device_type in ('cuda', 'cpu') and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
@@ -305,8 +385,10 @@ class GPT(nn.Module):
         return self.flops_per_token() * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
-        """Yield (B, 1) next tokens after the context idx (B, T). temperature 0 is greedy.
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, speakers=None):
+        """Yield (B, 1) next tokens after the context idx (B, T). temperature 0 is greedy. speakers (B, T + 1),
+        for a model with speaker embeddings: the context's speakers, then the one every new token takes (a chat
+        reply ends at the next turn token, so its speaker never changes).
 
         With the cache, each step feeds one token. When the cache is full (block_size), it is refilled
         from the newest half block, so long generations cost a prefill every block_size/2 tokens instead
@@ -314,27 +396,29 @@ class GPT(nn.Module):
         """
         cfg = self.config
         cache = None
-        ctx = idx
+        ctx, spk = idx, None if speakers is None else speakers[:, :-1]
         for _ in range(max_new_tokens):
             if not use_cache:
-                logits, _ = self(ctx[:, -cfg.block_size:])
+                logits, _ = self(ctx[:, -cfg.block_size:], speakers=spk if spk is None else spk[:, -cfg.block_size:])
             else:
                 if cache is None or cache.pos >= cfg.block_size:
                     keep = cfg.block_size // 2 if cache is not None else cfg.block_size
                     cache = KVCache(cfg.n_layer, cfg.block_size)
-                    logits, _ = self(ctx[:, -keep:], cache=cache)
+                    logits, _ = self(ctx[:, -keep:], speakers=spk if spk is None else spk[:, -keep:], cache=cache)
                 else:
-                    logits, _ = self(ctx[:, -1:], cache=cache)
+                    logits, _ = self(ctx[:, -1:], speakers=spk if spk is None else spk[:, -1:], cache=cache)
             idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p)
             ctx = torch.cat((ctx, idx_next), dim=1)
+            if spk is not None:
+                spk = torch.cat((spk, speakers[:, -1:]), dim=1)
             yield idx_next
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop=None, use_cache=True, speakers=None):
         """Return idx (B, T) extended by up to max_new_tokens; stops early once every row has emitted a stop id."""
         stop = torch.tensor(sorted(stop or []), device=idx.device, dtype=idx.dtype)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache):
+        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, speakers):
             idx = torch.cat((idx, idx_next), dim=1)
             if stop.numel():
                 done |= torch.isin(idx_next[:, 0], stop)

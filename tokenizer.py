@@ -180,6 +180,29 @@ def reading(model_direction, asked=''):
     return model_direction == 'backward', False
 
 
+SPEAKERS = ('<|user|>', '<|assistant|>')  # speaker ids 1 and 2 (TurnGPT's speaker embedding); 0 is no one
+
+
+def speaker_ids(tokens, tok, backward=False):
+    """Each token's speaker, as render_conversation lays turns out: 1 through a user's turn, 2 through an
+    assistant's (its role token included), 0 outside turns (plain text, BOS, a direction marker). Read forward a
+    turn starts at its role token; read backward (orient) it ends at it. BOS and a marker end every turn. The
+    data source and the chat prompt both call this, so training and chat agree. Returns a uint8 array."""
+    tokens = np.asarray(tokens)
+    events = np.zeros(len(tokens), dtype=np.int64)  # k: the k-th speaker's role token; -1: no one from here
+    for k, name in enumerate(SPEAKERS, 1):
+        if tok.special(name) is not None:
+            events[tokens == tok.special(name)] = k
+    for name in ('<|bos|>', '<|forward|>', '<|backward|>'):
+        if tok.special(name) is not None:
+            events[tokens == tok.special(name)] = -1
+    if backward:  # the role token that closes a turn comes after it: scan from the end
+        events = events[::-1]
+    at = np.maximum.accumulate(np.where(events != 0, np.arange(len(events)), -1))  # the latest event so far
+    out = np.where(at >= 0, events[at.clip(0)], 0).clip(0).astype(np.uint8)
+    return out[::-1].copy() if backward else out
+
+
 def render_conversation(tok, turns):
     """Token ids of a chat: [bos] then, per turn, the role's special token and the turn's text.
     prepare/chitchat.py and chat.py both call this, so a chat is rendered exactly as in training."""
