@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import configure, die
+from common import configure, die, mean_std
 
 # -----------------------------------------------------------------------------
 sizes = 'small,medium'  # names in SIZES
@@ -55,10 +55,6 @@ def train_and_evaluate(job):
         print(f"done: {d}", flush=True)
     with open(summary) as f:
         return json.load(f)
-
-
-def mean_std(xs):
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
 
 
 def aggregate(results, size_list, way_list, seed_list):

@@ -15,6 +15,7 @@ import tokenize
 import traceback
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 # -----------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def read_config_file(path):
     """The config values a Python config file sets; errors in it are reported by its own path and line."""
     if not os.path.isfile(path):
         die(f"config file '{path}' not found (config files live in config/, e.g. config/quickstart.py)")
-    namespace = {}
+    namespace = {'__file__': path}  # so a config can build on another: exec(open(os.path.join(os.path.dirname(__file__), ...
     try:
         with open(path, encoding='utf-8') as f:
             exec(compile(f.read(), path, 'exec'), namespace)
@@ -252,6 +253,19 @@ def peak_flops(device_type):
     return next((flops for key, flops in table if key in name), None)
 
 
+def mean_std(xs, digits=4):
+    """'mean ± std' over seeds (the sample std; 0 for one seed), for results tables."""
+    return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.{digits}f}"
+
+
+def peak_memory_mb(device_type):
+    """The process's peak memory so far, in MB: allocated on the GPU, resident on the CPU."""
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == 'darwin' else 2**10)  # bytes on macOS, KB on Linux
+
+
 def synchronize(device_type):
     if device_type == 'cuda':
         torch.cuda.synchronize()
@@ -262,13 +276,15 @@ def synchronize(device_type):
 # checkpoints: torch weights + a human-readable meta.json beside them
 
 
-def save_checkpoint(out_dir, ckpt):
-    """Write ckpt.pt atomically: a crash mid-write leaves the previous checkpoint intact. Then meta.json."""
+def save_checkpoint(out_dir, ckpt, name='ckpt.pt'):
+    """Write out_dir/name atomically: a crash mid-write leaves the previous checkpoint intact. Then, for the run's
+    own ckpt.pt, meta.json."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, 'ckpt.pt')
+    path = os.path.join(out_dir, name)
     torch.save(ckpt, path + '.tmp')
     os.replace(path + '.tmp', path)
-    write_meta(out_dir, ckpt)
+    if name == 'ckpt.pt':
+        write_meta(out_dir, ckpt)
 
 
 def write_meta(out_dir, ckpt):

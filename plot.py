@@ -1,6 +1,6 @@
 """
 Plot the loss curves of one or more runs (their out_dir/log.jsonl, written by train.py) into one PNG:
-train loss on the left, val loss on the right.
+train loss on the left, val loss on the right, a curriculum's phase changes as dashed lines.
 $ python plot.py out-shakespeare-char-cpu                 # writes out-shakespeare-char-cpu/loss.png
 $ python plot.py out-bench/* --out=ablation.png           # several runs, one figure
 """
@@ -33,6 +33,10 @@ for run in args.runs:
     label = os.path.basename(run.rstrip('/'))
     ax_train.plot([r['iter'] for r in steps], [r['loss'] for r in steps], label=label, alpha=0.8)
     ax_val.plot([r['iter'] for r in evals], [r['val_loss'] for r in evals], marker='o', ms=3, label=label)
+    for r in rows:  # a curriculum's phase changes (train.py logs them), where the loss curves bend
+        if 'phase' in r:
+            for ax in (ax_train, ax_val):
+                ax.axvline(r['iter'], color='gray', ls='--', lw=1)
 for ax, title in ((ax_train, 'train loss'), (ax_val, 'val loss')):
     ax.set_title(title)
     ax.set_xlabel('iteration')

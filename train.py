@@ -27,11 +27,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops,
+from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops, peak_memory_mb,
                     save_checkpoint, write_meta, load_checkpoint, build_model)
 from model import MODELS
 from data import SOURCES
 import h5log
+from chat import sample_replies
 
 # -----------------------------------------------------------------------------
 # default config: a small BPE GPT on the chitchat conversations; config/*.py and --key=value override.
@@ -43,6 +44,8 @@ log_interval: '[1, inf)' = 10
 eval_iters: '[1, inf)' = 50  # batches per split at each evaluation
 eval_only = False  # evaluate once, print, and exit; writes nothing
 always_save_checkpoint = True  # False: only when val loss improves
+keep_best = False  # also keep the best model by val loss in out_dir/best.pt (weights and config, no optimizer)
+sample_prompts = []  # messages (or, without chat tokens, text openings) whose replies each eval writes into the log
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir's checkpoint) | path of another run to fine-tune (base -> mid -> sft)
 overwrite = False  # let a new run replace the run already in out_dir
 hdf5_log = 'log.h5'  # the HDF5 research log in out_dir (h5log.py: grad norms, probe losses, activations, attention); '' for none
@@ -51,7 +54,8 @@ wandb_log = False
 wandb_project = 'nanolab'
 wandb_run_name = 'run'
 # data
-dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script
+dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script; evaluation (val_loss, best checkpoint) is on it
+data_mix = {}  # {dataset: weight}: what training draws from, micro-batch by micro-batch; {} is {dataset: 1}
 data_source = 'tokens'  # a name in data.SOURCES
 direction: ('forward', 'backward', 'bidirectional') = 'forward'  # the order the model reads documents in; saved in the checkpoint
 backward_frac: '[0, 1]' = 0.5  # bidirectional: the share of each batch's rows read backward
@@ -71,6 +75,11 @@ mlp: ('relu2', 'gelu') = 'relu2'
 qk_norm = False
 tie_weights = True
 causal = True
+turn_dim: '[0, inf)' = 0  # TurnGPT: > 0 gives each token a vector of this size, mapped to n_embd (0: dense embeddings)
+turn_map: ('linear', 'poly') = 'linear'  # turn_dim's map to the width: linear (ALBERT) or the source's polynomials
+n_speakers: '[0, inf)' = 0  # TurnGPT: 2 adds a user/assistant speaker embedding (needs data_source='speakers')
+semantic_init = False  # from scratch: put listed words' token vectors around their category's direction (semantic.py)
+eval_analogies = False  # log the token vectors' semantic arithmetic (semantic.analogy_eval) at each eval
 # AdamW
 learning_rate: '(0, inf)' = 1e-3
 max_iters: '[0, inf)' = 5000
@@ -78,14 +87,19 @@ weight_decay: '[0, inf)' = 1e-1
 beta1: '[0, 1)' = 0.9
 beta2: '[0, 1)' = 0.99
 grad_clip: '[0, inf)' = 1.0  # 0 disables
-# learning rate schedule: linear warmup, then cosine down to min_lr
+lr_scales = {}  # {parameter-name prefix: lr multiplier}, e.g. {'transformer.turn': 0.5}; the rest get 1
+# learning rate schedule: linear warmup, then cosine down to min_lr (or wsd: flat, then a linear cooldown)
 decay_lr = True
+lr_schedule: ('cosine', 'wsd') = 'cosine'
+cooldown_frac: '(0, 1]' = 0.2  # wsd: the last share of max_iters, over which the lr falls linearly to min_lr
 warmup_iters: '[0, inf)' = 100
 lr_decay_iters: int = None  # None: max_iters (~= max_iters per Chinchilla)
 min_lr: '[0, inf)' = 1e-4  # ~= learning_rate/10 per Chinchilla
 # curriculum: {iteration: {key: value, ...}}; from that iteration on, those config values apply (block_size,
-# batch_size, learning_rate, ...: see PHASE_KEYS) until a later phase changes them
+# batch_size, learning_rate, data_mix, ...: see PHASE_KEYS) until a later phase changes them
 phases = {}
+advance_when = {}  # {metric: threshold}: start the next phase early, at the eval where every metric is <= its
+                   # threshold (val_loss, val_ppl, train_loss, val_loss/<dataset>, analogy/distance_rel, ...)
 # system
 device = 'auto'  # 'auto' (cuda, then mps, then cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'  # auto: bfloat16 where supported, else float32; float16 is CUDA only
@@ -95,9 +109,11 @@ seed = 1337
 # keys a resumed run may change (the others come from its checkpoint), and keys a curriculum phase may set
 RESUMABLE = {'out_dir', 'init_from', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_only',
              'always_save_checkpoint', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',
-             'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads', 'hdf5_log'}
+             'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads', 'hdf5_log',
+             'keep_best', 'sample_prompts'}
 PHASE_KEYS = {'block_size', 'batch_size', 'gradient_accumulation_steps', 'learning_rate', 'min_lr', 'warmup_iters',
-              'lr_decay_iters', 'decay_lr', 'grad_clip', 'eval_interval', 'log_interval', 'eval_iters'}
+              'lr_decay_iters', 'decay_lr', 'grad_clip', 'eval_interval', 'log_interval', 'eval_iters', 'data_mix',
+              'advance_when'}
 # -----------------------------------------------------------------------------
 KEYS = config_keys(globals())
 explicit = configure(globals(), sys.argv[1:])  # {key: where it was set}
@@ -179,28 +195,48 @@ def split_batch(accum, rows):
 
 for start, c in curriculum():
     split_batch(c['gradient_accumulation_steps'], c['batch_size'])  # dies now, not at the phase
+    for name, w in c['data_mix'].items():
+        if type(name) is not str or type(w) not in (int, float) or not w > 0:
+            die(f"data_mix maps dataset names to weights > 0, got {name!r}: {w!r}" + (f" (in phases[{start}])" if start else ''))
 
 
-def apply_phases(upto):
-    """Set the curriculum's config for iteration `upto`: every phase that has started, in order."""
-    global local_accum, local_batch, tokens_per_iter
-    for start in sorted(phases):
-        if start <= upto:
-            for k, v in phases[start].items():
-                set_key(globals(), k, v, f'phases[{start}]')
+def apply_phases(n):
+    """Set the config of the curriculum's first n phases, in order, over the base config's."""
+    global local_accum, local_batch, tokens_per_iter, mix
+    for start in sorted(phases)[:n]:
+        for k, v in phases[start].items():
+            set_key(globals(), k, v, f'phases[{start}]')
     local_accum, local_batch = split_batch(gradient_accumulation_steps, batch_size)
-    data.block_size, data.batch_size = block_size, local_batch
+    for source in sources.values():
+        source.block_size, source.batch_size = block_size, local_batch
+    mix = data_mix or {dataset: 1.0}
     tokens_per_iter = gradient_accumulation_steps * batch_size * block_size  # global, for tok/s and MFU
 
 
 # the model's positions, and every split's length, must cover the largest block size the curriculum reaches
 max_block_size = max(c['block_size'] for _, c in curriculum())
 data_cls = lookup(SOURCES, data_source, 'data_source')
-data = data_cls(os.path.join('data', dataset), max_block_size, batch_size, device, seed, rank, world_size, direction, backward_frac)
+# every dataset the curriculum mixes in, loaded once; `dataset` first: evaluation and the tokenizer are its
+names = [dataset] + sorted({n for _, c in curriculum() for n in c['data_mix']} - {dataset})
+sources = {n: data_cls(os.path.join('data', n), max_block_size, batch_size, device, seed, rank, world_size, direction,
+                       backward_frac) for n in names}
+data = sources[dataset]
+for n, source in sources.items():
+    if source.tokenizer.info != data.tokenizer.info:
+        die(f"data/{n} was made with another tokenizer than data/{dataset}; a mix shares one: prepare it with "
+            f"--tokenizer=data/{dataset}")
+mix_generator = torch.Generator().manual_seed(seed + 3)  # which dataset each micro-batch comes from
+METRICS = {'val_loss', 'val_ppl', 'train_loss'} | {f'val_loss/{n}' for n in names} | (
+    {f'analogy/{k}' for k in ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')} if eval_analogies else set())
+for start, c in curriculum():
+    for k in c['advance_when']:
+        if k not in METRICS:
+            die(f"advance_when{' in phases[' + str(start) + ']' if start else ''} names '{k}'; it can use "
+                f"{', '.join(sorted(METRICS))}")
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
-iter_num, best_val_loss, parent = 0, 1e9, None
+iter_num, best_val_loss, parent, entered = 0, 1e9, None, []  # entered: the iteration each phase began at
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
@@ -210,6 +246,11 @@ if ckpt is None:
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
         die(f"{model_kind}: {e}")
     start_line = "from scratch"
+    if semantic_init:
+        import semantic
+        stats = semantic.semantic_init(model.token_vectors(), data.tokenizer, torch.Generator().manual_seed(seed))
+        start_line += (f", semantic init of {stats['initialized']} of {stats['words']} listed words "
+                       f"({stats['skipped']} split by the tokenizer, skipped)")
 else:
     if ckpt['tokenizer'] != data.tokenizer.info:
         die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
@@ -223,7 +264,7 @@ else:
     model = build_model(ckpt)
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
-        iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+        iter_num, best_val_loss, entered = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
         start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
     else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
@@ -232,11 +273,18 @@ model.to(device)
 
 # a GradScaler only for float16, which only CUDA runs; a no-op otherwise
 scaler = torch.amp.GradScaler('cuda', enabled=(ptdtype == torch.float16))
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+try:
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, lr_scales)
+except ValueError as e:
+    die(str(e))
 if init_from == 'resume':
     optimizer.load_state_dict(ckpt['optimizer'])
     scaler.load_state_dict(ckpt['scaler'])
-    data.load_state_dict(ckpt['data'])
+    state = ckpt['data'] if 'sources' in ckpt['data'] else {'sources': {dataset: ckpt['data']}}  # older runs: one source
+    for n, source_state in state['sources'].items():
+        sources[n].load_state_dict(source_state)
+    if 'mix' in state:
+        mix_generator.set_state(state['mix'])
     if len(ckpt['rng']) == world_size:  # dropout continues as if never stopped
         torch.set_rng_state(ckpt['rng'][rank]['cpu'])
         if device_type == 'cuda' and ckpt['rng'][rank]['cuda'] is not None:
@@ -246,8 +294,12 @@ if init_from == 'resume':
         print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: the batches "
                f"continue exactly, dropout draws new masks")
 
-apply_phases(iter_num)
+while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:  # a run that starts mid-curriculum
+    entered.append(sorted(phases)[len(entered)])
+apply_phases(len(entered))
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
+for line in getattr(model, 'describe', list)():  # what a model kind wants known, e.g. TurnGPT's compression
+    print0(line)
 print0(f"data/{dataset} ({data_source}, {data.tokenizer.kind} tokenizer of {data.tokenizer.vocab_size:,}), "
        f"{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} micro-steps x {batch_size} rows "
        f"x {block_size}), {max_iters:,} iterations")
@@ -265,34 +317,48 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
 
-def whole_batch(split, generator):
+def whole_batch(source, split, generator):
     """A batch of batch_size rows as one process draws it (a call draws world_size of them and hands this rank
     its own), whatever split of the rows training uses: for evaluation and the probe, which are the same on any
     number of processes."""
-    data.batch_size = batch_size
-    batch = data.get_batch(split, generator)
-    data.batch_size = local_batch
+    source.batch_size = batch_size
+    batch = source.get_batch(split, generator)
+    source.batch_size = local_batch
     return batch
+
+
+def train_batch():
+    """The next micro-batch: from one dataset of the mix, drawn by weight (the same draw on every rank)."""
+    names = list(mix)
+    if len(names) == 1:
+        return sources[names[0]].get_batch('train')
+    pick = torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=mix_generator).item()
+    return sources[names[pick]].get_batch('train')
 
 
 @torch.no_grad()
 def estimate_loss():
     """Mean loss over the same eval_iters batches of each split at every eval, on any number of processes: the
-    batches one process would draw (batch_size rows each), dealt out to the processes in turn."""
+    batches one process would draw (batch_size rows each), dealt out to the processes in turn. Train and val of
+    `dataset`, and val of every other dataset in the mix in force."""
     out = {}
     eval_model.eval()
-    for split in ['train', 'val']:
+    for name, split in [(dataset, 'train'), (dataset, 'val')] + [(n, 'val') for n in mix if n != dataset]:
         generator = torch.Generator().manual_seed(seed + 1)
         total = torch.zeros(2, device=device)  # summed batch losses, batches
         for k in range(0, eval_iters, world_size):
-            batch = whole_batch(split, generator)  # batch k + rank of the one-process sequence
+            batch = whole_batch(sources[name], split, generator)  # batch k + rank of the one-process sequence
             if k + rank < eval_iters:
                 with autocast:
                     _, loss = eval_model(*batch)
                 total += torch.stack([loss.float(), torch.ones((), device=device)])
         if ddp:
             dist.all_reduce(total)
-        out[split] = (total[0] / total[1]).item()
+        out[f'{split}_loss' if name == dataset else f'val_loss/{name}'] = (total[0] / total[1]).item()
+    out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
+    if eval_analogies:
+        import semantic
+        out.update({f'analogy/{k}': v for k, v in semantic.analogy_eval(raw_model.token_vectors(), data.tokenizer).items()})
     eval_model.train()
     return out
 
@@ -303,6 +369,9 @@ def get_lr(it):
     decay_iters = lr_decay_iters if lr_decay_iters is not None else max_iters
     if it < warmup_iters:  # 1) linear warmup
         return learning_rate * (it + 1) / (warmup_iters + 1)
+    if lr_schedule == 'wsd':  # warmup-stable-decay: each phase's lr, flat, then linearly to min_lr at the end
+        cooldown = max(1, round(cooldown_frac * max_iters))
+        return learning_rate + (min_lr - learning_rate) * min(1.0, max(0, it - (max_iters - cooldown)) / cooldown)
     if it >= decay_iters:  # 2) at the end of the decay and past it, min_lr
         return min_lr
     decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)  # 3) in between, cosine (never 0/0 here)
@@ -370,7 +439,7 @@ if hdf5_log and master_process and not eval_only:
     except ImportError:
         print0("note: h5py is not installed, so the HDF5 research log is off (pip install h5py)")
     else:
-        probe_batch = whole_batch('val', torch.Generator().manual_seed(seed + 2))  # fixed, from val
+        probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2))  # fixed, from val
         h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, h5log.series_shapes(raw_model, probe_batch, autocast),
                          iter_num if init_from == 'resume' else None)
 ckpt = None  # free up memory
@@ -385,43 +454,61 @@ t_start = t0 = time.time()
 train_loss = torch.zeros((), device=device)  # summed over micro-steps between logs; read only at log time
 steps_since_log = 0
 evaluated = init_from == 'resume'  # a resumed run's first iteration was evaluated before its checkpoint was saved
+def enter_phase(why):
+    """Start the curriculum's next phase at this iteration."""
+    start = sorted(phases)[len(entered)]
+    entered.append(iter_num)
+    apply_phases(len(entered))
+    print0(f"iter {iter_num}: phase {len(entered)} of {len(phases)} ({why}): {phases[start]}")
+    log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
+
+
 while True:
-    if iter_num in phases:
-        apply_phases(iter_num)
-        print0(f"iter {iter_num}: curriculum phase {phases[iter_num]}")
+    while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:
+        enter_phase(f"its start, iter {sorted(phases)[len(entered)]}")
     lr = get_lr(iter_num)
-    for param_group in optimizer.param_groups:
-        param_group['lr'] = lr * param_group.get('lr_scale', 1.0)  # lr_scale: per-group learning rates
 
     if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and not evaluated:
         t_eval = time.time()
-        losses = estimate_loss()
-        print0(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        stop_if_not_finite('the eval loss', losses['train'] + losses['val'])
-        log({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
-             't': time.time() - t_start})  # t: wall seconds since this process began training
+        metrics = estimate_loss()
+        print0(f"step {iter_num}: " + ', '.join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k != 'val_ppl'))
+        stop_if_not_finite('the eval loss', metrics['train_loss'] + metrics['val_loss'])
+        log({'iter': iter_num, **metrics, 'lr': lr, 't': time.time() - t_start})  # t: wall s since training began
         if h5:
-            h5.write(iter_num, **{'eval/train_loss': losses['train'], 'eval/val_loss': losses['val']},
+            h5.write(iter_num, **{'eval/train_loss': metrics['train_loss'], 'eval/val_loss': metrics['val_loss']},
                      **h5log.probe(raw_model, probe_batch, autocast))
-        if losses['val'] < best_val_loss or always_save_checkpoint:
-            best_val_loss = min(best_val_loss, losses['val'])
-            if iter_num > 0 and not eval_only:
-                ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-                        'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
-                        'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
-                        'data': data.state_dict(), 'rng': rng_states()}
-                if master_process:
-                    print0(f"saving checkpoint to {out_dir}")
-                    save_checkpoint(out_dir, ckpt)
-                ckpt = None
+        if sample_prompts and master_process:
+            with autocast:
+                samples = sample_replies(raw_model, data.tokenizer, sample_prompts, device)
+            print0('\n'.join(f"  {p!r} -> {r!r}" for p, r in samples))
+            log({'iter': iter_num, 'samples': samples})
+        if advance_when and len(entered) < len(phases) and all(metrics[k] <= v for k, v in advance_when.items()):
+            enter_phase(f"advance_when {advance_when} met")
+            lr = get_lr(iter_num)
+        improved = metrics['val_loss'] < best_val_loss
+        best_val_loss = min(best_val_loss, metrics['val_loss'])
+        if (improved or always_save_checkpoint) and iter_num > 0 and not eval_only:
+            ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+                    'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
+                    'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
+                    'phases_entered': entered, 'rng': rng_states(),
+                    'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
+            if master_process:
+                print0(f"saving checkpoint to {out_dir}" + (" (and best.pt)" if keep_best and improved else ''))
+                save_checkpoint(out_dir, ckpt)
+                if keep_best and improved:  # the weights to use, apart from the state to resume from
+                    save_checkpoint(out_dir, {k: v for k, v in ckpt.items() if k not in ('optimizer', 'scaler', 'rng')}, 'best.pt')
+            ckpt = None
         t0 += time.time() - t_eval  # ms/iter below counts training alone
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr * param_group.get('lr_scale', 1.0)  # lr_scale: per-group learning rates
     evaluated = False
     if iter_num >= max_iters or eval_only:
         break
 
     # forward, backward, update; with gradient accumulation, DDP syncs gradients only on the last micro-step
     for micro_step in range(local_accum):
-        batch = data.get_batch('train')
+        batch = train_batch()
         with model.no_sync() if ddp and micro_step < local_accum - 1 else nullcontext():
             with autocast:
                 _, loss = model(*batch)
@@ -457,7 +544,8 @@ while True:
         print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
                f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else "")
                + f", eta {format_eta(dt * (max_iters - iter_num))}")
-        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 't': t1 - t_start})
+        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 'tok_s': tokens_per_iter / dt,
+             'mem_mb': peak_memory_mb(device_type), 't': t1 - t_start})
 
 if h5:
     h5.close()

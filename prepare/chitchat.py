@@ -9,6 +9,12 @@ Each conversation is rendered with tokenizer.render_conversation, exactly as cha
 Three formats of the same conversations, for a base -> mid -> sft lineage that shares one tokenizer:
     python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat   # no role tokens
     python -m prepare.chitchat --format=sft --out=data/chitchat_sft --tokenizer=data/chitchat       # loss on replies
+and, for TurnGPT's curriculum, short single turns as plain text, and the most engaged conversations:
+    python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat
+    -> train has 3,348,714 tokens, val has 169,080 tokens
+    python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat
+    -> the tenth of each split with the most words from its less talkative side: 681 train / 36 val conversations,
+       train has 1,954,327 tokens (58% of all: engaged conversations are long), val has 87,681 tokens
 """
 import argparse
 import os
@@ -17,8 +23,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import dtype_for, is_val, write_dataset
-from tokenizer import Tokenizer, render_conversation, train_bpe
+from prepare.common import dtype_for, is_val, reuse_tokenizer, write_dataset
+from tokenizer import render_conversation, train_bpe
 
 
 def split_conversations(val_frac=0.05):
@@ -34,12 +40,29 @@ def split_conversations(val_frac=0.05):
     return train, val
 
 
+def engagement(turns):
+    """How engaged both people are: the words written by the less talkative of the two. Long conversations
+    where one side only says "lol" score low; a long exchange where both write a lot scores high."""
+    words = {'user': 0, 'assistant': 0}
+    for role, text in turns:
+        words[role] += len(text.split())
+    return min(words.values())
+
+
+def most_engaged(convs, frac):
+    """The frac of convs with the highest engagement, in their original order."""
+    keep = set(sorted(range(len(convs)), key=lambda i: -engagement(convs[i]))[:max(1, round(frac * len(convs)))])
+    return [c for i, c in enumerate(convs) if i in keep]
+
+
 def render(tok, turns, fmt):
     """(ids, mask) of one conversation: mask marks the assistant's text, the spans an sft model learns to write
     (data.TokenStream also counts the token after each span: the model learns to end its turn)."""
     if fmt == 'plain':
         ids = [tok.bos] + tok.encode('\n'.join(text for _, text in turns))
         return ids, None
+    if fmt == 'turns':  # every turn a document of its own: short, plain, no roles
+        return [i for _, text in turns for i in [tok.bos] + tok.encode(text)], None
     ids, mask = [tok.bos], [0]
     for role, text in turns:
         body = tok.encode(text)
@@ -51,8 +74,11 @@ def render(tok, turns, fmt):
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--format', default='chat', choices=['chat', 'plain', 'sft'],
-                        help="chat: role tokens; plain: each conversation as plain text; sft: chat with a loss mask on the replies")
+    parser.add_argument('--format', default='chat', choices=['chat', 'plain', 'sft', 'turns'],
+                        help="chat: role tokens; plain: each conversation as plain text; sft: chat with a loss mask on "
+                             "the replies; turns: each turn alone, as plain text")
+    parser.add_argument('--engaged', type=float, default=1.0, help="keep only this share of conversations, the most "
+                        "engaged (the less talkative side's word count), in both splits")
     parser.add_argument('--tokenizer', default=None, help="reuse this tokenizer (a data dir or its tokenizer.json) instead of training one")
     parser.add_argument('--vocab_size', type=int, default=4096, help="counts the special tokens")
     parser.add_argument('--val_frac', type=float, default=0.05)
@@ -62,13 +88,13 @@ if __name__ == '__main__':
 
     t0 = time.time()
     train_convs, val_convs = split_conversations(args.val_frac)
+    if not 0 < args.engaged <= 1:
+        raise SystemExit(f"--engaged is a share of the conversations in (0, 1], got {args.engaged}")
+    if args.engaged < 1:
+        train_convs, val_convs = most_engaged(train_convs, args.engaged), most_engaged(val_convs, args.engaged)
     print(f"{len(train_convs) + len(val_convs):,} conversations: {len(train_convs):,} train / {len(val_convs):,} val")
     if args.tokenizer:
-        path = os.path.join(args.tokenizer, 'tokenizer.json') if os.path.isdir(args.tokenizer) else args.tokenizer
-        if not os.path.isfile(path):
-            raise SystemExit(f"no tokenizer at {path}: pass a prepared data dir, e.g. --tokenizer=data/chitchat")
-        tok = Tokenizer.load(path)
-        print(f"reusing the {tok.vocab_size:,}-token {tok.kind} tokenizer of {path}")
+        tok = reuse_tokenizer(args.tokenizer)
     else:
         t1 = time.time()
         tok = train_bpe((text for turns in train_convs for _, text in turns), args.vocab_size)  # train text only

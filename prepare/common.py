@@ -47,6 +47,18 @@ def is_val(key, val_frac):
     return h < val_frac * 2**64
 
 
+def reuse_tokenizer(path):
+    """The tokenizer of a prepared data dir (or a tokenizer.json), for a dataset that must share it: the
+    datasets of a curriculum's mix, or a lineage's phases. One clear line if it isn't there."""
+    from tokenizer import Tokenizer
+    file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise SystemExit(f"no tokenizer at {file}: pass a prepared data dir, e.g. --tokenizer=data/chitchat")
+    tok = Tokenizer.load(file)
+    print(f"reusing the {tok.vocab_size:,}-token {tok.kind} tokenizer of {file}")
+    return tok
+
+
 def dtype_for(vocab_size):
     return 'uint16' if vocab_size < 65536 else 'uint32'  # uint16 halves the disk and RAM of a token stream
 

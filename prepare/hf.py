@@ -12,7 +12,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import dtype_for, hub_unreachable, is_val, write_dataset
+from prepare.common import dtype_for, hub_unreachable, is_val, reuse_tokenizer, write_dataset
 from tokenizer import gpt2_tokenizer, train_bpe
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,12 +20,14 @@ parser.add_argument('name', help="a dataset on the Hugging Face hub, e.g. ronene
 parser.add_argument('--config', default=None, help="the dataset's config (subset), if it has several")
 parser.add_argument('--split', default='train', help="e.g. train, or a slice: 'train[:100000]'")
 parser.add_argument('--field', default='text', help="the column holding the documents' text")
-parser.add_argument('--tokenizer', default='bpe', choices=['bpe', 'gpt2'])
+parser.add_argument('--tokenizer', default='bpe', help="bpe (train one) | gpt2 | a prepared data dir whose tokenizer "
+                    "to reuse, e.g. data/chitchat (so the dataset can join its curriculum mix)")
 parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
 parser.add_argument('--val_frac', type=float, default=0.01)
 parser.add_argument('--out', default=None, help="default: data/<NAME without its owner>")
 args = parser.parse_args()
 out = args.out or f"data/{args.name.rstrip('/').split('/')[-1]}"
+reused = reuse_tokenizer(args.tokenizer) if args.tokenizer not in ('bpe', 'gpt2') else None  # checked before downloading
 
 try:
     import datasets  # imported here: it's optional, and only this script needs it
@@ -56,8 +58,10 @@ if args.tokenizer == 'bpe':
     t1 = time.time()
     tok = train_bpe(train_docs, args.vocab_size)  # train documents only: val stays unseen
     print(f"trained a {tok.vocab_size:,}-token BPE in {time.time() - t1:.1f}s")
-else:
+elif args.tokenizer == 'gpt2':
     tok = gpt2_tokenizer()  # its bos is <|endoftext|>, which GPT-2 was trained with between documents
+else:
+    tok = reused
 
 # each document as a compact array right away: a Python list of ints costs ~36 bytes a token, uint16 costs 2
 dtype = dtype_for(tok.vocab_size)

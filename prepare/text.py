@@ -10,18 +10,19 @@ import argparse
 import os
 import time
 
-from prepare.common import read_text, write_dataset
+from prepare.common import read_text, reuse_tokenizer, write_dataset
 from tokenizer import char_tokenizer, gpt2_tokenizer, train_bpe
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('input', help="a text file or an http(s) URL")
-parser.add_argument('--tokenizer', default='char', choices=['char', 'bpe', 'gpt2'])
+parser.add_argument('--tokenizer', default='char', help="char | bpe | gpt2 | a prepared data dir whose tokenizer to reuse")
 parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
 parser.add_argument('--val_frac', type=float, default=0.1)
 parser.add_argument('--out', default=None, help="default: data/<input file stem>_<tokenizer>")
 args = parser.parse_args()
 stem = os.path.splitext(os.path.basename(args.input.rstrip('/')))[0]
-out = args.out or os.path.join('data', f'{stem}_{args.tokenizer}')
+reused = reuse_tokenizer(args.tokenizer) if args.tokenizer not in ('char', 'bpe', 'gpt2') else None
+out = args.out or os.path.join('data', f"{stem}_{os.path.basename(args.tokenizer.rstrip('/')) if reused else args.tokenizer}")
 
 t0 = time.time()
 text = read_text(args.input)
@@ -35,11 +36,16 @@ if args.tokenizer == 'char':
     tok = char_tokenizer(text, specials=('<|forward|>', '<|backward|>'))
 elif args.tokenizer == 'bpe':
     tok = train_bpe([train], args.vocab_size)  # train part only: the val text stays unseen
-else:
+elif args.tokenizer == 'gpt2':
     tok = gpt2_tokenizer()
+else:
+    tok = reused
 
 # the text is one document: bos marks its start (char has no bos); val is its continuation, so no bos there
 bos = [tok.bos] if tok.bos is not None else []
-splits = {'train': [bos + tok.encode(train)], 'val': [tok.encode(val)]}
+try:
+    splits = {'train': [bos + tok.encode(train)], 'val': [tok.encode(val)]}
+except ValueError as e:  # a reused char tokenizer meets a character it lacks
+    raise SystemExit(f"{args.input}: {e}; prepare it with its own tokenizer (--tokenizer=char or bpe)") from None
 write_dataset(out, tok, splits, source=args.input, n_chars=n)
 print(f"done in {time.time() - t0:.1f}s")
