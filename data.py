@@ -137,4 +137,13 @@ class SpeakerStream(TokenStream):
         return self.to_device(*self.windows(split, picks), torch.stack(s))
 
 
+def pick_dataset(mix, generator):
+    """One name of mix {dataset: weight}, drawn with probability proportional to its weight (train.py draws the
+    dataset of each micro-batch so: over a phase, the mix holds on average, whatever the batch size)."""
+    names = list(mix)
+    if len(names) == 1:
+        return names[0]
+    return names[torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=generator).item()]
+
+
 SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream}  # config: data_source

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops, peak_memory_mb,
                     save_checkpoint, write_meta, load_checkpoint, build_model)
 from model import MODELS
-from data import SOURCES
+from data import SOURCES, pick_dataset
 import h5log
 from chat import sample_replies
 
@@ -226,8 +226,9 @@ for n, source in sources.items():
         die(f"data/{n} was made with another tokenizer than data/{dataset}; a mix shares one: prepare it with "
             f"--tokenizer=data/{dataset}")
 mix_generator = torch.Generator().manual_seed(seed + 3)  # which dataset each micro-batch comes from
+ANALOGY = ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')  # what eval_analogies logs
 METRICS = {'val_loss', 'val_ppl', 'train_loss'} | {f'val_loss/{n}' for n in names} | (
-    {f'analogy/{k}' for k in ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')} if eval_analogies else set())
+    {f'analogy/{k}' for k in ANALOGY} if eval_analogies else set())
 for start, c in curriculum():
     for k in c['advance_when']:
         if k not in METRICS:
@@ -236,7 +237,7 @@ for start, c in curriculum():
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
-iter_num, best_val_loss, parent, entered = 0, 1e9, None, []  # entered: the iteration each phase began at
+iter_num, best_val_loss, parent, entered, tokens_seen = 0, 1e9, None, [], 0  # entered: the iteration each phase began at
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
@@ -249,8 +250,7 @@ if ckpt is None:
     if semantic_init:
         import semantic
         stats = semantic.semantic_init(model.token_vectors(), data.tokenizer, torch.Generator().manual_seed(seed))
-        start_line += (f", semantic init of {stats['initialized']} of {stats['words']} listed words "
-                       f"({stats['skipped']} split by the tokenizer, skipped)")
+        start_line += f"; {semantic.describe_init(stats)}"
 else:
     if ckpt['tokenizer'] != data.tokenizer.info:
         die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
@@ -265,6 +265,7 @@ else:
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
         iter_num, best_val_loss, entered = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
+        tokens_seen = ckpt.get('tokens_seen', 0)
         start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
     else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
@@ -294,9 +295,11 @@ if init_from == 'resume':
         print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: the batches "
                f"continue exactly, dropout draws new masks")
 
-while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:  # a run that starts mid-curriculum
-    entered.append(sorted(phases)[len(entered)])
+while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:  # phases at 0 (or a resumed run's
+    entered.append(sorted(phases)[len(entered)])                                # from before phases were saved)
 apply_phases(len(entered))
+if entered:
+    print0(f"curriculum: phase {len(entered)} of {len(phases)} in force (since iter {entered[-1]})")
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
 for line in getattr(model, 'describe', list)():  # what a model kind wants known, e.g. TurnGPT's compression
     print0(line)
@@ -317,23 +320,19 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
 
-def whole_batch(source, split, generator):
-    """A batch of batch_size rows as one process draws it (a call draws world_size of them and hands this rank
-    its own), whatever split of the rows training uses: for evaluation and the probe, which are the same on any
-    number of processes."""
-    source.batch_size = batch_size
+def whole_batch(source, split, generator, rows=None, block=None):
+    """A batch of batch_size (or rows) rows as one process draws it (a call draws world_size of them and hands
+    this rank its own), whatever split of the rows training uses: for evaluation and the probe, which are the
+    same on any number of processes."""
+    source.batch_size, source.block_size = rows or batch_size, block or block_size
     batch = source.get_batch(split, generator)
-    source.batch_size = local_batch
+    source.batch_size, source.block_size = local_batch, block_size
     return batch
 
 
 def train_batch():
     """The next micro-batch: from one dataset of the mix, drawn by weight (the same draw on every rank)."""
-    names = list(mix)
-    if len(names) == 1:
-        return sources[names[0]].get_batch('train')
-    pick = torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=mix_generator).item()
-    return sources[names[pick]].get_batch('train')
+    return sources[pick_dataset(mix, mix_generator)].get_batch('train')
 
 
 @torch.no_grad()
@@ -358,7 +357,8 @@ def estimate_loss():
     out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
     if eval_analogies:
         import semantic
-        out.update({f'analogy/{k}': v for k, v in semantic.analogy_eval(raw_model.token_vectors(), data.tokenizer).items()})
+        found = semantic.analogy_eval(raw_model.token_vectors().detach(), data.tokenizer)
+        out.update({f'analogy/{k}': found[k] for k in ANALOGY})
     eval_model.train()
     return out
 
@@ -439,7 +439,8 @@ if hdf5_log and master_process and not eval_only:
     except ImportError:
         print0("note: h5py is not installed, so the HDF5 research log is off (pip install h5py)")
     else:
-        probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2))  # fixed, from val
+        # fixed, from val, in the base config's shape: the same all run, whatever phase a resume lands in
+        probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2), config['batch_size'], config['block_size'])
         h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, h5log.series_shapes(raw_model, probe_batch, autocast),
                          iter_num if init_from == 'resume' else None)
 ckpt = None  # free up memory
@@ -491,7 +492,7 @@ while True:
             ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
                     'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
                     'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
-                    'phases_entered': entered, 'rng': rng_states(),
+                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'rng': rng_states(),
                     'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
             if master_process:
                 print0(f"saving checkpoint to {out_dir}" + (" (and best.pt)" if keep_best and improved else ''))
@@ -526,6 +527,7 @@ while True:
     optimizer.zero_grad(set_to_none=True)  # flush the gradients as soon as we can, no need for this memory anymore
     iter_num += 1
     steps_since_log += 1
+    tokens_seen += tokens_per_iter
 
     if logging_now:
         # the mean train loss since the last log, over all ranks; note: a CPU-GPU sync point
@@ -544,7 +546,7 @@ while True:
         print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
                f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else "")
                + f", eta {format_eta(dt * (max_iters - iter_num))}")
-        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 'tok_s': tokens_per_iter / dt,
+        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 'tokens': tokens_seen, 'tok_s': tokens_per_iter / dt,
              'mem_mb': peak_memory_mb(device_type), 't': t1 - t_start})
 
 if h5:
