@@ -259,11 +259,15 @@ class GPT(nn.Module):
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         if E:
-            # turn vectors of unit scale (interpretable, and where semantic init puts them); the map scaled so a
-            # token's input vector and the logits start at the dense model's scale (std 0.02 x sqrt(features))
-            torch.nn.init.normal_(self.transformer.turn.weight, mean=0.0, std=1.0)
+            # the table at the dense embedding's scale (0.02) and the map near an isometry (std 1/sqrt(features)),
+            # so input vectors, logits and the table's gradients all start as a dense model's do. Two small
+            # factors (ALBERT's 0.02 and 0.02) start at a saddle: each gets the other's tiny gradient, and the
+            # model learns far slower; a unit-scale table learns slowly too, as Adam moves it ~lr a step. The
+            # polynomial map's powers need unit-scale coordinates (the source's small integers) to matter at all
+            poly = config.turn_map == 'poly'
             features = self.transformer.turn_map.in_features
-            torch.nn.init.normal_(self.transformer.turn_map.weight, mean=0.0, std=0.02 / math.sqrt(features))
+            torch.nn.init.normal_(self.transformer.turn.weight, mean=0.0, std=1.0 if poly else 0.02)
+            torch.nn.init.normal_(self.transformer.turn_map.weight, mean=0.0, std=(0.02 if poly else 1.0) / math.sqrt(features))
 
     # -- TurnGPT's token vectors: input x = map(phi(t)), logits = (h . map) . phi(T)^T, one table for both ends
     POLY = 5  # the source's per-coordinate polynomial degree: features t, t^2/2!, ..., t^5/5!

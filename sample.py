@@ -36,7 +36,7 @@ configure(globals(), sys.argv[1:])
 torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
 model = build_model(ckpt).to(device).eval()
-from tokenizer import Tokenizer, decode_growing, decode_stream, orient, reading  # noqa: E402
+from tokenizer import Tokenizer, decode_growing, decode_stream, orient, reading, speaker_ids  # noqa: E402
 tok = Tokenizer(ckpt['tokenizer'])
 try:
     backward, marker = reading(ckpt['direction'], direction)
@@ -59,12 +59,16 @@ if not ids:
     die("the prompt is empty and this tokenizer has no BOS token to start from: pass --start=TEXT")
 ids = orient(ids, tok, backward, marker).tolist()  # backward: the start is the ending, read right to left
 x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
+# each token's speaker, as in training, for a model with speaker embeddings (TurnGPT; others ignore it): plain
+# text is no one's (0), and the continuation keeps the prompt's last speaker
+speakers = torch.tensor(speaker_ids(ids, tok, backward).astype('int64'), device=device)[None, ...]
+speakers = torch.cat([speakers, speakers[:, -1:]], dim=1)
 
 
 def sampled_ids():
     """One sample's token ids as they come, counted for the tokens/s line."""
     global n_tokens
-    for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, use_cache):
+    for idx_next in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, use_cache, speakers):
         n_tokens += 1
         yield idx_next.item()
 

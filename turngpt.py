@@ -46,10 +46,10 @@ ARMS = {
     'E=8': (FULL, ['--turn_dim=8']),
     'dense embeddings': (FULL, ['--turn_dim=0', "--lr_scales={'transformer.wse': 1.0}"]),
     'no speakers': (FULL, ['--n_speakers=0', '--data_source=tokens',
-                           "--lr_scales={'transformer.turn': 0.5, 'transformer.turn_map': 1.0}"]),
+                           "--lr_scales={'transformer.turn': 1.0, 'transformer.turn_map': 1.0}"]),
 }
 METRICS = ['val_loss', 'response_ppl', 'hits@1/20', 'distinct_1', 'distinct_2', 'repetition', 'bleu2', 'chrf',
-           'coherence', 'analogy_top1_init', 'analogy_top1']
+           'coherence', 'analogy_top1', 'analogy_rank_init', 'analogy_rank']
 
 
 def read_log(run):
@@ -73,8 +73,6 @@ def evaluate(run):
            'compression': model.compression(),
            'analogies_init': {k.split('/')[1]: v for k, v in init.items() if k.startswith('analogy/')},
            'analogies': semantic.analogy_eval(model.token_vectors().detach().float(), tok)}
-    res['analogy_top1_init'] = res['analogies_init'].get('top1_excl', float('nan'))
-    res['analogy_top1'] = res['analogies']['top1_excl']
     pairs = convmetrics.pairs(split_conversations()[1], n_pairs, seed)
     torch.manual_seed(seed)
     res.update(convmetrics.evaluate(pairs, convmetrics.gpt_scorer(model, tok, device),
@@ -155,10 +153,17 @@ def train_and_evaluate(job):
         return arm, s, json.load(f)
 
 
+def columns(r):
+    """The table's analogy columns: top-1 (3CosAdd, inputs excluded) after training, and the mean rank of the
+    answer among the vocabulary's words at init and after (top-1 alone is 0 for every small model here)."""
+    return {**r, 'analogy_top1': r['analogies']['top1_excl'], 'analogy_rank': r['analogies']['rank_mean'],
+            'analogy_rank_init': r['analogies_init'].get('rank_mean', float('nan'))}
+
+
 def ab_table(results, seeds):
     rows = ['| arm | params (whole model) | ' + ' | '.join(METRICS) + ' |', '|' + ' --- |' * (len(METRICS) + 2)]
     for arm in ARMS:
-        runs = [results[(arm, s)] for s in seeds]
+        runs = [columns(results[(arm, s)]) for s in seeds]
         rows.append(f"| {arm} | {runs[0]['compression']['params']:,} | "
                     + ' | '.join(mean_std([r[m] for r in runs], 3) for m in METRICS) + ' |')
     return '\n'.join(rows)
