@@ -100,6 +100,13 @@ TRAIN_CASES = [
     ('finetune-missing-parent', ['--init_from={tmp}/nope', '--out_dir={tmp}/child'], 'no checkpoint at'),
     ('unknown-model-kind', ['--model_kind=nope', '--overwrite=True'], "unknown model_kind 'nope'; known: gpt"),
     ('unknown-data-source', ['--data_source=nope', '--overwrite=True'], "unknown data_source 'nope'"),
+    ('data-mix-negative', ["--data_mix={'chars': -1}", '--overwrite=True'], "data_mix maps dataset names to weights > 0"),
+    ('data-mix-missing', ["--phases={5: {'data_mix': {'nope': 1.0}}}", '--overwrite=True'], 'no prepared data in data/nope'),
+    ('lr-scales-unknown', ["--lr_scales={'transformer.nope': 2.0}", '--overwrite=True'], "lr_scales names 'transformer.nope'"),
+    ('turn-untied', ['--turn_dim=8', '--tie_weights=False', '--overwrite=True'], 'turn_dim ties the output head'),
+    ('turn-map-unknown', ['--turn_map=cubic', '--overwrite=True'], "'turn_map' must be one of 'linear', 'poly'"),
+    ('advance-unknown-metric', ["--advance_when={'bleu': 1}", '--overwrite=True'], "advance_when names 'bleu'"),
+    ('finetune-other-turn-dim', ['--init_from={run}', '--out_dir={tmp}/child', '--turn_dim=8'], "--turn_dim=8 conflicts"),
 ]
 
 
