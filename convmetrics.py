@@ -167,5 +167,6 @@ def evaluate(pairs, score=None, reply=None, teacher_model=None, n_candidates=20,
                    bleu2=bleu2(hyps, refs), chrf=chrf(hyps, refs))
         if teacher_model is not None:
             out['coherence'] = coherence(histories, hyps, teacher_model)
+            out['coherence_reference'] = coherence(histories, refs, teacher_model)  # what people score: the ceiling
         out['samples'] = [(h[-1][1] if h else '', r, g) for h, r, g in list(zip(histories, refs, hyps))[:5]]
     return out
