@@ -109,11 +109,12 @@ def test_config_file_has_a_docstring(name):
 def test_config_file_sets_only_train_keys(name, workdir, char_data, tmp_path):
     # every key of the file goes through the configurator; tiny overrides after it keep the run short
     path = REPO / 'config' / name
-    # the datasets a curriculum mixes in stand in as the char data (a mix shares its tokenizer)
-    for phase in read_config_file(str(path)).get('phases', {}).values():
-        for mixed in phase.get('data_mix', {}):
-            if not (workdir / 'data' / mixed).exists():
-                (workdir / 'data' / mixed).symlink_to(workdir / 'data' / 'chars')
-    proc = train(workdir, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', config=[path])
+    # a private data/ where the char data also stands in for every dataset a curriculum mixes in (a mix shares its
+    # tokenizer); links in the shared workdir would let other tests write through them
+    mixed = {n for phase in read_config_file(str(path)).get('phases', {}).values() for n in phase.get('data_mix', {})}
+    (tmp_path / 'data').mkdir()
+    for n in mixed | {'chars'}:
+        (tmp_path / 'data' / n).symlink_to(char_data)
+    proc = train(tmp_path, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', config=[path])
     keys = [node.targets[0].id for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)]
     assert keys and all(f"config: {key} = " in proc.stdout for key in keys)

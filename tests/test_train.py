@@ -76,7 +76,7 @@ def test_a_global_batch_that_does_not_split_says_one_line_once(workdir, char_dat
 def test_curriculum_grows_the_block(workdir, char_data, tmp_path):
     proc = train(workdir, tmp_path, '--max_iters=10', '--eval_interval=10',
                  "--phases={5: {'block_size': 32, 'batch_size': 2}}")
-    assert "iter 5: curriculum phase {'block_size': 32, 'batch_size': 2}" in proc.stdout
+    assert "iter 5: phase 1 of 1 (its start, iter 5): {'block_size': 32, 'batch_size': 2}" in proc.stdout
     assert load_checkpoint(str(tmp_path))['model_args']['block_size'] == 32  # the largest block the run reaches
 
 
