@@ -18,6 +18,13 @@ from common import die
 from tokenizer import Tokenizer, orient, speaker_ids
 
 
+def to_device(device, *tensors):
+    if 'cuda' in str(device):
+        # pinned memory lets the copy to the GPU run asynchronously
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+    return tuple(t.to(device) for t in tensors)
+
+
 class TokenStream:
     """Random windows of a prepared token stream (nanoGPT's get_batch): x is a window, y the next tokens.
 
@@ -89,7 +96,7 @@ class TokenStream:
         return list(zip(way[rows].long().tolist(), ix[rows].tolist()))
 
     def get_batch(self, split, generator=None):
-        return self.to_device(*self.windows(split, self.draw(split, generator)))
+        return to_device(self.device, *self.windows(split, self.draw(split, generator)))
 
     def windows(self, split, picks):
         """x, y (rows, block_size) of the windows picked by draw."""
@@ -105,12 +112,6 @@ class TokenStream:
             xs.append(x[:-1])
             ys.append(y)
         return torch.stack(xs), torch.stack(ys)
-
-    def to_device(self, *tensors):
-        if 'cuda' in str(self.device):
-            # pinned memory lets the copy to the GPU run asynchronously
-            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in tensors)
-        return tuple(t.to(self.device) for t in tensors)
 
     def state_dict(self):
         return {'generator': self.generator.get_state()}
@@ -134,7 +135,39 @@ class SpeakerStream(TokenStream):
     def get_batch(self, split, generator=None):
         picks = self.draw(split, generator)
         s = [torch.from_numpy(self.speakers(split)[w][i:i + self.block_size].astype(np.int64)) for w, i in picks]
-        return self.to_device(*self.windows(split, picks), torch.stack(s))
+        return to_device(self.device, *self.windows(split, picks), torch.stack(s))
+
+
+class PairSource:
+    """(context, response) pairs made by prepare/chatbert.py (ChatBERT): get_batch gives context (B, context_len),
+    left-padded with <|pad|>, and response (B, response_len), its end token then <|pad|>s; the model kind decides
+    what to learn from them (decode the response, rank it, or unmask it). Rows are drawn like TokenStream's windows:
+    the global batch from one generator, each rank its slice. block_size is the model's business here."""
+
+    def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
+                 direction='forward', backward_frac=0.5):
+        if not os.path.isfile(os.path.join(data_dir, 'train_context.npy')):
+            die(f"no (context, response) pairs in {data_dir}: prepare them first with python -m prepare.chatbert")
+        if direction != 'forward':
+            die(f"(context, response) pairs are read forward only, got direction={direction!r}")
+        self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
+        self.pairs = {split: (np.load(os.path.join(data_dir, f'{split}_context.npy'), mmap_mode='r'),
+                              np.load(os.path.join(data_dir, f'{split}_response.npy'), mmap_mode='r'))
+                      for split in ('train', 'val')}
+        self.block_size, self.batch_size, self.device, self.rank, self.world_size = block_size, batch_size, device, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_batch(self, split, generator=None):
+        context, response = self.pairs[split]
+        ix = torch.randint(len(context), (self.world_size * self.batch_size,), generator=generator or self.generator)
+        ix = ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
+        return to_device(self.device, *(torch.from_numpy(a[ix].astype(np.int64)) for a in (context, response)))
+
+    def state_dict(self):
+        return {'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state['generator'])
 
 
 def pick_dataset(mix, generator):
@@ -146,4 +179,4 @@ def pick_dataset(mix, generator):
     return names[torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=generator).item()]
 
 
-SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream}  # config: data_source
+SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource}  # config: data_source

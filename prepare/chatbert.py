@@ -1,0 +1,90 @@
+r"""
+(context, response) pairs for ChatBERT, from the chitchat conversations, split by conversation exactly as
+prepare.chitchat splits them and with its tokenizer, so the GPT baseline is scored on the same test pairs:
+    python -m prepare.chitchat                      # first: the conversations and their tokenizer
+    python -m prepare.chatbert                      # -> data/chatbert/{train,val}_{context,response}.npy
+    -> train has 124,996 pairs (29,420 responses cut to 32 tokens), val has 6,573 pairs (2s on 2 CPU cores)
+Every turn after a conversation's first is a response to the turns before it, re-roled so that the response is
+the assistant's and the turn before it the user's. The context is that history as chat.py renders it (ending in
+<|assistant|>), cut from the left, whole turns first, to --context_len tokens, then left-padded with <|pad|>. The
+response is its tokens and the turn-ending <|user|> token, cut to --response_len and right-padded with <|pad|>.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from prepare.chitchat import split_conversations
+from prepare.common import dtype_for, reuse_tokenizer
+
+
+def conversation_pairs(tok, turns, context_len, response_len):
+    """(contexts, responses, cut): int arrays (n, context_len), (n, response_len) of one conversation's pairs,
+    and how many responses lost tokens to response_len. Each turn's text is encoded once; a context equals
+    tokenizer.render_prompt of the re-roled history, left-padded."""
+    pad, bos, end = tok.special('<|pad|>'), tok.bos, tok.special('<|user|>')
+    role = {r: tok.special(f'<|{r}|>') for r in ('user', 'assistant')}
+    texts = [tok.encode(text) for _, text in turns]
+    contexts, responses, cut = [], [], 0
+    for i in range(1, len(turns)):
+        ids = [role['assistant']]  # the reply's role token closes the context
+        for j in range(i - 1, -1, -1):  # nearest turn first: the history closest to the reply is kept
+            turn = [role['user' if (i - j) % 2 else 'assistant']] + texts[j]
+            if len(ids) + len(turn) > context_len - 1:  # -1: room for BOS
+                if j == i - 1:  # the nearest turn alone is too long: keep its tokens nearest the reply
+                    ids = turn[len(turn) - (context_len - 1 - len(ids)):] + ids
+                break
+            ids = turn + ids
+        ids = [bos] + ids
+        response = texts[i] + [end]
+        cut += len(response) > response_len
+        contexts.append([pad] * (context_len - len(ids)) + ids)
+        responses.append(response[:response_len] + [pad] * (response_len - len(response)))
+    shape = (len(contexts), context_len), (len(responses), response_len)
+    return np.array(contexts, dtype=np.int64).reshape(shape[0]), np.array(responses, dtype=np.int64).reshape(shape[1]), cut
+
+
+def write_pairs(out, tok, splits, context_len, response_len, source):
+    """splits {split: list of conversations}: <out>/<split>_context.npy and _response.npy, meta.json, tokenizer.json."""
+    os.makedirs(out, exist_ok=True)
+    dtype = dtype_for(tok.vocab_size)
+    meta = {'vocab_size': tok.vocab_size, 'dtype': dtype, 'tokenizer': tok.kind, 'source': source,
+            'context_len': context_len, 'response_len': response_len}
+    for split, convs in splits.items():
+        parts = [conversation_pairs(tok, turns, context_len, response_len) for turns in tqdm(convs, desc=split)]
+        ctx = np.concatenate([c for c, _, _ in parts]).astype(dtype)
+        resp = np.concatenate([r for _, r, _ in parts]).astype(dtype)
+        if len(ctx) == 0:
+            raise SystemExit(f"the {split} split has no pairs: it needs conversations of two turns or more")
+        np.save(os.path.join(out, f'{split}_context.npy'), ctx)
+        np.save(os.path.join(out, f'{split}_response.npy'), resp)
+        meta[f'{split}_pairs'] = len(ctx)
+        meta[f'{split}_responses_cut'] = sum(c for _, _, c in parts)
+        print(f"{split} has {len(ctx):,} pairs ({meta[f'{split}_responses_cut']:,} responses cut to {response_len} tokens)")
+    tok.save(os.path.join(out, 'tokenizer.json'))
+    with open(os.path.join(out, 'meta.json'), 'w') as f:
+        json.dump(meta, f, indent=2)
+    print(f"wrote {out}")
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--tokenizer', default='data/chitchat', help="the prepared data dir whose tokenizer to share")
+    parser.add_argument('--context_len', type=int, default=96, help="context tokens, BOS and <|assistant|> included")
+    parser.add_argument('--response_len', type=int, default=32, help="response tokens, its end token included")
+    parser.add_argument('--val_frac', type=float, default=0.05, help="as prepare.chitchat's, so the splits agree")
+    parser.add_argument('--out', default='data/chatbert')
+    args = parser.parse_args()
+    if args.context_len < 3 or args.response_len < 2:
+        raise SystemExit("--context_len must be at least 3 (BOS, a token, <|assistant|>) and --response_len at least 2")
+    t0 = time.time()
+    tok = reuse_tokenizer(args.tokenizer)
+    if tok.special('<|pad|>') is None:
+        raise SystemExit(f"{args.tokenizer}'s tokenizer has no <|pad|> token; prepare it again with python -m prepare.chitchat")
+    train, val = split_conversations(args.val_frac)
+    write_pairs(args.out, tok, {'train': train, 'val': val}, args.context_len, args.response_len,
+                source='chitchat-dataset (Chit-Chat Challenge), pairs')
+    print(f"done in {time.time() - t0:.1f}s")
