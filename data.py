@@ -158,16 +158,40 @@ class PairSource:
         self.generator = torch.Generator().manual_seed(seed)
 
     def get_batch(self, split, generator=None):
+        return to_device(self.device, *self.rows(split, generator or self.generator))
+
+    def rows(self, split, generator):
+        """context, response (B, ...) of this rank's rows of a global draw, on the CPU."""
         context, response = self.pairs[split]
-        ix = torch.randint(len(context), (self.world_size * self.batch_size,), generator=generator or self.generator)
+        ix = torch.randint(len(context), (self.world_size * self.batch_size,), generator=generator)
         ix = ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
-        return to_device(self.device, *(torch.from_numpy(a[ix].astype(np.int64)) for a in (context, response)))
+        return tuple(torch.from_numpy(a[ix].astype(np.int64)) for a in (context, response))
 
     def state_dict(self):
         return {'generator': self.generator.get_state()}
 
     def load_state_dict(self, state):
         self.generator.set_state(state['generator'])
+
+
+class MaskedPairs(PairSource):
+    """Pairs for ChatBERT-IMR (masked diffusion): (x, y, weights). x is [context; response] with each response
+    token replaced by <|mask|> with probability t ~ U(eps, 1), one t per row; the context is never masked. y holds
+    the masked tokens (-1 elsewhere), and weights 1/(t B L) on them (0 elsewhere), so the weighted loss is MDLM's
+    continuous-time ELBO per response token: an upper bound on the response's NLL, end token and padding included."""
+    EPS = 1e-3
+
+    def get_batch(self, split, generator=None):
+        g = generator or self.generator
+        c, r = self.rows(split, g)
+        B, L = r.shape
+        n, mine = self.world_size * B, slice(self.rank * B, (self.rank + 1) * B)  # drawn for all ranks, sliced
+        t = (self.EPS + (1 - self.EPS) * torch.rand(n, generator=g))[mine]
+        masked = torch.rand(n, L, generator=g)[mine] < t[:, None]
+        x = torch.cat([c, r.masked_fill(masked, self.tokenizer.special('<|mask|>'))], dim=1)
+        y = torch.cat([torch.full_like(c, -1), r.masked_fill(~masked, -1)], dim=1)
+        w = torch.cat([torch.zeros(c.shape), masked / t[:, None] / (B * L)], dim=1)
+        return to_device(self.device, x, y, w)
 
 
 def pick_dataset(mix, generator):
@@ -179,4 +203,4 @@ def pick_dataset(mix, generator):
     return names[torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=generator).item()]
 
 
-SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource}  # config: data_source
+SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource, 'masked_pairs': MaskedPairs}  # config: data_source

@@ -126,8 +126,9 @@ def probe(model, batch, autocast):
             b.attn.record_entropy = False
         model.train(was_training)
     out = {}
-    targets = batch[-1]
-    if logits is not None and logits.dim() == 3 and targets.shape == logits.shape[:2]:
+    targets = batch[1] if len(batch) > 1 else None  # batches are (inputs, targets, extras...): speakers, weights
+    if (logits is not None and logits.dim() == 3 and targets is not None and targets.dtype == torch.long
+            and targets.shape == logits.shape[:2]):
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction='none')
         out['probe/token_loss'] = loss.view(targets.shape).masked_fill(targets == -1, float('nan')).cpu().numpy()
     if acts:

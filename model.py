@@ -333,6 +333,17 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, targets=None, speakers=None, cache=None):
+        x = self.hidden(idx, speakers, cache)
+        if targets is None:
+            # inference: the lm_head on the last position only saves a (T, vocab) matmul
+            return self.head(x[:, [-1], :]), None
+        logits = self.head(x)
+        # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def hidden(self, idx, speakers=None, cache=None):
+        """The final hidden states (B, T, C), after ln_f."""
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is only {self.config.block_size}"
@@ -347,14 +358,7 @@ class GPT(nn.Module):
             x = block(x, rope, cache)
         if cache is not None:
             cache.pos += T
-        x = self.transformer.ln_f(x)
-        if targets is None:
-            # inference: the lm_head on the last position only saves a (T, vocab) matmul
-            return self.head(x[:, [-1], :]), None
-        logits = self.head(x)
-        # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, lr_scales=None):
         """AdamW over groups: 2-D weights (matmuls, embeddings) decay, norms and biases don't; lr_scales
@@ -450,5 +454,53 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     return torch.multinomial(probs, num_samples=1)
 
 
+# -----------------------------------------------------------------------------
+# ChatBERT-IMR: iterative masked refinement (masked diffusion, as in MDLM and LLaDA). The GPT's blocks with
+# causal=False read [context; response] both ways. Training (data.MaskedPairs) masks each response token with
+# probability t ~ U(eps, 1) and weights the loss on the masked tokens by 1/t: the continuous-time ELBO, an upper
+# bound on the response's NLL. Sampling starts from an all-mask response and commits the most confident
+# predictions step by step (LLaDA's low-confidence remasking).
+
+
+class ChatBERTIMR(GPT):
+
+    def __init__(self, config):
+        if config.causal:
+            raise ValueError("ChatBERT-IMR reads the response both ways: set causal=False")
+        super().__init__(config)
+
+    def forward(self, idx, targets=None, weights=None):
+        """weights (B, T): each target's weight, 1/(t B L) on a masked response token (data.MaskedPairs), so the
+        loss is the ELBO bound per response token; without weights, the plain mean over targets."""
+        if targets is None or weights is None:
+            return super().forward(idx, targets)
+        logits, _ = super().forward(idx, targets)
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1, reduction='none')
+        return logits, (ce * weights.view(-1)).sum()
+
+    @torch.no_grad()
+    def refine(self, context, length, mask_id, steps, temperature=1.0):
+        """Yield the response (B, length) after each of `steps` refinements of an all-<|mask|> start: every step
+        predicts each masked position and commits the most confident predictions, so that `length` tokens are
+        committed in all, as evenly as the steps allow; the rest stay masked until a later step."""
+        B = context.size(0)
+        response = torch.full((B, length), mask_id, dtype=torch.long, device=context.device)
+        for s in range(steps):
+            masked = response == mask_id
+            h = self.hidden(torch.cat([context, response], dim=1))[:, -length:]
+            logits = self.head(h).double()  # float64: float32 Gumbel noise measurably lowers diversity (MDLM)
+            logits[..., mask_id] = -math.inf  # a committed <|mask|> would stay masked for good
+            if temperature == 0:
+                pred = logits.argmax(-1)
+            else:
+                gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-300, 1.0)))
+                pred = (logits / temperature + gumbel).argmax(-1)
+            confidence = logits.log_softmax(-1).gather(-1, pred[..., None])[..., 0].masked_fill(~masked, -math.inf)
+            n = length * (s + 1) // steps - length * s // steps  # how many to commit at this step
+            commit = confidence.topk(n, dim=-1).indices if n else confidence[:, :0].long()
+            response.scatter_(1, commit, pred.gather(1, commit))
+            yield response.clone()
+
+
 # model kinds by name: checkpoints record their kind, train/sample/chat build it from here
-MODELS = {'gpt': (GPTConfig, GPT)}
+MODELS = {'gpt': (GPTConfig, GPT), 'chatbert_imr': (GPTConfig, ChatBERTIMR)}

@@ -4,6 +4,7 @@ import torch
 
 from conftest import CONVERSATIONS
 from data import SOURCES
+from helpers import read_log, train
 from prepare.chatbert import conversation_pairs, write_pairs
 from tokenizer import render_prompt
 
@@ -54,3 +55,65 @@ def test_pair_source_refuses_what_it_cannot_read(pairs_dir, tmp_path):
         with pytest.raises(SystemExit) as e:
             SOURCES['pairs'](*args)
         assert said in str(e.value.code)
+
+
+# -----------------------------------------------------------------------------
+# ChatBERT-IMR: masked pairs, the ELBO-weighted loss, the refinement sampler
+
+def test_masked_pairs_never_mask_the_context_and_weigh_by_one_over_t(pairs_dir, chat_tok):
+    data = SOURCES['masked_pairs'](str(pairs_dir), 24, 512, 'cpu')
+    (c, r), (x, y, w) = SOURCES['pairs'](str(pairs_dir), 24, 512, 'cpu').get_batch('train'), data.get_batch('train')
+    assert torch.equal(x[:, :16], c) and (y[:, :16] == -1).all() and (w[:, :16] == 0).all()
+    masked = x[:, 16:] == chat_tok.special('<|mask|>')
+    assert torch.equal(y[:, 16:][masked], r[masked]) and (y[:, 16:][~masked] == -1).all()
+    inv_t = w[:, 16:] * 512 * 8  # 1/t on a row's masked tokens, 0 elsewhere
+    for row, m in zip(inv_t, masked):
+        assert (row[~m] == 0).all() and (len(set(row[m].tolist())) <= 1) and (row[m] >= 1 - 1e-4).all()
+    # the masked share of a row follows its t: on average over many rows, share ~ t
+    rows = masked.any(1)
+    t = 1 / inv_t.max(1).values[rows]
+    assert abs((masked[rows].float().mean(1) - t).mean()) < 0.05
+
+
+def imr(**kw):
+    from model import ChatBERTIMR, GPTConfig
+    torch.manual_seed(0)
+    return ChatBERTIMR(GPTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, causal=False, **kw))
+
+
+def test_imr_loss_is_the_weighted_sum_of_the_masked_tokens_losses(pairs_dir):
+    x, y, w = SOURCES['masked_pairs'](str(pairs_dir), 24, 6, 'cpu').get_batch('train')
+    model = imr()
+    logits, loss = model(x, y, w)
+    logp = logits.log_softmax(-1)
+    want = sum(-w[b, i] * logp[b, i, y[b, i]] for b in range(6) for i in range(24) if y[b, i] >= 0)
+    assert torch.allclose(loss, want, rtol=1e-5)
+
+
+def test_imr_refinement_commits_one_token_a_step_when_steps_equal_length(chat_tok):
+    model, mask = imr().eval(), chat_tok.special('<|mask|>')
+    context = torch.randint(200, (2, 16))
+    states = list(model.refine(context, 8, mask, steps=8, temperature=1.0))
+    counts = [(s == mask).sum(1).tolist() for s in states]
+    assert counts == [[8 - k, 8 - k] for k in range(1, 9)]  # one fewer mask per row at every step, none at the end
+    for a, b in zip(states, states[1:]):  # a committed token never changes
+        kept = a != mask
+        assert torch.equal(a[kept], b[kept])
+    greedy = [list(model.refine(context, 8, mask, steps=3, temperature=0))[-1] for _ in range(2)]
+    assert torch.equal(*greedy) and not (greedy[0] == mask).any()
+
+
+def test_an_imr_model_must_be_bidirectional():
+    with pytest.raises(ValueError, match='causal=False'):
+        from model import ChatBERTIMR, GPTConfig
+        ChatBERTIMR(GPTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32))
+
+
+def test_imr_trains_through_train_py_and_overfits_tiny_pairs(workdir, chat_tok, tmp_path):
+    # the ELBO's 1/t weights make single batches noisy: compare evaluations over many batches, at start and end
+    write_pairs(str(workdir / 'data' / 'pairs'), chat_tok, {'train': CONVERSATIONS, 'val': CONVERSATIONS}, 16, 8, source='tests')
+    train(workdir, tmp_path, '--model_kind=chatbert_imr', '--causal=False', '--data_source=masked_pairs', '--block_size=24',
+          '--max_iters=200', '--eval_interval=200', '--eval_iters=40', '--learning_rate=1e-2', '--warmup_iters=0',
+          '--batch_size=8', dataset='pairs')
+    first, last = [r['train_loss'] for r in read_log(tmp_path) if 'train_loss' in r]
+    assert last < 0.6 * first, (first, last)  # 6.5 -> 3.2 here; an untrained model stays at ln(vocab)
