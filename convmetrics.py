@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import teacher
 from chat import reply_stream
+from model import sequence_logprobs
 from tokenizer import render_prompt, speaker_ids
 
 # -----------------------------------------------------------------------------
@@ -56,17 +57,11 @@ def gpt_scorer(model, tok, device):
     def score(history, replies):
         targets = [(tok.encode(r) + [end])[:block // 2] for r in replies]
         prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)))  # +1: the last token is no input
-        x = torch.zeros(len(targets), len(prompt) + max(map(len, targets)) - 1, dtype=torch.long)
-        y = torch.full_like(x, -1)  # right padding: a causal model's earlier positions never see it
-        s = torch.zeros_like(x)  # who says each token, for a model with speaker embeddings (the others ignore it)
-        for i, t in enumerate(targets):
-            seq = prompt + t
-            x[i, :len(seq) - 1], y[i, len(prompt) - 1:len(seq) - 1] = torch.tensor(seq[:-1]), torch.tensor(t)
-            s[i, :len(seq) - 1] = torch.from_numpy(speaker_ids(seq[:-1], tok).astype('int64'))
-        x, y, s = x.to(device), y.to(device), s.to(device)
-        logits, _ = model(x, y, s)  # (B, T, V): with targets, every position's logits
-        logp = logits.float().log_softmax(-1).gather(-1, y.clamp(min=0)[..., None])[..., 0]  # (B, T)
-        return [(lp, len(t)) for lp, t in zip((logp * (y >= 0)).sum(1).tolist(), targets)]
+        seqs = [prompt + t for t in targets]
+        # who says each token, for a model with speaker embeddings (the others ignore it)
+        speakers = [speaker_ids(seq, tok) for seq in seqs]
+        logps = sequence_logprobs(model, seqs, [len(prompt)] * len(seqs), speakers)
+        return [(lp, len(t)) for lp, t in zip(logps, targets)]
     return score
 
 

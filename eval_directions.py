@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import configure, die, setup_device, load_checkpoint, build_model
+from model import sequence_logprobs
 from tokenizer import Tokenizer, orient, render_conversation
 
 # -----------------------------------------------------------------------------
@@ -113,15 +114,8 @@ def score_options(model, tok, direction, backward, prompt_ids, options_ids):
     if room < 1:
         raise ValueError(f"an option of {max(map(len, options_ids))} tokens does not fit the block")
     prompt = list(prompt_ids[:1]) + list(prompt_ids[max(1, len(prompt_ids) - room + 1):])
-    seqs = [torch.from_numpy(orient(prompt + list(opt), tok, backward, marker)) for opt in options_ids]
-    x = torch.zeros(len(seqs), max(map(len, seqs)) - 1, dtype=torch.long)
-    y = torch.full_like(x, -1)  # right padding: a causal model's earlier positions never see it
-    for i, s in enumerate(seqs):
-        x[i, :len(s) - 1], y[i, head - 1:len(s) - 1] = s[:-1], s[head:]
-    dev = next(model.parameters()).device
-    logits, _ = model(x.to(dev), y.to(dev))
-    logp = logits.float().log_softmax(-1).gather(-1, y.clamp(min=0).to(dev)[..., None])[..., 0]
-    return (logp * (y >= 0).to(dev)).sum(1).tolist()
+    seqs = [orient(prompt + list(opt), tok, backward, marker) for opt in options_ids]
+    return sequence_logprobs(model, seqs, [head] * len(seqs))
 
 
 def next_turn_items(convs, tok, block_size, n, seed):

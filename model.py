@@ -435,6 +435,26 @@ class GPT(nn.Module):
         return idx
 
 
+@torch.no_grad()
+def sequence_logprobs(model, seqs, starts, speakers=None):
+    """For each token sequence, the sum of log P(seq[j] | seq[:j]) over j >= its start, in one right-padded
+    batch: the likelihood scoring every evaluation uses (multiple choice, reply ranking, reply perplexity).
+    speakers: each sequence's speaker ids, for a model with speaker embeddings."""
+    dev = next(model.parameters()).device
+    x = torch.zeros(len(seqs), max(map(len, seqs)) - 1, dtype=torch.long)
+    y = torch.full_like(x, -1)  # right padding: a causal model's earlier positions never see it
+    s = torch.zeros_like(x)
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        seq = torch.as_tensor(seq, dtype=torch.long)
+        x[i, :len(seq) - 1], y[i, start - 1:len(seq) - 1] = seq[:-1], seq[start:]
+        if speakers is not None:
+            s[i, :len(seq) - 1] = torch.as_tensor(speakers[i][:len(seq) - 1], dtype=torch.long)
+    x, y = x.to(dev), y.to(dev)
+    logits, _ = model(x, y) if speakers is None else model(x, y, s.to(dev))  # with targets: every position's logits
+    logp = logits.float().log_softmax(-1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    return (logp * (y >= 0)).sum(1).tolist()
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     """Pick the next token (B, 1) from last-position logits (B, vocab). top_k 0/None and top_p 1.0/None cut nothing."""
     if temperature == 0:
