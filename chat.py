@@ -44,6 +44,14 @@ def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p,
     yield from decode_growing(tok, sampled, tok.turn_ends, backward)
 
 
+def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward=False, marker=False):
+    """reply_stream's whole reply: its last text ('' if the model ends its turn at once)."""
+    text = ''
+    for text in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward, marker):
+        pass
+    return text
+
+
 @torch.no_grad()
 def sample_replies(model, tok, prompts, device, max_new_tokens=32):
     """[(prompt, greedy reply)] for a model being trained (train.py's sample_prompts): each prompt is a user's
@@ -53,11 +61,11 @@ def sample_replies(model, tok, prompts, device, max_new_tokens=32):
     out = []
     for p in prompts:
         if tok.special('<|user|>') is not None and tok.special('<|assistant|>') is not None:
-            *_, reply = [''] + list(reply_stream(model, tok, [('user', p)], max_new_tokens, 0, None, None, device))
+            text = reply(model, tok, [('user', p)], max_new_tokens, 0, None, None, device)
         else:
             x = torch.tensor([([tok.bos] if tok.bos is not None else []) + tok.encode(p)], device=device)
-            reply = tok.decode(model.generate(x[:, -model.config.block_size:], max_new_tokens, temperature=0)[0, x.size(1):].tolist())
-        out.append((p, reply))
+            text = tok.decode(model.generate(x[:, -model.config.block_size:], max_new_tokens, temperature=0)[0, x.size(1):].tolist())
+        out.append((p, text))
     model.train(was_training)
     return out
 

@@ -17,7 +17,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from tqdm import tqdm
 
 import teacher
-from chat import reply_stream
+import chat
 from model import sequence_logprobs
 from tokenizer import render_prompt, speaker_ids
 
@@ -67,12 +67,7 @@ def gpt_scorer(model, tok, device):
 
 def gpt_replier(model, tok, device, max_new_tokens=48, temperature=0.0, top_k=None, top_p=None):
     """reply(history): the text chat.py would answer, greedy by default so that metrics are reproducible."""
-    def reply(history):
-        text = ''
-        for text in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device):
-            pass  # the stream yields the growing text: its last is the reply
-        return text
-    return reply
+    return lambda history: chat.reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device)
 
 # -----------------------------------------------------------------------------
 # metrics of generated replies
