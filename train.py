@@ -193,17 +193,26 @@ def split_batch(accum, rows):
         f"over {world_size} processes; make either a multiple of {world_size}")
 
 
+def check_mapping(key, mapping, rule, ok, where=''):
+    """A {name: number} key (data_mix, advance_when, lr_scales): one line for the first entry that breaks its rule."""
+    for name, v in mapping.items():
+        if type(name) is not str or type(v) not in (int, float) or not ok(v):
+            die(f"{key} maps {rule}, got {name!r}: {v!r}{where}")
+
+
+STARTS = sorted(phases)  # the iterations the curriculum's phases start at, at the latest
+check_mapping('lr_scales', lr_scales, 'parameter-name prefixes to multipliers >= 0', lambda v: v >= 0)
 for start, c in curriculum():
     split_batch(c['gradient_accumulation_steps'], c['batch_size'])  # dies now, not at the phase
-    for name, w in c['data_mix'].items():
-        if type(name) is not str or type(w) not in (int, float) or not w > 0:
-            die(f"data_mix maps dataset names to weights > 0, got {name!r}: {w!r}" + (f" (in phases[{start}])" if start else ''))
+    where = f" (in phases[{start}])" if start else ''
+    check_mapping('data_mix', c['data_mix'], 'dataset names to weights > 0', lambda v: v > 0, where)
+    check_mapping('advance_when', c['advance_when'], 'metric names to thresholds (numbers)', lambda v: True, where)
 
 
 def apply_phases(n):
     """Set the config of the curriculum's first n phases, in order, over the base config's."""
     global local_accum, local_batch, tokens_per_iter, mix
-    for start in sorted(phases)[:n]:
+    for start in STARTS[:n]:
         for k, v in phases[start].items():
             set_key(globals(), k, v, f'phases[{start}]')
     local_accum, local_batch = split_batch(gradient_accumulation_steps, batch_size)
@@ -295,11 +304,11 @@ if init_from == 'resume':
         print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: the batches "
                f"continue exactly, dropout draws new masks")
 
-while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:  # phases at 0 (or a resumed run's
-    entered.append(sorted(phases)[len(entered)])                                # from before phases were saved)
+while len(entered) < len(STARTS) and STARTS[len(entered)] <= iter_num:  # phases at 0 (or a resumed run's from
+    entered.append(STARTS[len(entered)])                                  # before the checkpoint saved them)
 apply_phases(len(entered))
 if entered:
-    print0(f"curriculum: phase {len(entered)} of {len(phases)} in force (since iter {entered[-1]})")
+    print0(f"curriculum: phase {len(entered)} of {len(STARTS)} in force (since iter {entered[-1]})")
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
 for line in getattr(model, 'describe', list)():  # what a model kind wants known, e.g. TurnGPT's compression
     print0(line)
@@ -407,6 +416,15 @@ def stop_if_not_finite(what, value):
             f"raise warmup_iters or check the data; --init_from=resume restarts from the last checkpoint)")
 
 
+def enter_phase(why):
+    """Start the curriculum's next phase at this iteration (iter_num)."""
+    start = STARTS[len(entered)]
+    entered.append(iter_num)
+    apply_phases(len(entered))
+    print0(f"iter {iter_num}: phase {len(entered)} of {len(STARTS)} ({why}): {phases[start]}")
+    log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
+
+
 def format_eta(seconds):
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
@@ -455,18 +473,9 @@ t_start = t0 = time.time()
 train_loss = torch.zeros((), device=device)  # summed over micro-steps between logs; read only at log time
 steps_since_log = 0
 evaluated = init_from == 'resume'  # a resumed run's first iteration was evaluated before its checkpoint was saved
-def enter_phase(why):
-    """Start the curriculum's next phase at this iteration."""
-    start = sorted(phases)[len(entered)]
-    entered.append(iter_num)
-    apply_phases(len(entered))
-    print0(f"iter {iter_num}: phase {len(entered)} of {len(phases)} ({why}): {phases[start]}")
-    log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
-
-
 while True:
-    while len(entered) < len(phases) and sorted(phases)[len(entered)] <= iter_num:
-        enter_phase(f"its start, iter {sorted(phases)[len(entered)]}")
+    while len(entered) < len(STARTS) and STARTS[len(entered)] <= iter_num:
+        enter_phase(f"its start, iter {STARTS[len(entered)]}")
     lr = get_lr(iter_num)
 
     if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and not evaluated:
@@ -483,7 +492,7 @@ while True:
                 samples = sample_replies(raw_model, data.tokenizer, sample_prompts, device)
             print0('\n'.join(f"  {p!r} -> {r!r}" for p, r in samples))
             log({'iter': iter_num, 'samples': samples})
-        if advance_when and len(entered) < len(phases) and all(metrics[k] <= v for k, v in advance_when.items()):
+        if advance_when and len(entered) < len(STARTS) and all(metrics[k] <= v for k, v in advance_when.items()):
             enter_phase(f"advance_when {advance_when} met")
             lr = get_lr(iter_num)
         improved = metrics['val_loss'] < best_val_loss

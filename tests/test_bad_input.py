@@ -106,6 +106,8 @@ TRAIN_CASES = [
     ('turn-untied', ['--turn_dim=8', '--tie_weights=False', '--overwrite=True'], 'turn_dim ties the output head'),
     ('turn-map-unknown', ['--turn_map=cubic', '--overwrite=True'], "'turn_map' must be one of 'linear', 'poly'"),
     ('advance-unknown-metric', ["--advance_when={'bleu': 1}", '--overwrite=True'], "advance_when names 'bleu'"),
+    ('advance-threshold-text', ["--advance_when={'val_loss': 'low'}", '--overwrite=True'], "advance_when maps metric names to thresholds"),
+    ('lr-scales-negative', ["--lr_scales={'transformer.h': -1.0}", '--overwrite=True'], "lr_scales maps parameter-name prefixes to multipliers >= 0"),
     ('finetune-other-turn-dim', ['--init_from={run}', '--out_dir={tmp}/child', '--turn_dim=8'], "--turn_dim=8 conflicts"),
 ]
 
