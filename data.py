@@ -78,10 +78,9 @@ class TokenStream:
             # a fresh memmap per batch avoids a memory leak, https://stackoverflow.com/questions/45132940/
             return [(tokens, mask)]
         if split not in self.cache:
-            ways = [True] if self.direction == 'backward' else [False, True]
             marker = self.direction == 'bidirectional'
             self.cache[split] = [orient(tokens, self.tokenizer, backward, marker, mask) if mask is not None
-                                 else (orient(tokens, self.tokenizer, backward, marker), None) for backward in ways]
+                                 else (orient(tokens, self.tokenizer, backward, marker), None) for backward in self.ways()]
         return self.cache[split]
 
     def draw(self, split, generator=None):
@@ -94,6 +93,10 @@ class TokenStream:
         way = (torch.arange(1, n + 1) * f).floor() - (torch.arange(n) * f).floor()
         rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         return list(zip(way[rows].long().tolist(), ix[rows].tolist()))
+
+    def ways(self):
+        """Whether each of streams()'s streams is read backward."""
+        return {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
 
     def get_batch(self, split, generator=None):
         return to_device(self.device, *self.windows(split, self.draw(split, generator)))
@@ -128,8 +131,7 @@ class SpeakerStream(TokenStream):
     def speakers(self, split):
         key = ('speakers', split)
         if key not in self.cache:
-            backward = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
-            self.cache[key] = [speaker_ids(tokens, self.tokenizer, b) for (tokens, _), b in zip(self.streams(split), backward)]
+            self.cache[key] = [speaker_ids(tokens, self.tokenizer, b) for (tokens, _), b in zip(self.streams(split), self.ways())]
         return self.cache[key]
 
     def get_batch(self, split, generator=None):

@@ -494,7 +494,7 @@ class ChatBERTIMR(GPT):
         loss is the ELBO bound per response token; without weights, the plain mean over targets."""
         if targets is None or weights is None:
             return super().forward(idx, targets)
-        logits, _ = super().forward(idx, targets)
+        logits = self.head(self.hidden(idx))
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1, reduction='none')
         return logits, (ce * weights.view(-1)).sum()
 
@@ -517,7 +517,7 @@ class ChatBERTIMR(GPT):
                 pred = (logits / temperature + gumbel).argmax(-1)
             confidence = logits.log_softmax(-1).gather(-1, pred[..., None])[..., 0].masked_fill(~masked, -math.inf)
             n = length * (s + 1) // steps - length * s // steps  # how many to commit at this step
-            commit = confidence.topk(n, dim=-1).indices if n else confidence[:, :0].long()
+            commit = confidence.topk(n, dim=-1).indices
             response.scatter_(1, commit, pred.gather(1, commit))
             yield response.clone()
 

@@ -117,7 +117,8 @@ def dashboard(run, rows):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     heat = os.path.join(run, 'turn_heatmap.png')
-    axes[1, 1].imshow(plt.imread(heat)) if os.path.isfile(heat) else None
+    if os.path.isfile(heat):
+        axes[1, 1].imshow(plt.imread(heat))
     for ax in axes[1, 1:]:
         ax.axis('off')
     samples = [r for r in rows if 'samples' in r]
