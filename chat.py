@@ -6,6 +6,9 @@ to fit the block. /clear forgets the history; /quit or /exit (or Ctrl-D) leaves.
 The model's direction comes from its checkpoint. A backward model is given the ending, your message, and
 writes the turn that came before it; the conversation grows back in time and is shown in reading order. A
 bidirectional model takes /forward and /backward to choose the direction of the next turns.
+Every model kind replies through its own reply_stream, and the checkpoint says which kind it is: a ChatBERT-IMR
+reply fills in from masks (/steps N, /template I think ___ is ___ for FIB), a ChatBERT-RA reply is retrieved (/top K
+shows the best candidates and their scores). No model yet? python chat.py --demo chats by BM25 retrieval.
 """
 
 import sys
@@ -13,7 +16,7 @@ import sys
 import torch
 
 from common import configure, die, setup_device, load_checkpoint, build_model
-from tokenizer import Tokenizer, decode_growing, reading, render_prompt, speaker_ids, SPEAKERS
+from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
@@ -25,29 +28,24 @@ seed = 1337
 device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start
+demo = False  # chat with no model: BM25 retrieval over the training conversations (retrieval.BM25Chat)
 # -----------------------------------------------------------------------------
 
 
-def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward=False, marker=False):
-    """Yield the assistant's reply to history [(role, text), ...] (oldest first) as growing text in reading
-    order, ending at a turn token: after the newest turn, or, backward, before the oldest one."""
-    block = model.config.block_size
-    # room for the reply, but never more than half the block: the history matters too (a longer reply
-    # goes on past the block through the KV cache's refill)
-    ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2), backward, marker)
-    x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
-    # who says what, for a model with speaker embeddings (the others ignore it): the prompt's speakers as in
-    # training, and the reply is the assistant's
-    speakers = torch.tensor(speaker_ids(ids, tok, backward).astype('int64'), device=device)[None, ...]
-    speakers = torch.cat([speakers, torch.full_like(speakers[:, :1], 1 + SPEAKERS.index('<|assistant|>'))], dim=1)
-    sampled = (t.item() for t in model.generate_stream(x, max_new_tokens, temperature, top_k, top_p, speakers=speakers))
-    yield from decode_growing(tok, sampled, tok.turn_ends, backward)
+def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device=None, backward=False,
+                 marker=False, **settings):
+    """Yield the assistant's reply to history [(role, text), ...] (oldest first) as it forms: the text so far, in
+    reading order. What the reply is, the model's kind says (its reply_stream): a GPT's grows token by token, a
+    masked-diffusion reply fills in. settings: what a kind takes beyond these (steps, template, ...). device is
+    the model's own; the argument stays for older callers."""
+    yield from model.reply_stream(tok, history, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, backward=backward, marker=marker, **settings)
 
 
-def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward=False, marker=False):
+def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device=None, backward=False, marker=False, **settings):
     """reply_stream's whole reply: its last text ('' if the model ends its turn at once)."""
     text = ''
-    for text in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward, marker):
+    for text in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward, marker, **settings):
         pass
     return text
 
@@ -70,22 +68,43 @@ def sample_replies(model, tok, prompts, device, max_new_tokens=32):
     return out
 
 
+def show(old, new):
+    """Print a reply's new state: the new end of a text that grew at its end, else the whole text again (a
+    masked-diffusion reply fills in anywhere), over the old line on a terminal."""
+    if new.startswith(old):
+        print(new[len(old):], end='', flush=True)
+    elif sys.stdout.isatty():
+        print('\r\x1b[K' + 'Bot: ' + new, end='', flush=True)
+    else:
+        print('\nBot: ' + new, end='', flush=True)
+
+
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
     *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
     torch.manual_seed(seed)
-    ckpt = load_checkpoint(out_dir, device)
-    tok = Tokenizer(ckpt['tokenizer'])
-    if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
-        die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
-                 f"use sample.py, or train config/quickstart.py")
-    model = build_model(ckpt).to(device).eval()
-    way = ckpt['direction']
-    arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
-    print(f"chatting with {out_dir} ({model.get_num_params() / 1e6:.1f}M parameters, {arrow} {way}). /clear, /quit"
-          + (", /forward, /backward" if way == 'bidirectional' else '')
-          + ("\n(backward: your message is the ending; the model writes what came before it, and each next message of "
-             "yours goes before the conversation so far)" if way == 'backward' else ''))
+    if demo:
+        from prepare.chitchat import split_conversations
+        from retrieval import BM25Chat
+        model, tok, way = BM25Chat(split_conversations()[0]), None, 'forward'
+        print("chatting by BM25 retrieval over the training conversations (no model: the reply to the turn most like "
+              "yours). /top K, /clear, /quit")
+    else:
+        ckpt = load_checkpoint(out_dir, device)
+        tok = Tokenizer(ckpt['tokenizer'])
+        if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
+            die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
+                f"use sample.py, or train config/quickstart.py")
+        model = build_model(ckpt).to(device).eval()
+        way = ckpt['direction']
+        arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
+        commands = ['/' + k for k in model.chat_settings] + (['/top K'] if hasattr(model, 'candidates') else [])
+        print(f"chatting with {out_dir} ({ckpt['model_kind']}, {model.get_num_params() / 1e6:.1f}M parameters, {arrow} "
+              f"{way}). /clear, /quit" + (", /forward, /backward" if way == 'bidirectional' else '')
+              + ''.join(', ' + c for c in commands)
+              + ("\n(backward: your message is the ending; the model writes what came before it, and each next message of "
+                 "yours goes before the conversation so far)" if way == 'backward' else ''))
+    settings = {}  # what the model kind takes beyond the sampling knobs, set with /<name> value
     history, asked = [], ''  # history oldest first; asked: the direction chosen with /forward, /backward
     while True:
         try:
@@ -110,24 +129,43 @@ if __name__ == '__main__':
             except ValueError as e:
                 print(f"({e})")
             continue
-        try:
-            tok.encode(text)
-        except ValueError as e:
-            print(f"({e}; say it another way)")
+        name, _, value = text[1:].partition(' ')
+        if text.startswith('/') and name in getattr(model, 'chat_settings', {}):
+            kind, what = model.chat_settings[name]
+            try:
+                settings[name] = kind(value.strip()) if value.strip() else kind()
+                print(f"({name} = {settings[name]!r}: {what})")
+            except ValueError:
+                print(f"(/{name} takes a {kind.__name__}: {what})")
             continue
+        if text.startswith('/top') and hasattr(model, 'candidates'):
+            k = int(value) if value.strip().isdigit() else 5
+            for score, reply in model.candidates(tok, history, k):
+                print(f"  {score:7.3f}  {reply}")
+            continue
+        if tok is not None:
+            try:
+                tok.encode(text)
+            except ValueError as e:
+                print(f"({e}; say it another way)")
+                continue
         backward, marker = reading(way, asked)
         # backward, the conversation grows back in time: your message, then the reply, go before the history
         history = [('user', text)] + history if backward else history + [('user', text)]
         print("Bot: ", end='', flush=True)
         reply = ''
-        with autocast:
-            for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device,
-                                             backward, marker):
-                if not backward:  # forward, the text grows at its end: print what is new
-                    print(reply_so_far[len(reply):], end='', flush=True)
-                reply = reply_so_far
+        try:
+            with autocast:
+                for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device,
+                                                 backward, marker, **settings):
+                    if not backward:  # forward, the text changes as it forms: show it as it does
+                        show(reply, reply_so_far)
+                    reply = reply_so_far
+        except ValueError as e:  # what a setting can't do here, e.g. a template too long for a reply
+            print(f"({e})")
+            history = history[1:] if backward else history[:-1]
+            continue
         print(reply if backward else '')
         history = [('assistant', reply)] + history if backward else history + [('assistant', reply)]
         if backward:
             print("(the conversation in reading order:)\n" + '\n'.join(f"  {r}: {t}" for r, t in history))
-

@@ -326,6 +326,8 @@ def build_model(ckpt):
     try:
         model = model_cls(config_cls(**ckpt['model_args']))
         model.load_state_dict(ckpt['model'])
+        if hasattr(model, 'attach'):  # a kind with files beside its checkpoint (ChatBERT-RA's response pool)
+            model.attach(ckpt)
     except (TypeError, ValueError, RuntimeError) as e:
         why = textwrap.shorten(' '.join(str(e).split()), 200, placeholder=' ...')
         die(f"{ckpt.get('path', 'the checkpoint')}: its weights do not fit its own model_args ({why}); "

@@ -1,16 +1,18 @@
 """
 Conversation metrics on held-out conversations, for any chat model. The metrics take functions, not a model,
-so every model kind plugs in its own (gpt_scorer and gpt_replier are the GPT's):
+so every model kind plugs in its own (scorer and replier wrap a model kind's score_replies and reply_stream):
     score(history, replies) -> [(sum log-prob, n_tokens), ...]   how likely each reply is after history
     reply(history) -> text                                        the model's reply to history
 history is a list of (role, text) turns, oldest first; a reply is the next 'assistant' turn.
     from prepare.chitchat import split_conversations
     ps = pairs(split_conversations()[1], n=200, seed=0)
-    evaluate(ps, score=gpt_scorer(model, tok, 'cpu'), reply=gpt_replier(model, tok, 'cpu'),
+    evaluate(ps, score=scorer(model, tok), reply=replier(model, tok),
              teacher_model=teacher.load())  # {'response_ppl': ..., 'hits@1/20': ..., 'distinct_1': ..., ...}
 """
 import math
 import random
+import time
+from collections import Counter
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF
@@ -18,8 +20,6 @@ from tqdm import tqdm
 
 import teacher
 import chat
-from model import sequence_logprobs
-from tokenizer import render_prompt, speaker_ids
 
 # -----------------------------------------------------------------------------
 # held-out (history, reply) pairs
@@ -45,29 +45,16 @@ def pairs(convs, n, seed, min_context=1):
 # a GPT as a scorer and a replier
 
 
-def gpt_scorer(model, tok, device):
-    """score(history, replies) for a forward GPT: each reply's log-likelihood after the history and <|assistant|>,
-    with the turn token that ends it (the next <|user|>, as render_conversation puts it: a model must also know
-    when its reply is done). One batch per call: all replies share one prompt, the history cut (whole turns first)
-    to fit the block with the longest reply. A reply longer than half the block is scored on its first half block
-    of tokens, as chat.reply_stream leaves the history at least half the block."""
-    block, end = model.config.block_size, tok.special('<|user|>')
-
-    @torch.no_grad()
-    def score(history, replies):
-        targets = [(tok.encode(r) + [end])[:block // 2] for r in replies]
-        prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)))  # +1: the last token is no input
-        seqs = [prompt + t for t in targets]
-        # who says each token, for a model with speaker embeddings (the others ignore it)
-        speakers = [speaker_ids(seq, tok) for seq in seqs]
-        logps = sequence_logprobs(model, seqs, [len(prompt)] * len(seqs), speakers)
-        return [(lp, len(t)) for lp, t in zip(logps, targets)]
-    return score
+def scorer(model, tok):
+    """score(history, replies) of any model kind: its own score_replies (a GPT's likelihood, ChatBERT-IMR's bound,
+    a retriever's similarity)."""
+    return lambda history, replies: model.score_replies(tok, history, replies)
 
 
-def gpt_replier(model, tok, device, max_new_tokens=48, temperature=0.0, top_k=None, top_p=None):
+def replier(model, tok, max_new_tokens=48, temperature=0.0, top_k=None, top_p=None, **settings):
     """reply(history): the text chat.py would answer, greedy by default so that metrics are reproducible."""
-    return lambda history: chat.reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device)
+    return lambda history: chat.reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, **settings)
+
 
 # -----------------------------------------------------------------------------
 # metrics of generated replies
@@ -112,25 +99,30 @@ def coherence(histories, replies, teacher_model):
 # metrics of a scorer
 
 
-def hits_at_1(score, pairs, n_candidates=20, seed=0):
-    """The share of pairs whose true reply ranks first among n_candidates: it and n_candidates - 1 replies of
-    other pairs (other conversations; none of the same text, which would tie), drawn with the seed. Ties are
-    misses, so a scorer that can't tell the replies apart gets 0, not 1/n_candidates."""
+def ranks(score, pairs, n_candidates=20, seed=0):
+    """Each pair's true reply's rank among n_candidates: it and n_candidates - 1 replies of other pairs (other
+    conversations; none of the same text, which would tie), drawn with the seed. A tie counts against the true
+    reply, so a scorer that can't tell the replies apart ranks it last, not first."""
     if len(pairs) < n_candidates:
-        raise ValueError(f"hits@1/{n_candidates} needs at least {n_candidates} pairs, got {len(pairs)}")
-    rng, hits = random.Random(seed), 0
-    for i, (history, reply) in enumerate(tqdm(pairs, desc=f'hits@1/{n_candidates}', leave=False, disable=None)):
+        raise ValueError(f"ranking among {n_candidates} needs at least {n_candidates} pairs, got {len(pairs)}")
+    rng, out = random.Random(seed), []
+    for i, (history, reply) in enumerate(tqdm(pairs, desc=f'ranking among {n_candidates}', leave=False, disable=None)):
         others = [j for j in range(len(pairs)) if j != i and pairs[j][1] != reply]
         candidates = [reply] + [pairs[j][1] for j in rng.sample(others, n_candidates - 1)]
         # ranked by the mean log-prob per token: a sum would favour short replies ('lol', 'yes') whatever the
         # history, as each token costs log-prob; per token, a reply wins by fitting the history
         s = [lp / n for lp, n in score(history, candidates)]
-        hits += s[0] > max(s[1:])
-    return hits / len(pairs)
+        out.append(1 + sum(x >= s[0] for x in s[1:]))
+    return out
+
+
+def hits_at_1(score, pairs, n_candidates=20, seed=0):
+    """The share of pairs whose true reply ranks first among n_candidates (ranks)."""
+    return sum(r == 1 for r in ranks(score, pairs, n_candidates, seed)) / len(pairs)
 
 
 def response_ppl(score, pairs):
-    """exp(total NLL / total tokens) of the true replies (each with its turn-ending token, for gpt_scorer)."""
+    """exp(total NLL / total tokens) of the true replies (each with its turn-ending token, for a GPT)."""
     nll = n = 0
     for history, reply in tqdm(pairs, desc='response ppl', leave=False, disable=None):
         (lp, k), = score(history, [reply])
@@ -140,21 +132,50 @@ def response_ppl(score, pairs):
 # -----------------------------------------------------------------------------
 
 
-def evaluate(pairs, score=None, reply=None, teacher_model=None, n_candidates=20, seed=0):
-    """Every metric that what was given allows: a score gives response_ppl and hits@1/<n_candidates>; a reply
-    generates one reply per pair for distinct_1/2, repetition, bleu2 and chrf against the true replies, and,
-    with a teacher_model, coherence; 'samples' holds a few (context, reference, generated) triples."""
+def unigram_f1(hyp, ref):
+    """F1 of the words two texts share (lowercased, whitespace split, counted with multiplicity): SQuAD's and
+    ParlAI's F1 without their punctuation rules."""
+    h, r = Counter(hyp.lower().split()), Counter(ref.lower().split())
+    same = sum((h & r).values())
+    if not same:
+        return 0.0
+    precision, recall = same / sum(h.values()), same / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def word_entropy(text):
+    """The entropy in bits of a text's own word distribution: log2 of its length for all-different words, 0 for
+    one word said again and again."""
+    counts = Counter(text.lower().split())
+    n = sum(counts.values())
+    return -sum(c / n * math.log2(c / n) for c in counts.values()) if n else 0.0
+
+
+def evaluate(pairs, score=None, reply=None, teacher_model=None, n_candidates=20, seed=0, likelihood=True, judge=None):
+    """Every metric that what was given allows. A score gives hits@1/<n_candidates> and mrr and, if it is a
+    likelihood (not a retriever's similarity), response_ppl. A reply generates one reply per pair for ms_per_reply,
+    distinct_1/2, repetition, bleu2, chrf and f1 against the true replies, and entropy (of each reply's words); with
+    a teacher_model, coherence; with a judge (another model's score), gen_ppl, the replies' perplexity under it.
+    'samples' holds a few (context, reference, generated) triples."""
     if not pairs:
         raise ValueError("no (history, reply) pairs to evaluate")
     out = {}
     if score is not None:
-        out['response_ppl'] = response_ppl(score, pairs)
-        out[f'hits@1/{n_candidates}'] = hits_at_1(score, pairs, n_candidates, seed)
+        if likelihood:
+            out['response_ppl'] = response_ppl(score, pairs)
+        r = ranks(score, pairs, n_candidates, seed)
+        out[f'hits@1/{n_candidates}'] = sum(k == 1 for k in r) / len(r)
+        out['mrr'] = sum(1 / k for k in r) / len(r)
     if reply is not None:
         histories, refs = [h for h, _ in pairs], [r for _, r in pairs]
+        t0 = time.perf_counter()
         hyps = [reply(h) for h in tqdm(histories, desc='replies', leave=False, disable=None)]
+        out['ms_per_reply'] = 1000 * (time.perf_counter() - t0) / len(hyps)
         out.update(distinct_1=distinct_n(hyps, 1), distinct_2=distinct_n(hyps, 2), repetition=repetition_rate(hyps),
-                   bleu2=bleu2(hyps, refs), chrf=chrf(hyps, refs))
+                   bleu2=bleu2(hyps, refs), chrf=chrf(hyps, refs),
+                   f1=sum(map(unigram_f1, hyps, refs)) / len(hyps), entropy=sum(map(word_entropy, hyps)) / len(hyps))
+        if judge is not None:
+            out['gen_ppl'] = response_ppl(judge, list(zip(histories, hyps)))
         if teacher_model is not None:
             out['coherence'] = coherence(histories, hyps, teacher_model)
             out['coherence_reference'] = coherence(histories, refs, teacher_model)  # what people score: the ceiling

@@ -144,7 +144,7 @@ class PairSource:
     """(context, response) pairs made by prepare/chatbert.py (ChatBERT): get_batch gives context (B, context_len),
     left-padded with <|pad|>, and response (B, response_len), its end token then <|pad|>s; the model kind decides
     what to learn from them (decode the response, rank it, or unmask it). Rows are drawn like TokenStream's windows:
-    the global batch from one generator, each rank its slice. block_size is the model's business here."""
+    the global batch from one generator, each rank its slice. block_size must be context + response tokens."""
 
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
                  direction='forward', backward_frac=0.5):
@@ -158,6 +158,12 @@ class PairSource:
                       for split in ('train', 'val')}
         self.block_size, self.batch_size, self.device, self.rank, self.world_size = block_size, batch_size, device, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
+        context_len, response_len = (self.pairs['train'][k].shape[1] for k in (0, 1))
+        if block_size != context_len + response_len:
+            die(f"{data_dir} pairs {context_len} context and {response_len} response tokens: set block_size = "
+                f"{context_len + response_len}")
+        # what the data decides of the model's shape (train.py passes these to a model config that has them)
+        self.model_args = {'response_len': response_len, 'pad_id': self.tokenizer.special('<|pad|>')}
 
     def get_batch(self, split, generator=None):
         return to_device(self.device, *self.rows(split, generator or self.generator))

@@ -12,13 +12,16 @@ A model's forward(*batch) returns (logits, loss): train.py calls every model the
 model kind only has to honour that and be listed in MODELS at the bottom of this file.
 """
 
-import math
 import inspect
+import math
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from tokenizer import SPEAKERS, decode_growing, render_context, render_prompt, render_response, speaker_ids
 
 
 @dataclass
@@ -347,18 +350,21 @@ class GPT(nn.Module):
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is only {self.config.block_size}"
-        x = self.embed(idx, speakers)  # (B, T, C)
-        rope = None
-        if self.config.pos == 'learned':
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
-        else:
-            rope = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        x, rope = self.positions(self.embed(idx, speakers), start)  # (B, T, C)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, rope, cache)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)
+
+    def positions(self, x, start):
+        """(x, rope) for tokens at positions start, start + 1, ...: learned positions added to x, or the rotary
+        angles the blocks take."""
+        T = x.size(1)
+        if self.config.pos == 'learned':
+            return x + self.transformer.wpe(torch.arange(start, start + T, device=x.device)), None
+        return x, (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, lr_scales=None):
         """AdamW over groups: 2-D weights (matmuls, embeddings) decay, norms and biases don't; lr_scales
@@ -434,6 +440,46 @@ class GPT(nn.Module):
                     break
         return idx
 
+    # -- chatting: every model kind that chats provides reply_stream and score_replies; chat.py, the web page and
+    # the conversation metrics call them, never a kind by name. history is [(role, text), ...], oldest first
+    samples_text = True  # sample.py continues a text; a kind that only answers a conversation says False
+    chat_settings = {}  # {name: (type, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name)
+
+    @torch.no_grad()
+    def reply_stream(self, tok, history, max_new_tokens=128, temperature=0.7, top_k=50, top_p=0.95,
+                     backward=False, marker=False, **_):
+        """Yield the assistant's reply to history as growing text in reading order, ending at a turn token: after
+        the newest turn, or, backward, before the oldest one."""
+        block, device = self.config.block_size, self.device()
+        # room for the reply, but never more than half the block: the history matters too (a longer reply
+        # goes on past the block through the KV cache's refill)
+        ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2), backward, marker)
+        x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
+        # who says what, for a model with speaker embeddings (the others ignore it): the prompt's speakers as in
+        # training, and the reply is the assistant's
+        speakers = torch.tensor(speaker_ids(ids, tok, backward).astype('int64'), device=device)[None, ...]
+        speakers = torch.cat([speakers, torch.full_like(speakers[:, :1], 1 + SPEAKERS.index('<|assistant|>'))], dim=1)
+        sampled = (t.item() for t in self.generate_stream(x, max_new_tokens, temperature, top_k, top_p, speakers=speakers))
+        yield from decode_growing(tok, sampled, tok.turn_ends, backward)
+
+    @torch.no_grad()
+    def score_replies(self, tok, history, replies):
+        """[(log-likelihood, tokens)] of each reply after the history and <|assistant|>, with the turn token that
+        ends it (the next <|user|>, as render_conversation puts it: a model must also know when its reply is done).
+        One batch: all replies share one prompt, the history cut (whole turns first) to fit the block with the
+        longest reply. A reply longer than half the block is scored on its first half block of tokens, as
+        reply_stream leaves the history at least half the block."""
+        block, end = self.config.block_size, tok.special('<|user|>')
+        targets = [(tok.encode(r) + [end])[:block // 2] for r in replies]
+        prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)))  # +1: the last token is no input
+        seqs = [prompt + t for t in targets]
+        speakers = [speaker_ids(seq, tok) for seq in seqs]  # for a model with speaker embeddings
+        logps = sequence_logprobs(self, seqs, [len(prompt)] * len(seqs), speakers)
+        return [(lp, len(t)) for lp, t in zip(logps, targets)]
+
+    def device(self):
+        return self.transformer.ln_f.weight.device
+
 
 @torch.no_grad()
 def sequence_logprobs(model, seqs, starts, speakers=None):
@@ -475,19 +521,216 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
 
 
 # -----------------------------------------------------------------------------
-# ChatBERT-IMR: iterative masked refinement (masked diffusion, as in MDLM and LLaDA). The GPT's blocks with
-# causal=False read [context; response] both ways. Training (data.MaskedPairs) masks each response token with
-# probability t ~ U(eps, 1) and weights the loss on the masked tokens by 1/t: the continuous-time ELBO, an upper
-# bound on the response's NLL. Sampling starts from an all-mask response and commits the most confident
-# predictions step by step (LLaDA's low-confidence remasking).
+# ChatBERT: chatting with a bidirectional encoder (the GPT's blocks with causal=False), three ways. Each reads a
+# (context, response) pair laid out by tokenizer.render_context/render_response (prepare/chatbert.py): the context
+# left-padded to block_size - response_len tokens, the response its tokens, the <|user|> that ends the turn, and
+# <|pad|>s to response_len. data.PairSource tells the model response_len and the pad id.
 
 
-class ChatBERTIMR(GPT):
+@dataclass
+class ChatBERTConfig(GPTConfig):
+    response_len: int = 32  # the response's tokens, end token and padding included; the context is the rest of block_size
+    pad_id: int = -1        # <|pad|>: no target for the decoder, nothing to pool for the retriever (-1: none)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.causal:
+            raise ValueError("a ChatBERT model reads its context both ways: set causal=False")
+        if not 0 < self.response_len < self.block_size:
+            raise ValueError(f"response_len={self.response_len} must be between 0 and block_size={self.block_size}")
+
+
+class ChatBERT(GPT):
+    """What the three kinds share: the context and response of a chat turn as tensors."""
+    samples_text = False  # they answer a conversation; sample.py has no text to continue
+
+    def context(self, tok, history):
+        ids = render_context(tok, history, self.config.block_size - self.config.response_len)
+        return torch.tensor([ids], dtype=torch.long, device=self.device())
+
+    def responses(self, tok, texts):
+        """(B, response_len) and each one's length without padding."""
+        rows = [render_response(tok, t, self.config.response_len) for t in texts]
+        return (torch.tensor([r for r, _ in rows], dtype=torch.long, device=self.device()), [n for _, n in rows])
+
+    def stops(self, tok):
+        """The ids a reply ends at: a turn token, or padding."""
+        return tok.turn_ends | {tok.special('<|pad|>')}
+
+
+# -- ChatBERT-ED: a bidirectional encoder over the context, and a causal decoder that writes the response, its
+# blocks attending to the encoder's output (cross-attention). The decoder shares the token embedding and the
+# tied head; its positions start at 0 at the response.
+
+class CrossAttention(nn.Module):
 
     def __init__(self, config):
-        if config.causal:
-            raise ValueError("ChatBERT-IMR reads the response both ways: set causal=False")
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_q = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_kv = nn.Linear(config.n_embd, 2 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def memory(self, m):
+        """The keys and values (B, nh, S, hs) of the encoder's output m (B, S, C): computed once per reply."""
+        B, S, C = m.shape
+        k, v = self.c_kv(m).view(B, S, 2, self.n_head, C // self.n_head).unbind(2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x, kv, mask):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask)  # mask (B, 1, 1, S): False at the context's pads
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class DecoderBlock(Block):
+
+    def __init__(self, config, layer_idx):
+        super().__init__(config, layer_idx)
+        self.attn.causal = True  # the decoder writes left to right; the config's causal=False is the encoder's
+        self.ln_x = Norm(config.n_embd, config.norm, config.bias)
+        self.cross = CrossAttention(config)
+
+    def forward(self, x, rope, cache, kv, mask):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        x = x + self.cross(self.ln_x(x), kv, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class ChatBERTED(ChatBERT):
+    """n_layer encoder blocks (the GPT's, bidirectional) and n_layer decoder blocks."""
+
+    def __init__(self, config):
         super().__init__(config)
+        self.decoder = nn.ModuleList([DecoderBlock(config, i) for i in range(config.n_layer)])
+        self.ln_d = Norm(config.n_embd, config.norm, config.bias)
+        self.decoder.apply(self._init_weights)
+        for pn, p in self.decoder.named_parameters():
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def encode(self, context):
+        """Each decoder block's cross-attention keys and values of the encoded context, and the mask of its pads."""
+        memory = self.hidden(context)
+        return [b.cross.memory(memory) for b in self.decoder], (context != self.config.pad_id)[:, None, None, :]
+
+    def decode(self, idx, kv, mask, cache=None):
+        """Logits (B, T, V) after each of the decoder's input tokens idx (B, T); with a cache, idx follows it."""
+        x, rope = self.positions(self.embed(idx), cache.pos if cache is not None else 0)
+        x = self.transformer.drop(x)
+        for block, block_kv in zip(self.decoder, kv):
+            x = block(x, rope, cache, block_kv, mask)
+        if cache is not None:
+            cache.pos += idx.size(1)
+        return self.head(self.ln_d(x))
+
+    def teacher_forced(self, context, response):
+        """Logits after each response position's prefix, and the targets: the response, padding ignored. The
+        decoder starts from the context's last token, <|assistant|>, which opens every reply."""
+        logits = self.decode(torch.cat([context[:, -1:], response[:, :-1]], dim=1), *self.encode(context))
+        return logits, response.masked_fill(response == self.config.pad_id, -1)
+
+    def forward(self, context, response):
+        logits, targets = self.teacher_forced(context, response)
+        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+
+    @torch.no_grad()
+    def reply_stream(self, tok, history, max_new_tokens=128, temperature=0.7, top_k=50, top_p=0.95, **_):
+        """The reply token by token: the context encoded once, each decoder block's self-attention keys and values
+        cached as the reply grows (see KVCache), the cross-attention's computed once by encode."""
+        context = self.context(tok, history)
+        kv, mask = self.encode(context)
+        cache = KVCache(self.config.n_layer, self.config.response_len)
+
+        def sampled():
+            x = context[:, -1:]
+            for _ in range(min(max_new_tokens, self.config.response_len)):
+                x = sample_next(self.decode(x, kv, mask, cache)[:, -1], temperature, top_k, top_p)
+                yield x.item()
+        yield from decode_growing(tok, sampled(), self.stops(tok))
+
+    @torch.no_grad()
+    def score_replies(self, tok, history, replies):
+        """[(log-likelihood, tokens)] of each reply and its end token (cut to response_len)."""
+        response, lengths = self.responses(tok, replies)
+        logits, targets = self.teacher_forced(self.context(tok, history).expand(len(replies), -1), response)
+        logp = logits.float().log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        return list(zip((logp * (targets >= 0)).sum(1).tolist(), lengths))
+
+
+# -- ChatBERT-RA: a bi-encoder. The same encoder embeds contexts and responses (the mean of its outputs over the
+# tokens that aren't padding, unit length); trained with in-batch negatives, each context's true response against
+# the batch's others, both ways (CLIP's loss), at a learned temperature. It answers with a response of the
+# training set's (retrieval.ResponsePool, a Faiss index beside the checkpoint).
+
+class ChatBERTRA(ChatBERT):
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(20.0)))  # 1/temperature, learned; CLIP starts at 1/0.07
+        self.pool, self.ckpt = None, None  # the responses to choose from, loaded at the first reply (attach, response_pool)
+
+    def encode(self, idx):
+        """(B, C) unit vectors of token rows (B, T)."""
+        h = self.hidden(idx)
+        keep = (idx != self.config.pad_id)[..., None].to(h.dtype)
+        return F.normalize((h * keep).sum(1) / keep.sum(1).clamp(min=1), dim=-1)
+
+    def scale(self):
+        return self.logit_scale.exp().clamp(max=100.0)  # CLIP's cap: a runaway temperature destabilizes training
+
+    def forward(self, context, response):
+        logits = self.scale() * self.encode(context) @ self.encode(response).t()  # (B, B): the diagonal is right
+        labels = torch.arange(len(logits), device=logits.device)
+        return logits, (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.t().float(), labels)) / 2
+
+    def attach(self, ckpt):
+        """Where the response pool lives (beside the checkpoint) and comes from (the run's training pairs)."""
+        self.ckpt = ckpt
+
+    def response_pool(self, tok):
+        if self.pool is None:
+            if self.ckpt is None:
+                raise ValueError("ChatBERT-RA answers from the response pool of a saved checkpoint (common.build_model "
+                                 "attaches it); chat with python chat.py --out_dir=<run>")
+            import retrieval  # faiss, and files on disk: not the model's business beyond this
+            self.pool = retrieval.ResponsePool.for_checkpoint(self, tok, self.ckpt)
+        return self.pool
+
+    @torch.no_grad()
+    def candidates(self, tok, history, k):
+        """The k best responses of the pool for history, [(cosine, text)], best first."""
+        pool = self.response_pool(tok)
+        scores, ids = pool.search(self.encode(self.context(tok, history)), min(k, len(pool.texts)))
+        return [(s, pool.texts[i]) for s, i in zip(scores[0].tolist(), ids[0].tolist())]
+
+    @torch.no_grad()
+    def reply_stream(self, tok, history, temperature=0.7, top_k=50, **_):
+        """The best response (temperature 0), or one sampled among the top_k (0: all) by softmax(scale x cosine /
+        temperature)."""
+        found = self.candidates(tok, history, top_k or len(self.response_pool(tok).texts))
+        logits = self.scale().float() * torch.tensor([[s for s, _ in found]])
+        yield found[sample_next(logits, temperature).item()][1]
+
+    @torch.no_grad()
+    def score_replies(self, tok, history, replies):
+        """[(scaled cosine, 1)] of each reply with the history: a ranking, not a likelihood."""
+        r, _ = self.responses(tok, replies)
+        sims = self.scale() * (self.encode(r) @ self.encode(self.context(tok, history))[0])
+        return [(s, 1) for s in sims.tolist()]
+
+
+# -- ChatBERT-IMR: iterative masked refinement (masked diffusion, as in MDLM and LLaDA). [context; response] read
+# both ways. Training (data.MaskedPairs) masks each response token with probability t ~ U(eps, 1) and weights the
+# loss on the masked tokens by 1/t: the continuous-time ELBO, an upper bound on the response's NLL. Sampling starts
+# from an all-mask response and commits the most confident predictions step by step (LLaDA's low-confidence
+# remasking). The same weights fill in the blanks of a template (FIB, Mask-Predict).
+
+class ChatBERTIMR(ChatBERT):
+    MASK_SHOWN = '░'  # how a still-masked position looks in a reply that is filling in
+    chat_settings = {'steps': (int, "refinement steps; 0: one token a step"),
+                     'template': (str, "a reply with ___ blanks to fill (FIB), e.g. I think ___ is ___{2}; none: free replies")}
 
     def forward(self, idx, targets=None, weights=None):
         """weights (B, T): each target's weight, 1/(t B L) on a masked response token (data.MaskedPairs), so the
@@ -498,6 +741,12 @@ class ChatBERTIMR(GPT):
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1, reduction='none')
         return logits, (ce * weights.view(-1)).sum()
 
+    def response_logits(self, context, response, banned):
+        """float64 logits (B, L, V) of every response position, with the banned token ids impossible."""
+        logits = self.head(self.hidden(torch.cat([context, response], dim=1))[:, -response.size(1):]).double()
+        logits[..., banned] = -math.inf
+        return logits
+
     @torch.no_grad()
     def refine(self, context, length, mask_id, steps, temperature=1.0):
         """Yield the response (B, length) after each of `steps` refinements of an all-<|mask|> start: every step
@@ -507,12 +756,10 @@ class ChatBERTIMR(GPT):
         response = torch.full((B, length), mask_id, dtype=torch.long, device=context.device)
         for s in range(steps):
             masked = response == mask_id
-            h = self.hidden(torch.cat([context, response], dim=1))[:, -length:]
-            logits = self.head(h).double()  # float64: float32 Gumbel noise measurably lowers diversity (MDLM)
-            logits[..., mask_id] = -math.inf  # a committed <|mask|> would stay masked for good
+            logits = self.response_logits(context, response, [mask_id])  # a committed <|mask|> would stay masked
             if temperature == 0:
                 pred = logits.argmax(-1)
-            else:
+            else:  # Gumbel-max in float64: float32 noise measurably lowers diversity (MDLM)
                 gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-300, 1.0)))
                 pred = (logits / temperature + gumbel).argmax(-1)
             confidence = logits.log_softmax(-1).gather(-1, pred[..., None])[..., 0].masked_fill(~masked, -math.inf)
@@ -521,6 +768,115 @@ class ChatBERTIMR(GPT):
             response.scatter_(1, commit, pred.gather(1, commit))
             yield response.clone()
 
+    def show(self, tok, ids):
+        """A response's text up to its end token, each still-masked position shown as MASK_SHOWN."""
+        mask_id, stops = tok.special('<|mask|>'), self.stops(tok)
+        end = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+        text, run = '', []
+        for t in ids[:end]:
+            if t == mask_id:
+                text, run = text + tok.decode(run) + self.MASK_SHOWN, []
+            else:
+                run.append(t)
+        return text + tok.decode(run)
+
+    @torch.no_grad()
+    def reply_stream(self, tok, history, temperature=0.7, steps=0, template='', **_):
+        """The reply as it is refined, from all masks to none, in `steps` steps (0: one token a step); or, given a
+        template with ___ blanks, the template filled in (fill_stream)."""
+        if template:
+            yield from self.fill_stream(tok, history, template)
+            return
+        L = self.config.response_len
+        for response in self.refine(self.context(tok, history), L, tok.special('<|mask|>'), steps or L, temperature):
+            yield self.show(tok, response[0].tolist())
+
+    @torch.no_grad()
+    def score_replies(self, tok, history, replies, samples=8, seed=0):
+        """[(-bound, tokens)] of each reply: the ELBO's upper bound on its NLL (end token and padding included),
+        estimated with `samples` mask draws, the mask rates stratified over (0, 1]; every reply gets the same
+        draws, so that their ranking doesn't rest on luck."""
+        response, lengths = self.responses(tok, replies)
+        n, L = response.shape
+        g = torch.Generator().manual_seed(seed)
+        t = ((torch.arange(samples) + torch.rand(samples, generator=g)) / samples).clamp(min=1e-3)  # (K,)
+        masked = (torch.rand(samples, L, generator=g) < t[:, None]).to(response.device)  # (K, L), shared by replies
+        x = response[:, None].expand(n, samples, L).masked_fill(masked, tok.special('<|mask|>')).flatten(0, 1)
+        context = self.context(tok, history).expand(n * samples, -1)
+        logits = self.head(self.hidden(torch.cat([context, x], dim=1))[:, -L:]).float()
+        nll = -logits.log_softmax(-1).gather(-1, response.repeat_interleave(samples, 0)[..., None])[..., 0]
+        bound = (nll.view(n, samples, L) * masked / t.to(nll.device)[:, None]).sum(-1).mean(1)
+        return list(zip((-bound).tolist(), lengths))
+
+    # -- FIB: fill in the blanks of a template, e.g. "I think ___ is ___{2} because ___", with Mask-Predict
+    # (Ghazvininejad et al. 2019): predict every blank token, then re-mask the least confident ones, linearly fewer
+    # at each iteration, and predict those again. The template's words are never touched.
+    BLANK_LENGTHS = (1, 2, 3, 4)  # a bare ___ takes the length of these whose fill the model finds most likely
+
+    def fill_stream(self, tok, history, template, iterations=4):
+        """Yield the filled template as Mask-Predict refines it, after choosing each bare blank's length."""
+        pieces = parse_template(template)
+        chosen = [n for kind, n in pieces if kind == 'blank']
+        lengths = [n or self.BLANK_LENGTHS[0] for n in chosen]
+        for j in (j for j, n in enumerate(chosen) if n is None):  # in turn, the others as they stand
+            tries = [lengths[:j] + [k] + lengths[j + 1:] for k in self.BLANK_LENGTHS]
+            tries = [ls for ls in tries if len(template_ids(tok, pieces, ls)[0]) < self.config.response_len] or tries[:1]
+            confidence = [self.mask_predict(tok, history, pieces, ls, iterations)[-1][1] for ls in tries]
+            lengths = tries[confidence.index(max(confidence))]  # none fits: mask_predict has said why
+        for response, _ in self.mask_predict(tok, history, pieces, lengths, iterations):
+            yield self.show(tok, response)
+
+    @torch.no_grad()
+    def mask_predict(self, tok, history, pieces, lengths, iterations):
+        """[(response ids, mean log-prob of the blank tokens)] after each Mask-Predict iteration."""
+        ids, free = template_ids(tok, pieces, lengths)
+        L, mask_id = self.config.response_len, tok.special('<|mask|>')
+        if len(ids) + 1 > L:
+            raise ValueError(f"the template takes {len(ids)} tokens with its blanks; a reply has room for {L - 1}")
+        response, _ = self.responses(tok, [''])  # its end token, then padding
+        response = torch.cat([torch.tensor([ids], device=response.device), response[:, :L - len(ids)]], dim=1)
+        free = torch.tensor(free + [False] * (L - len(free)), device=response.device)
+        banned = sorted(self.stops(tok) | {mask_id, tok.bos})  # a blank holds words, never an end or a mask
+        context, logp, out = self.context(tok, history), torch.zeros(L, dtype=torch.float64, device=free.device), []
+        for it in range(iterations):
+            masked = response[0] == mask_id
+            lp, pred = self.response_logits(context, response, banned)[0].log_softmax(-1).max(-1)
+            response[0] = torch.where(masked, pred, response[0])
+            logp = torch.where(masked, lp, logp)
+            out.append((response[0].tolist(), logp[free].mean().item()))
+            n = int(free.sum()) * (iterations - 1 - it) // iterations  # re-mask linearly fewer each iteration
+            if n:
+                response[0, logp.masked_fill(~free, math.inf).topk(n, largest=False).indices] = mask_id
+        return out
+
+
+def parse_template(template):
+    """[('text', str) | ('blank', n or None)] of a template: ___ is a blank of a length the model chooses, ___{n}
+    one of n tokens. A blank takes the space before it: 'I think ___' fills as 'I think' + ' pizza'."""
+    parts = re.split(r'_{3,}(?:\{(\d+)\})?', template)  # text, blank's {n} or None, text, ...
+    pieces = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            pieces.append(('blank', int(part) if part else None))
+        elif part.rstrip() if k + 1 < len(parts) else part:
+            pieces.append(('text', part.rstrip() if k + 1 < len(parts) else part))
+    if len(parts) == 1:
+        raise ValueError("a template needs at least one blank: ___ (the model picks its length) or ___{n}")
+    if any(kind == 'blank' and n == 0 for kind, n in pieces):
+        raise ValueError("a blank ___{n} needs n >= 1")
+    return pieces
+
+
+def template_ids(tok, pieces, lengths):
+    """Token ids of a template with its blanks as <|mask|>s of the given lengths, and which ids are blanks."""
+    ids, free, blanks = [], [], iter(lengths)
+    for kind, text in pieces:
+        new = [tok.special('<|mask|>')] * next(blanks) if kind == 'blank' else tok.encode(text)
+        ids += new
+        free += [kind == 'blank'] * len(new)
+    return ids, free
+
 
 # model kinds by name: checkpoints record their kind, train/sample/chat build it from here
-MODELS = {'gpt': (GPTConfig, GPT), 'chatbert_imr': (GPTConfig, ChatBERTIMR)}
+MODELS = {'gpt': (GPTConfig, GPT), 'chatbert_ed': (ChatBERTConfig, ChatBERTED), 'chatbert_ra': (ChatBERTConfig, ChatBERTRA),
+          'chatbert_imr': (ChatBERTConfig, ChatBERTIMR)}

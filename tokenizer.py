@@ -239,6 +239,20 @@ def render_prompt(tok, turns, max_len, backward=False, marker=False):
     return ids
 
 
+def render_context(tok, turns, length):
+    """ChatBERT's context: render_prompt's forward prompt cut to length tokens, then left-padded with <|pad|> to
+    exactly length (prepare/chatbert.py lays its training pairs out so; a test checks the two agree)."""
+    ids = render_prompt(tok, turns, length)
+    return [tok.special('<|pad|>')] * (length - len(ids)) + ids
+
+
+def render_response(tok, text, length):
+    """ChatBERT's response: the text's tokens and the <|user|> that ends the turn, cut to length, then right-padded
+    with <|pad|>. Also returns how many tokens are not padding."""
+    ids = (tok.encode(text) + [tok.special('<|user|>')])[:length]
+    return ids + [tok.special('<|pad|>')] * (length - len(ids)), len(ids)
+
+
 def decode_growing(tok, ids, stop=(), backward=False):
     """Yield the text so far, in reading order, of a stream of generated ids, until a stop id. Forward the text
     grows at its end (decode_stream's pieces added up); backward it grows at its start, each new token coming

@@ -251,6 +251,7 @@ if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
     model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
+    model_args.update({k: v for k, v in getattr(data, 'model_args', {}).items() if k in {f.name for f in fields(config_cls)}})
     try:
         model = model_cls(config_cls(**model_args))
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)

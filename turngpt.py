@@ -75,8 +75,8 @@ def evaluate(run):
            'analogies': semantic.analogy_eval(model.token_vectors().detach().float(), tok)}
     pairs = convmetrics.pairs(split_conversations()[1], n_pairs, seed)
     torch.manual_seed(seed)
-    res.update(convmetrics.evaluate(pairs, convmetrics.gpt_scorer(model, tok, device),
-                                    convmetrics.gpt_replier(model, tok, device, max_new_tokens), teacher.load()))
+    res.update(convmetrics.evaluate(pairs, convmetrics.scorer(model, tok),
+                                    convmetrics.replier(model, tok, max_new_tokens), teacher.load()))
     semantic.heatmap(model.token_vectors().detach().float(), tok, semantic.heatmap_words(),
                      os.path.join(run, 'turn_heatmap.png'), title=f"{run}: token vectors after training")
     dashboard(run, rows)

@@ -4,6 +4,7 @@ prepare.chitchat splits them and with its tokenizer, so the GPT baseline is scor
     python -m prepare.chitchat                      # first: the conversations and their tokenizer
     python -m prepare.chatbert                      # -> data/chatbert/{train,val}_{context,response}.npy
     -> train has 124,996 pairs (29,420 responses cut to 32 tokens), val has 6,573 pairs (2s on 2 CPU cores)
+    python -m prepare.chatbert --source=dailydialog --out=data/chatbert_dd   # online: DailyDialog, or personachat
 Every turn after a conversation's first is a response to the turns before it, re-roled so that the response is
 the assistant's and the turn before it the user's. The context is that history as chat.py renders it (ending in
 <|assistant|>), cut from the left, whole turns first, to --context_len tokens, then left-padded with <|pad|>. The
@@ -47,6 +48,30 @@ def conversation_pairs(tok, turns, context_len, response_len):
     return np.array(contexts, dtype=np.int64).reshape(shape[0]), np.array(responses, dtype=np.int64).reshape(shape[1]), cut
 
 
+# online corpora through `datasets`: (hub name, how a row becomes its turns' texts), their own train/validation splits
+HUB = {
+    'dailydialog': ('OpenRL/daily_dialog', lambda row: row['dialog']),
+    # the last utterance's history, then its true reply (the last candidate, by the dataset's convention)
+    'personachat': ('AlekseyKorshuk/persona-chat', lambda row: row['utterances'][-1]['history'] + [row['utterances'][-1]['candidates'][-1]]),
+}
+
+
+def hub_conversations(name):
+    """(train, val) conversations of an online corpus, roles alternating from the first speaker (the user)."""
+    from prepare.common import hub_unreachable
+    why = hub_unreachable()
+    if why:
+        raise SystemExit(f"{why}: --source={name} downloads from the Hugging Face hub; offline, the default "
+                         f"--source=chitchat works")
+    import datasets
+    hub, turns = HUB[name]
+    out = []
+    for split in ('train', 'validation'):
+        rows = datasets.load_dataset(hub, split=split)
+        out.append([[('user' if i % 2 == 0 else 'assistant', t.strip()) for i, t in enumerate(turns(r))] for r in rows])
+    return out
+
+
 def write_pairs(out, tok, splits, context_len, response_len, source):
     """splits {split: list of conversations}: <out>/<split>_context.npy and _response.npy, meta.json, tokenizer.json."""
     os.makedirs(out, exist_ok=True)
@@ -72,6 +97,8 @@ def write_pairs(out, tok, splits, context_len, response_len, source):
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--source', default='chitchat', choices=['chitchat', *HUB],
+                        help="the conversations: chitchat (offline, split as prepare.chitchat splits them) or an online corpus")
     parser.add_argument('--tokenizer', default='data/chitchat', help="the prepared data dir whose tokenizer to share")
     parser.add_argument('--context_len', type=int, default=96, help="context tokens, BOS and <|assistant|> included")
     parser.add_argument('--response_len', type=int, default=32, help="response tokens, its end token included")
@@ -84,7 +111,7 @@ if __name__ == '__main__':
     tok = reuse_tokenizer(args.tokenizer)
     if tok.special('<|pad|>') is None:
         raise SystemExit(f"{args.tokenizer}'s tokenizer has no <|pad|> token; prepare it again with python -m prepare.chitchat")
-    train, val = split_conversations(args.val_frac)
+    train, val = split_conversations(args.val_frac) if args.source == 'chitchat' else hub_conversations(args.source)
     write_pairs(args.out, tok, {'train': train, 'val': val}, args.context_len, args.response_len,
-                source='chitchat-dataset (Chit-Chat Challenge), pairs')
+                source='chitchat-dataset (Chit-Chat Challenge), pairs' if args.source == 'chitchat' else f'{HUB[args.source][0]}, pairs')
     print(f"done in {time.time() - t0:.1f}s")

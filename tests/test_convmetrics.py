@@ -77,17 +77,17 @@ def brute_force(model, tok, history, reply):
 REPLIES = ['glad to hear it', '', 'it is 4', 'why did the chicken cross the road?']  # 10, 1, 5, 20 tokens
 
 
-def test_gpt_scorer_equals_a_full_forward_pass(chat_tok):
+def test_scorer_equals_a_full_forward_pass(chat_tok):
     model = tiny_gpt(chat_tok)
     history = CONVERSATIONS[0][:3]
-    got = cm.gpt_scorer(model, chat_tok, 'cpu')(history, REPLIES)
+    got = cm.scorer(model, chat_tok)(history, REPLIES)
     for (lp, n), reply in zip(got, REPLIES):
         want_lp, want_n = brute_force(model, chat_tok, history, reply)
         assert n == want_n and lp == pytest.approx(want_lp, rel=1e-5, abs=1e-4)
     assert len({round(lp, 3) for lp, _ in got}) == len(REPLIES)  # the scores do tell replies apart
 
 
-def test_gpt_scorer_drops_the_oldest_turns_to_fit_the_longest_reply(chat_tok):
+def test_scorer_drops_the_oldest_turns_to_fit_the_longest_reply(chat_tok):
     model, block = tiny_gpt(chat_tok, block_size=48), 48
     history = CONVERSATIONS[0] + CONVERSATIONS[1] + [('user', 'and now?')]
     longest = max(REPLIES, key=lambda r: len(chat_tok.encode(r)))
@@ -95,23 +95,23 @@ def test_gpt_scorer_drops_the_oldest_turns_to_fit_the_longest_reply(chat_tok):
     keep = next(k for k in range(len(history))
                 if len(render_conversation(chat_tok, history[k:] + [('assistant', longest), ('user', '')])) - 1 <= block)
     assert keep > 0  # this history is cut
-    got = cm.gpt_scorer(model, chat_tok, 'cpu')(history, REPLIES)
+    got = cm.scorer(model, chat_tok)(history, REPLIES)
     for (lp, n), reply in zip(got, REPLIES):
         assert (lp, n) == pytest.approx(brute_force(model, chat_tok, history[keep:], reply), rel=1e-5, abs=1e-4)
 
 
-def test_gpt_scorer_fits_a_long_turn_and_a_long_reply(chat_tok):
+def test_scorer_fits_a_long_turn_and_a_long_reply(chat_tok):
     model = tiny_gpt(chat_tok, block_size=32)
     long = 'hello good night ' * 30
-    (lp, n), (lp2, n2) = cm.gpt_scorer(model, chat_tok, 'cpu')([('user', long)], [long, 'hi'])
+    (lp, n), (lp2, n2) = cm.scorer(model, chat_tok)([('user', long)], [long, 'hi'])
     assert n == 16 and n2 == len(chat_tok.encode('hi')) + 1 and math.isfinite(lp) and lp2 < 0  # half the block
 
 
-def test_gpt_replier_returns_the_text_up_to_the_turn_token(chat_tok):
+def test_replier_returns_the_text_up_to_the_turn_token(chat_tok):
     model = tiny_gpt(chat_tok)
     tokens = chat_tok.encode('glad to hear it') + [chat_tok.special('<|user|>')] + chat_tok.encode('more')
     model.generate_stream = lambda x, *args, **kwargs: (torch.tensor([[t]]) for t in tokens)
-    assert cm.gpt_replier(model, chat_tok, 'cpu')(CONVERSATIONS[0][:3]) == 'glad to hear it'
+    assert cm.replier(model, chat_tok)(CONVERSATIONS[0][:3]) == 'glad to hear it'
 
 # -----------------------------------------------------------------------------
 # hits@1 and perplexity, with made-up scorers
@@ -222,7 +222,7 @@ def test_evaluate_computes_what_it_is_given():
 def test_evaluate_a_tiny_gpt(chat_tok):
     model = tiny_gpt(chat_tok)
     ps = cm.pairs(CONVERSATIONS, n=10, seed=0)
-    got = cm.evaluate(ps, cm.gpt_scorer(model, chat_tok, 'cpu'), cm.gpt_replier(model, chat_tok, 'cpu', 8),
+    got = cm.evaluate(ps, cm.scorer(model, chat_tok), cm.replier(model, chat_tok, 8),
                       n_candidates=4)
     assert {'response_ppl', 'hits@1/4', 'bleu2', 'chrf', 'samples'} <= set(got)
     assert 1 < got['response_ppl'] < math.inf and 0 <= got['hits@1/4'] <= 1 and 0 <= got['distinct_2'] <= 1

@@ -6,7 +6,7 @@ from conftest import CONVERSATIONS
 from data import SOURCES
 from helpers import read_log, train
 from prepare.chatbert import conversation_pairs, write_pairs
-from tokenizer import render_prompt
+from tokenizer import render_context, render_prompt, render_response
 
 
 @pytest.mark.parametrize('context_len', [6, 12, 64])  # 6: even the nearest turn is cut; 64: nothing is
@@ -21,6 +21,9 @@ def test_contexts_are_the_chat_prompt_of_the_reroled_history(chat_tok, context_l
             assert contexts[i - 1].tolist() == [pad] * (context_len - len(want)) + want
             reply = (chat_tok.encode(conv[i][1]) + [end])[:5]
             assert responses[i - 1].tolist() == reply + [pad] * (5 - len(reply))
+            # chat time lays a pair out through tokenizer's functions, training through prepare's loop: they agree
+            assert render_context(chat_tok, history, context_len) == contexts[i - 1].tolist()
+            assert render_response(chat_tok, conv[i][1], 5) == (responses[i - 1].tolist(), len(reply))
         assert cut == sum(len(chat_tok.encode(t)) + 1 > 5 for _, t in conv[1:])
 
 
@@ -76,9 +79,10 @@ def test_masked_pairs_never_mask_the_context_and_weigh_by_one_over_t(pairs_dir, 
 
 
 def imr(**kw):
-    from model import ChatBERTIMR, GPTConfig
+    from model import ChatBERTConfig, ChatBERTIMR
     torch.manual_seed(0)
-    return ChatBERTIMR(GPTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, causal=False, **kw))
+    return ChatBERTIMR(ChatBERTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, causal=False,
+                                      response_len=8, **kw))
 
 
 def test_imr_loss_is_the_weighted_sum_of_the_masked_tokens_losses(pairs_dir):
@@ -103,10 +107,12 @@ def test_imr_refinement_commits_one_token_a_step_when_steps_equal_length(chat_to
     assert torch.equal(*greedy) and not (greedy[0] == mask).any()
 
 
-def test_an_imr_model_must_be_bidirectional():
+def test_an_imr_model_must_be_bidirectional(chat_tok):
+    from model import ChatBERTConfig, ChatBERTIMR
+    args = dict(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, response_len=8, pad_id=chat_tok.special('<|pad|>'))
     with pytest.raises(ValueError, match='causal=False'):
-        from model import ChatBERTIMR, GPTConfig
-        ChatBERTIMR(GPTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32))
+        ChatBERTIMR(ChatBERTConfig(**args))  # causal defaults to True, as a GPT's does
+    ChatBERTIMR(ChatBERTConfig(**args, causal=False))
 
 
 def test_imr_trains_through_train_py_and_overfits_tiny_pairs(workdir, chat_tok, tmp_path):

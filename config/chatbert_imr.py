@@ -1,0 +1,32 @@
+"""
+ChatBERT-IMR: iterative masked refinement (masked diffusion, MDLM/LLaDA) on (context, response) pairs. A 4-layer,
+128-wide bidirectional transformer reads [96 context tokens; 32 response tokens]; training masks each response token
+with probability t ~ U(0.001, 1) and weights the loss on masked tokens by 1/t, so val loss is an upper bound on the
+response NLL per token (its end token and padding included).
+Prepare: python -m prepare.chitchat && python -m prepare.chatbert
+Train:   python train.py config/chatbert_imr.py
+Chat:    python chat.py --out_dir=out-chatbert-imr   (/steps N: refinement steps; /template I think ___ is ___: FIB)
+Measure: python chatbert.py   (the results table of every approach)
+"""
+
+out_dir = 'out-chatbert-imr'
+eval_interval = 500
+eval_iters = 20
+log_interval = 50
+keep_best = True
+
+model_kind = 'chatbert_imr'
+dataset = 'chatbert'
+data_source = 'masked_pairs'
+batch_size = 16
+block_size = 128  # 96 context + 32 response tokens
+
+causal = False
+n_layer = 4
+n_head = 4
+n_embd = 128
+
+learning_rate = 2e-3
+max_iters = 4000
+min_lr = 2e-4
+warmup_iters = 200

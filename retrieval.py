@@ -1,0 +1,112 @@
+"""
+Chatting by retrieval: replies that people wrote, chosen for the conversation at hand.
+ResponsePool: every distinct training response, embedded once by a ChatBERT-RA model (model.ChatBERTRA) and
+    searched with a Faiss index; saved beside the checkpoint, so later chats load it in a second.
+BM25Chat: no model at all. The training turn most like your message, by BM25 (bm25s), and the reply it got:
+    chat.py --demo, and the lexical baseline of chatbert.py's table.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import die
+from model import sample_next
+
+
+class ResponsePool:
+    """Unit vectors of responses in an exact inner-product index (cosine: the RA encoder's vectors are unit
+    length), and the responses' texts."""
+
+    def __init__(self, index, texts):
+        self.index, self.texts = index, texts
+
+    def search(self, queries, k):
+        """(scores, ids), each (Q, k), of the k best responses for each query vector (Q, C), best first."""
+        scores, ids = self.index.search(np.ascontiguousarray(queries.detach().float().cpu().numpy()), k)
+        return torch.from_numpy(scores), torch.from_numpy(ids)
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model, tok, responses, batch_size=512):
+        """The pool of response rows (N, response_len), as prepare/chatbert.py laid them out: duplicates once."""
+        import faiss
+        rows = np.unique(np.asarray(responses), axis=0)
+        vectors = []
+        for i in tqdm(range(0, len(rows), batch_size), desc='embedding the response pool', disable=None):
+            vectors.append(model.encode(torch.from_numpy(rows[i:i + batch_size].astype(np.int64)).to(model.device())).float().cpu())
+        vectors = torch.cat(vectors).numpy()
+        stops = model.stops(tok)
+        texts = [tok.decode([t for t in row[:next((j for j, t in enumerate(row) if t in stops), len(row))]])
+                 for row in rows.tolist()]
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        return cls(index, texts)
+
+    def save(self, path, stamp):
+        """path.faiss and path.json (the texts and the stamp of the checkpoint that embedded them), each atomically."""
+        import faiss
+        faiss.write_index(self.index, path + '.faiss.tmp')
+        os.replace(path + '.faiss.tmp', path + '.faiss')
+        with open(path + '.json.tmp', 'w') as f:
+            json.dump({'stamp': stamp, 'texts': self.texts}, f)
+        os.replace(path + '.json.tmp', path + '.json')
+
+    @classmethod
+    def for_checkpoint(cls, model, tok, ckpt):
+        """The pool beside ckpt (<run>/<ckpt name>_pool.faiss/.json), built from the run's training responses
+        the first time, and again if the checkpoint has changed since."""
+        import faiss
+        path = os.path.splitext(ckpt['path'])[0] + '_pool'
+        stamp = {'iter': ckpt['iter_num'], 'val_loss': ckpt['best_val_loss']}
+        if os.path.isfile(path + '.json') and os.path.isfile(path + '.faiss'):
+            with open(path + '.json') as f:
+                saved = json.load(f)
+            if saved['stamp'] == stamp:
+                return cls(faiss.read_index(path + '.faiss'), saved['texts'])
+        data = os.path.join('data', ckpt['config']['dataset'], 'train_response.npy')
+        if not os.path.isfile(data):
+            die(f"{ckpt['path']} retrieves among its training responses, and {data} is missing: prepare it again "
+                f"(python -m prepare.chatbert) from the folder you trained in")
+        pool = cls.build(model, tok, np.load(data, mmap_mode='r'))
+        pool.save(path, stamp)
+        print(f"(embedded {len(pool.texts):,} responses into {path}.faiss)")
+        return pool
+
+
+class BM25Chat:
+    """Replies by lexical retrieval over conversations [[(role, text), ...], ...]: each turn is a query, the turn
+    after it the reply it got; a message gets the reply of the turn most like it (BM25, English stopwords out).
+    It chats as every model kind does (reply_stream), with no checkpoint."""
+    kind, direction = 'bm25', 'forward'
+
+    def __init__(self, conversations):
+        import bm25s
+        self.bm25s = bm25s
+        queries, self.replies = [], []
+        for turns in conversations:
+            for (_, said), (_, answer) in zip(turns, turns[1:]):
+                if said.strip() and answer.strip():
+                    queries.append(said)
+                    self.replies.append(answer)
+        self.retriever = bm25s.BM25()
+        self.retriever.index(self.tokenize(queries), show_progress=False)
+
+    def tokenize(self, texts):
+        return self.bm25s.tokenize(texts, stopwords='en', show_progress=False)
+
+    def candidates(self, tok, history, k):
+        """[(BM25 score, reply)] of the k turns most like the history's last message, best first."""
+        k = min(k, len(self.replies))
+        found = self.retriever.retrieve(self.tokenize([history[-1][1] if history else '']), k=k, show_progress=False)
+        return [(float(s), self.replies[i]) for i, s in zip(found.documents[0], found.scores[0])]
+
+    def reply_stream(self, tok, history, temperature=0.0, top_k=50, **_):
+        """The best match's reply (temperature 0), or one sampled among the top_k (0: all) by softmax(score / temperature)."""
+        found = self.candidates(tok, history, top_k or len(self.replies))
+        yield found[sample_next(torch.tensor([[s for s, _ in found]]), temperature).item()][1]
+
+    def get_num_params(self):
+        return 0
