@@ -730,6 +730,7 @@ class ChatBERTRA(ChatBERT):
 class ChatBERTIMR(ChatBERT):
     MASK_SHOWN = '░'  # how a still-masked position looks in a reply that is filling in
     chat_settings = {'steps': (int, "refinement steps; 0: one token a step"),
+                     'blocks': (int, "semi-autoregressive blocks, filled left to right; 1: the whole reply at once"),
                      'template': (str, "a reply with ___ blanks to fill (FIB), e.g. I think ___ is ___{2}; none: free replies")}
 
     def forward(self, idx, targets=None, weights=None):
@@ -748,14 +749,21 @@ class ChatBERTIMR(ChatBERT):
         return logits
 
     @torch.no_grad()
-    def refine(self, context, length, mask_id, steps, temperature=1.0):
+    def refine(self, context, length, mask_id, steps, temperature=1.0, blocks=1):
         """Yield the response (B, length) after each of `steps` refinements of an all-<|mask|> start: every step
         predicts each masked position and commits the most confident predictions, so that `length` tokens are
-        committed in all, as evenly as the steps allow; the rest stay masked until a later step."""
+        committed in all, as evenly as the steps allow; the rest stay masked until a later step. blocks > 1 is
+        LLaDA's semi-autoregressive variant: the response in that many blocks, left to right, each given its share
+        of the steps; a block's tokens see the later blocks masked (without it, a confident end token and padding
+        are committed first and the reply comes out short)."""
         B = context.size(0)
         response = torch.full((B, length), mask_id, dtype=torch.long, device=context.device)
+        position = torch.arange(length, device=context.device)
         for s in range(steps):
-            masked = response == mask_id
+            block = next(b for b in range(blocks) if steps * (b + 1) // blocks > s)  # the block this step works on
+            lo, hi = length * block // blocks, length * (block + 1) // blocks
+            first, last = steps * block // blocks, steps * (block + 1) // blocks  # the block's steps: [first, last)
+            masked = (response == mask_id) & (position >= lo) & (position < hi)
             logits = self.response_logits(context, response, [mask_id])  # a committed <|mask|> would stay masked
             if temperature == 0:
                 pred = logits.argmax(-1)
@@ -763,8 +771,8 @@ class ChatBERTIMR(ChatBERT):
                 gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-300, 1.0)))
                 pred = (logits / temperature + gumbel).argmax(-1)
             confidence = logits.log_softmax(-1).gather(-1, pred[..., None])[..., 0].masked_fill(~masked, -math.inf)
-            n = length * (s + 1) // steps - length * s // steps  # how many to commit at this step
-            commit = confidence.topk(n, dim=-1).indices
+            k, n = s - first, last - first  # this block's k-th of n steps commits its share of the block's tokens
+            commit = confidence.topk((hi - lo) * (k + 1) // n - (hi - lo) * k // n, dim=-1).indices
             response.scatter_(1, commit, pred.gather(1, commit))
             yield response.clone()
 
@@ -781,14 +789,17 @@ class ChatBERTIMR(ChatBERT):
         return text + tok.decode(run)
 
     @torch.no_grad()
-    def reply_stream(self, tok, history, temperature=0.7, steps=0, template='', **_):
-        """The reply as it is refined, from all masks to none, in `steps` steps (0: one token a step); or, given a
-        template with ___ blanks, the template filled in (fill_stream)."""
+    def reply_stream(self, tok, history, temperature=0.7, steps=0, blocks=1, template='', **_):
+        """The reply as it is refined, from all masks to none, in `steps` steps (0: one token a step), block by block
+        (refine); or, given a template with ___ blanks, the template filled in (fill_stream)."""
         if template:
             yield from self.fill_stream(tok, history, template)
             return
         L = self.config.response_len
-        for response in self.refine(self.context(tok, history), L, tok.special('<|mask|>'), steps or L, temperature):
+        if not 1 <= blocks <= L:
+            raise ValueError(f"blocks must be between 1 and the response length, {L}")
+        steps = max(steps or L, blocks)  # every block needs a step at least
+        for response in self.refine(self.context(tok, history), L, tok.special('<|mask|>'), steps, temperature, blocks):
             yield self.show(tok, response[0].tolist())
 
     @torch.no_grad()

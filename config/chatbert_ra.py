@@ -3,7 +3,8 @@ ChatBERT-RA: a bi-encoder (4 layers, 128 wide, bidirectional) that embeds contex
 with in-batch negatives (each context's response against the batch's 63 others, both ways) at a learned temperature.
 It answers with the training response nearest to the context, from a Faiss index of every distinct training response
 built at the first chat and saved beside the checkpoint. Val loss is the in-batch contrastive loss (ln 64 = 4.16 at
-chance).
+chance). About 15 minutes on one CPU thread; it reaches val loss 3.49 and, on the test pairs, R@1/20 0.278 (the GPT's
+likelihood: 0.114) and the most varied replies (README "ChatBERT").
 Prepare: python -m prepare.chitchat && python -m prepare.chatbert
 Train:   python train.py config/chatbert_ra.py
 Chat:    python chat.py --out_dir=out-chatbert-ra   (/top K shows the best candidates and their scores)
@@ -27,6 +28,6 @@ n_head = 4
 n_embd = 128
 
 learning_rate = 1e-3
-max_iters = 1000
+max_iters = 1800
 min_lr = 1e-4
 warmup_iters = 100

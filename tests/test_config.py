@@ -5,7 +5,9 @@ import math
 import pytest
 
 from common import configure, read_config_file
+from conftest import CONVERSATIONS
 from helpers import REPO, run, train
+from prepare.chatbert import write_pairs
 
 
 def defaults():
@@ -106,14 +108,18 @@ def test_config_file_has_a_docstring(name):
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_config_file_sets_only_train_keys(name, workdir, char_data, tmp_path):
+def test_config_file_sets_only_train_keys(name, workdir, char_data, chat_tok, tmp_path):
     # every key of the file goes through the configurator; tiny overrides after it keep the run short
     path = REPO / 'config' / name
     # a private data/ where the char data also stands in for every dataset a curriculum mixes in (a mix shares its
     # tokenizer); links in the shared workdir would let other tests write through them
-    mixed = {n for phase in read_config_file(str(path)).get('phases', {}).values() for n in phase.get('data_mix', {})}
+    config = read_config_file(str(path))
+    mixed = {n for phase in config.get('phases', {}).values() for n in phase.get('data_mix', {})}
     (tmp_path / 'data').mkdir()
-    for n in mixed | {'chars'}:
+    if config.get('data_source') in ('pairs', 'masked_pairs'):  # ChatBERT: pairs of TINY's block, 10 + 6 tokens
+        write_pairs(str(tmp_path / 'data' / 'chars'), chat_tok, {'train': CONVERSATIONS * 3, 'val': CONVERSATIONS}, 10, 6, 'tests')
+        mixed = set()
+    for n in mixed | ({'chars'} - {p.name for p in (tmp_path / 'data').iterdir()}):
         (tmp_path / 'data' / n).symlink_to(char_data)
     proc = train(tmp_path, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', config=[path])
     keys = [node.targets[0].id for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)]

@@ -211,10 +211,15 @@ def test_evaluate_computes_what_it_is_given():
     ps = qa_pairs()
     echo = {h[-1][1]: r for h, r in ps}
     assert cm.evaluate(ps) == {}
-    assert set(cm.evaluate(ps, score=knows(ps))) == {'response_ppl', 'hits@1/20'}
-    got = cm.evaluate(ps, reply=lambda h: echo[h[-1][1]])  # replies the reference exactly
-    assert set(got) == {'distinct_1', 'distinct_2', 'repetition', 'bleu2', 'chrf', 'samples'}
-    assert got['bleu2'] == pytest.approx(100) and got['chrf'] == pytest.approx(100)
+    got = cm.evaluate(ps, score=knows(ps))
+    assert set(got) == {'response_ppl', 'hits@1/20', 'mrr'} and got['hits@1/20'] == got['mrr'] == 1.0
+    assert set(cm.evaluate(ps, score=knows(ps), likelihood=False)) == {'hits@1/20', 'mrr'}  # a retriever's similarity
+    got = cm.evaluate(ps, reply=lambda h: echo[h[-1][1]], judge=knows(ps))  # replies the reference exactly
+    assert set(got) == {'distinct_1', 'distinct_2', 'repetition', 'bleu2', 'chrf', 'f1', 'entropy', 'ms_per_reply',
+                        'gen_ppl', 'samples'}
+    assert got['bleu2'] == pytest.approx(100) and got['chrf'] == pytest.approx(100) and got['f1'] == 1.0
+    assert got['gen_ppl'] == cm.response_ppl(knows(ps), ps)  # the judge scores the replies: here the references
+    assert got['entropy'] == pytest.approx(sum(cm.word_entropy(r) for _, r in ps) / len(ps))
     assert got['samples'][0] == ('q0', ps[0][1], ps[0][1]) and len(got['samples']) == 5
     assert got['distinct_1'] == cm.distinct_n([r for _, r in ps], 1) and got['repetition'] == cm.repetition_rate([r for _, r in ps]) > 0
 
@@ -253,3 +258,20 @@ def test_teacher_says_what_to_do_when_it_cannot_load(monkeypatch):
     monkeypatch.setattr(prepare.common, 'hub_unreachable', lambda: 'the Hugging Face hub is unreachable (offline?)')
     with pytest.raises(SystemExit, match='unreachable.*default offline teacher'):
         teacher.load('sentence-transformers/all-mpnet-base-v2')
+
+
+def test_unigram_f1_and_word_entropy_by_hand():
+    assert cm.unigram_f1('the cat sat', 'The cat') == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))  # P 2/3, R 1
+    assert cm.unigram_f1('a a b', 'a b b') == pytest.approx(2 / 3)  # counted with multiplicity: a and b once each
+    assert cm.unigram_f1('yes', 'no') == 0.0 and cm.unigram_f1('', 'no') == 0.0
+    assert cm.word_entropy('a b c d') == pytest.approx(2.0) and cm.word_entropy('lol lol lol') == 0.0
+    assert cm.word_entropy('a a b b') == pytest.approx(1.0) and cm.word_entropy('') == 0.0
+
+
+def test_ranks_give_mrr_and_count_ties_against_the_true_reply():
+    ps = qa_pairs()
+    assert cm.ranks(knows(ps), ps) == [1] * len(ps)
+    assert cm.ranks(lambda h, rs: [(-5.0, 5)] * len(rs), ps) == [20] * len(ps)  # all tied: last
+    # a scorer that puts the true reply second: one candidate scores above it
+    second = lambda h, rs: [(-1.0, 1)] + [(0.0, 1)] + [(-2.0, 1)] * (len(rs) - 2)  # noqa: E731
+    assert cm.ranks(second, ps) == [2] * len(ps)

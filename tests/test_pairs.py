@@ -123,3 +123,22 @@ def test_imr_trains_through_train_py_and_overfits_tiny_pairs(workdir, chat_tok, 
           '--batch_size=8', dataset='pairs')
     first, last = [r['train_loss'] for r in read_log(tmp_path) if 'train_loss' in r]
     assert last < 0.6 * first, (first, last)  # 6.5 -> 3.2 here; an untrained model stays at ln(vocab)
+
+
+def test_imr_semi_autoregressive_blocks_fill_left_to_right(chat_tok):
+    model, mask = imr().eval(), chat_tok.special('<|mask|>')
+    context = torch.randint(200, (3, 16))
+    for steps in (4, 8, 6):  # a step a block, a token a step, and steps that don't divide the length
+        states = list(model.refine(context, 8, mask, steps=steps, temperature=1.0, blocks=4))
+        assert len(states) == steps and not (states[-1] == mask).any()
+        for s in states:  # whatever is committed is a prefix of whole blocks and part of the next one
+            done = (s != mask)
+            for b in range(1, 4):
+                later = done[:, 2 * b:2 * b + 2].any(1)
+                assert done[later][:, :2 * b].all(), (steps, s)
+    # one block is the plain sampler: the same draws give the same states
+    torch.manual_seed(0)
+    one = list(model.refine(context, 8, mask, steps=8, temperature=1.0, blocks=1))
+    torch.manual_seed(0)
+    plain = list(model.refine(context, 8, mask, steps=8, temperature=1.0))
+    assert all(torch.equal(a, b) for a, b in zip(one, plain))
