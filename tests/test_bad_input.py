@@ -200,13 +200,15 @@ def test_bpe_vocab_too_small_says_one_line(text, tmp_path):
 # every script answers --help with its docstring and keys, and exits 0
 HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--threads']),
         ('sample.py', ['--out_dir', '--temperature', '--top_p', '--max_new_tokens']),
-        ('chat.py', ['--out_dir', '--temperature', '--max_new_tokens']),
+        ('chat.py', ['--out_dir', '--temperature', '--max_new_tokens', '--demo']),
+        ('chatbert.py', ['--runs', '--n_pairs', '--imr_steps', '--imr_blocks', '--templates']),
         ('bench.py', ['--bench_iters', '--bench_target', '--bench_against']),
         ('plot.py', ['OUT_DIR', '--out']),
         ('eval_directions.py', ['--out_dir', '--eval_tokens', '--tasks', '--mc_items']),
         ('prepare.text', ['--tokenizer', '--vocab_size']),
         ('prepare.chitchat', ['--vocab_size']),
-        ('prepare.hf', ['--field', '--split'])]
+        ('prepare.hf', ['--field', '--split']),
+        ('prepare.chatbert', ['--source', '--context_len', '--response_len'])]
 
 
 @pytest.mark.parametrize('flag', ['--help', '-h'])
