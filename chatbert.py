@@ -123,6 +123,9 @@ def plot(rows, path, reference):
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
     setup_device(device, 'float32', threads)
+    missing = [r for r in runs.values() if not os.path.isdir(r)]
+    if missing and not templates:
+        die(f"no run in {', '.join(missing)}: train them first, e.g. python train.py config/chatbert_ed.py")
     train_convs, val_convs = split_conversations()
     keep = frequent_words(train_convs, keep_words)
     if templates:
@@ -130,9 +133,6 @@ if __name__ == '__main__':
         for shape, count in [(s, c) for s, c in shapes.most_common() if '___' in s and s.strip('_ ')][:templates]:
             print(f"{count:6,}  {shape}")
         sys.exit(0)
-    missing = [r for r in runs.values() if not os.path.isdir(r)]
-    if missing:
-        die(f"no run in {', '.join(missing)}: train them first, e.g. python train.py config/chatbert_ed.py")
     models = {name: load(run) for name, run in runs.items()}
     tok = models['GPT'][1]
     if any(t.info != tok.info for _, t, _ in models.values()):
