@@ -140,7 +140,8 @@ if __name__ == '__main__':
             continue
         if text.startswith('/top') and hasattr(model, 'candidates'):
             k = int(value) if value.strip().isdigit() else 5
-            for score, reply in model.candidates(tok, history, k):
+            answered = history[:-1] if history and history[-1][0] == 'assistant' else history  # what the last reply answered
+            for score, reply in model.candidates(tok, answered, k):
                 print(f"  {score:7.3f}  {reply}")
             continue
         if tok is not None:

@@ -31,15 +31,17 @@ class ResponsePool:
     @classmethod
     @torch.no_grad()
     def build(cls, model, tok, responses, batch_size=512):
-        """The pool of response rows (N, response_len), as prepare/chatbert.py laid them out: duplicates once."""
+        """The pool of response rows (N, response_len), as prepare/chatbert.py laid them out: duplicates once, and
+        only whole responses (a row with its end token: one cut to response_len would end mid-sentence)."""
         import faiss
         rows = np.unique(np.asarray(responses), axis=0)
+        rows = rows[np.isin(rows, sorted(model.stops(tok))).any(1)]
         vectors = []
         for i in tqdm(range(0, len(rows), batch_size), desc='embedding the response pool', disable=None):
             vectors.append(model.encode(torch.from_numpy(rows[i:i + batch_size].astype(np.int64)).to(model.device())).float().cpu())
         vectors = torch.cat(vectors).numpy()
         stops = model.stops(tok)
-        texts = [tok.decode([t for t in row[:next((j for j, t in enumerate(row) if t in stops), len(row))]])
+        texts = [tok.decode([t for t in row[:next(j for j, t in enumerate(row) if t in stops)]])
                  for row in rows.tolist()]
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
@@ -70,9 +72,10 @@ class ResponsePool:
         if not os.path.isfile(data):
             die(f"{ckpt['path']} retrieves among its training responses, and {data} is missing: prepare it again "
                 f"(python -m prepare.chatbert) from the folder you trained in")
+        print(f"(embedding {data}'s responses into {path}.faiss, once for this checkpoint: a minute or two on a CPU)", flush=True)
         pool = cls.build(model, tok, np.load(data, mmap_mode='r'))
         pool.save(path, stamp)
-        print(f"(embedded {len(pool.texts):,} responses into {path}.faiss)")
+        print(f"(embedded {len(pool.texts):,} responses)")
         return pool
 
 

@@ -122,13 +122,19 @@ def word_ids(tok, words, split='first', reserved=()):
     in a byte-level BPE. A word the BPE splits gets its first piece (split='first') or is dropped ('skip'). Two words
     on one id: the first keeps it and the rest count as 'collided', except that one-token words go before split
     ones, so 'welcome' (' we' 'lcome') can't take ' we' from 'we'; ids in reserved are taken from the start.
-    The counts add up: single + split_first + skipped + collided == words."""
+    The counts add up: single + split_first + skipped + collided == words; a word the tokenizer can't encode at all
+    (a character a char vocabulary lacks) is skipped."""
     assert split in ('first', 'skip'), f"split must be 'first' or 'skip', got {split!r}"
     ids, stats = {}, {'words': len(words), 'single': 0, 'split_first': 0, 'skipped': 0, 'collided': 0}
     taken = set(reserved)
-    encoded = sorted(((w, tok.encode(' ' + w)) for w in words), key=lambda wp: len(wp[1]) > 1)  # stable: singles first
+    def encode(w):
+        try:
+            return tok.encode(' ' + w)
+        except ValueError:  # a character a char tokenizer never saw: the word has no tokens
+            return None
+    encoded = sorted(((w, encode(w)) for w in words), key=lambda wp: wp[1] is None or len(wp[1]) > 1)  # singles first
     for w, pieces in encoded:
-        if len(pieces) > 1 and split == 'skip':
+        if pieces is None or (len(pieces) > 1 and split == 'skip'):
             stats['skipped'] += 1
         elif pieces[0] in taken:
             stats['collided'] += 1

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from helpers import REPO
 from semantic import (ANALOGIES, CATEGORIES, RELATIONS, analogy_eval, heatmap, heatmap_words, semantic_init,
                       word_ids)
-from tokenizer import Tokenizer, train_bpe
+from tokenizer import Tokenizer, char_tokenizer, train_bpe
 
 CHITCHAT = REPO / 'data' / 'chitchat' / 'tokenizer.json'
 WORDS = [w for ws in CATEGORIES.values() for w in ws]
@@ -166,3 +166,10 @@ def test_heatmap_writes_a_png(words_tok, tmp_path):
     heatmap(table, words_tok, heatmap_words(), tmp_path / 'h.png', title='test')
     image = plt.imread(tmp_path / 'h.png')
     assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_word_ids_skip_words_a_char_vocabulary_cannot_spell():
+    tok = char_tokenizer('the cat sat on a mat')  # no 'd', no 'g'
+    ids, stats = word_ids(tok, ['a', 'dog', 'cat'], split='first')
+    # ' a' and ' cat' share their first piece, the space: one keeps it; 'dog' can't be spelled and is skipped
+    assert 'dog' not in ids and stats['skipped'] == 1 and sum(stats[k] for k in stats if k != 'words') == 3
