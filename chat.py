@@ -91,11 +91,13 @@ if __name__ == '__main__':
               "yours). /top K, /clear, /quit")
     else:
         ckpt = load_checkpoint(out_dir, device)
+        model = build_model(ckpt).to(device).eval()
+        if not hasattr(model, 'reply_stream'):
+            die(f"{out_dir}'s model ({ckpt['model_kind']}) doesn't chat; {model.usage.format(out_dir=out_dir)}")
         tok = Tokenizer(ckpt['tokenizer'])
         if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
             die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
                 f"use sample.py, or train config/quickstart.py")
-        model = build_model(ckpt).to(device).eval()
         way = ckpt['direction']
         arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
         commands = ['/' + k for k in model.chat_settings] + (['/top K'] if hasattr(model, 'candidates') else [])

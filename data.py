@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common import die
-from tokenizer import Tokenizer, orient, speaker_ids
+from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
 
 def to_device(device, *tensors):
@@ -25,7 +25,23 @@ def to_device(device, *tensors):
     return tuple(t.to(device) for t in tensors)
 
 
-class TokenStream:
+class Source:
+    """What every source shares: one generator draws each global batch, the same on every rank, and its state is
+    what a resumed run restores to draw the same batches again."""
+
+    def state_dict(self):
+        return {'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state['generator'])
+
+    def draw_rows(self, n, generator=None):
+        """This rank's slice of the global batch's row indices into n rows (pairs, bags), as a numpy array."""
+        ix = torch.randint(n, (self.world_size * self.batch_size,), generator=generator or self.generator)
+        return ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
+
+
+class TokenStream(Source):
     """Random windows of a prepared token stream (nanoGPT's get_batch): x is a window, y the next tokens.
 
     data_dir holds train.bin/val.bin (flat uint16/uint32 tokens), meta.json and tokenizer.json. An optional
@@ -116,12 +132,6 @@ class TokenStream:
             ys.append(y)
         return torch.stack(xs), torch.stack(ys)
 
-    def state_dict(self):
-        return {'generator': self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.generator.set_state(state['generator'])
-
 
 class SpeakerStream(TokenStream):
     """TokenStream's windows and each token's speaker (TurnGPT's speaker embedding): (x, y, speakers), where
@@ -140,7 +150,7 @@ class SpeakerStream(TokenStream):
         return to_device(self.device, *self.windows(split, picks), torch.stack(s))
 
 
-class PairSource:
+class PairSource(Source):
     """(context, response) pairs made by prepare/chatbert.py (ChatBERT): get_batch gives context (B, context_len),
     left-padded with <|pad|>, and response (B, response_len), its end token then <|pad|>s; the model kind decides
     what to learn from them (decode the response, rank it, or unmask it). Rows are drawn like TokenStream's windows:
@@ -171,15 +181,8 @@ class PairSource:
     def rows(self, split, generator):
         """context, response (B, ...) of this rank's rows of a global draw, on the CPU."""
         context, response = self.pairs[split]
-        ix = torch.randint(len(context), (self.world_size * self.batch_size,), generator=generator)
-        ix = ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].numpy()
+        ix = self.draw_rows(len(context), generator)
         return tuple(torch.from_numpy(a[ix].astype(np.int64)) for a in (context, response))
-
-    def state_dict(self):
-        return {'generator': self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.generator.set_state(state['generator'])
 
 
 class MaskedPairs(PairSource):
@@ -202,6 +205,44 @@ class MaskedPairs(PairSource):
         return to_device(self.device, x, y, w)
 
 
+class BagSource(Source):
+    """Bags of vocabulary entries and the teacher's vector of each bag's text, made by prepare/approximator.py (the
+    BERT approximator): get_batch gives ids (B, N), each row a message's entries, -1-padded to the batch's largest
+    bag (block_size entries at most), and target (B, teacher_dim), the teacher's vector. Rows are drawn like
+    PairSource's. The model's entries' vectors come from the data's vocab.h5 (init_model)."""
+
+    def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
+                 direction='forward', backward_frac=0.5):
+        if not os.path.isfile(os.path.join(data_dir, 'train_ids.npy')):
+            die(f"no bags of entries in {data_dir}: prepare them first with python -m prepare.approximator")
+        if direction != 'forward':
+            die(f"a bag of entries has no order to read backward, got direction={direction!r}")
+        with open(os.path.join(data_dir, 'meta.json')) as f:
+            self.meta = json.load(f)
+        self.data_dir = data_dir
+        self.tokenizer = NgramTokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
+        load = lambda split, name: np.load(os.path.join(data_dir, f'{split}_{name}.npy'), mmap_mode='r')
+        self.bags = {split: tuple(load(split, n) for n in ('ids', 'offsets', 'teacher')) for split in ('train', 'val')}
+        self.block_size, self.batch_size, self.device, self.rank, self.world_size = block_size, batch_size, device, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model_args = {'teacher_dim': self.meta['teacher_dim'], 'teacher': self.meta['teacher']}
+
+    def init_model(self, model):
+        """A new model's entries' vectors: the teacher's, from vocab.h5."""
+        from prepare.approximator import read_vocab
+        vectors = read_vocab(os.path.join(self.data_dir, 'vocab.h5'))[3]
+        model.vectors[len(model.vectors) - len(vectors):] = torch.from_numpy(vectors)  # after the specials
+
+    def get_batch(self, split, generator=None):
+        ids, offsets, teacher = self.bags[split]
+        ix = self.draw_rows(len(offsets) - 1, generator)
+        bags = [ids[offsets[i]:min(offsets[i + 1], offsets[i] + self.block_size)] for i in ix]
+        x = torch.full((len(bags), max(1, max(map(len, bags)))), -1, dtype=torch.long)
+        for r, b in enumerate(bags):
+            x[r, :len(b)] = torch.from_numpy(b.astype(np.int64))
+        return to_device(self.device, x, torch.from_numpy(teacher[ix].astype(np.float32)))
+
+
 def pick_dataset(mix, generator):
     """One name of mix {dataset: weight}, drawn with probability proportional to its weight (train.py draws the
     dataset of each micro-batch so: over a phase, the mix holds on average, whatever the batch size)."""
@@ -211,4 +252,5 @@ def pick_dataset(mix, generator):
     return names[torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=generator).item()]
 
 
-SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource, 'masked_pairs': MaskedPairs}  # config: data_source
+SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource, 'masked_pairs': MaskedPairs,
+           'bags': BagSource}  # config: data_source

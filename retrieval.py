@@ -17,11 +17,27 @@ from model import sample_next
 
 
 class ResponsePool:
-    """Unit vectors of responses in an exact inner-product index (cosine: the RA encoder's vectors are unit
-    length), and the responses' texts."""
+    """Unit vectors of texts (ChatBERT-RA's responses, embed.py's lines) in an exact inner-product index (cosine:
+    the vectors are unit length), and the texts."""
 
     def __init__(self, index, texts):
         self.index, self.texts = index, texts
+
+    @classmethod
+    def of(cls, vectors, texts):
+        """The pool of (N, C) float32 unit vectors and their N texts."""
+        import faiss
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return cls(index, list(texts))
+
+    @classmethod
+    def load(cls, path):
+        """(pool, stamp) saved at path.faiss/.json by save."""
+        import faiss
+        with open(path + '.json') as f:
+            saved = json.load(f)
+        return cls(faiss.read_index(path + '.faiss'), saved['texts']), saved['stamp']
 
     def search(self, queries, k):
         """(scores, ids), each (Q, k), of the k best responses for each query vector (Q, C), best first."""
@@ -33,19 +49,15 @@ class ResponsePool:
     def build(cls, model, tok, responses, batch_size=512):
         """The pool of response rows (N, response_len), as prepare/chatbert.py laid them out: duplicates once, and
         only whole responses (a row with its end token: one cut to response_len would end mid-sentence)."""
-        import faiss
         rows = np.unique(np.asarray(responses), axis=0)
         rows = rows[np.isin(rows, sorted(model.stops(tok))).any(1)]
         vectors = []
         for i in tqdm(range(0, len(rows), batch_size), desc='embedding the response pool', disable=None):
             vectors.append(model.encode(torch.from_numpy(rows[i:i + batch_size].astype(np.int64)).to(model.device())).float().cpu())
-        vectors = torch.cat(vectors).numpy()
         stops = model.stops(tok)
         texts = [tok.decode([t for t in row[:next(j for j, t in enumerate(row) if t in stops)]])
                  for row in rows.tolist()]
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        return cls(index, texts)
+        return cls.of(torch.cat(vectors).numpy(), texts)
 
     def save(self, path, stamp):
         """path.faiss and path.json (the texts and the stamp of the checkpoint that embedded them), each atomically."""
@@ -60,14 +72,12 @@ class ResponsePool:
     def for_checkpoint(cls, model, tok, ckpt):
         """The pool beside ckpt (<run>/<ckpt name>_pool.faiss/.json), built from the run's training responses
         the first time, and again if the checkpoint has changed since."""
-        import faiss
         path = os.path.splitext(ckpt['path'])[0] + '_pool'
         stamp = {'iter': ckpt['iter_num'], 'val_loss': ckpt['best_val_loss']}
         if os.path.isfile(path + '.json') and os.path.isfile(path + '.faiss'):
-            with open(path + '.json') as f:
-                saved = json.load(f)
-            if saved['stamp'] == stamp:
-                return cls(faiss.read_index(path + '.faiss'), saved['texts'])
+            pool, saved = cls.load(path)
+            if saved == stamp:
+                return pool
         data = os.path.join('data', ckpt['config']['dataset'], 'train_response.npy')
         if not os.path.isfile(data):
             die(f"{ckpt['path']} retrieves among its training responses, and {data} is missing: prepare it again "

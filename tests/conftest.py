@@ -1,6 +1,7 @@
 """Session fixtures: tiny datasets (chars of Shakespeare, BPE conversations) and tiny trained runs, made once."""
 import random
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -89,3 +90,63 @@ def bidir_chat_run(workdir, chat_data):
     train(workdir, out, '--block_size=32', '--max_iters=10', '--eval_interval=10', '--learning_rate=1e-2',
           '--warmup_iters=0', '--direction=bidirectional', dataset='chat')
     return out
+
+
+# -----------------------------------------------------------------------------
+# the BERT approximator: made-up chat messages and a toy teacher a tiny student can learn
+
+TOY_DIM = 16  # the toy teacher's width
+
+
+def toy_messages(n_convs, seed):
+    """[(text, conversation, turn)]: n_convs made-up conversations of 2-5 turns, a message or two a turn, their words
+    from a small vocabulary with a few phrases common enough to become n-gram and skip-gram entries."""
+    rng = random.Random(seed)
+    words = ['hi', 'hello', 'how', 'are', 'you', 'good', 'bad', 'i', 'am', 'fine', 'thanks', 'what', 'do', 'like',
+             'tea', 'coffee', 'dogs', 'cats', 'the', 'weather', 'is', 'nice', 'today', 'see', 'later', 'lol', 'yes',
+             'no', 'maybe', 'weekend', 'plans', 'for', 'movie', 'music', 'play', 'games', '?', '!', ',']
+    phrases = ['how are you', 'see you later', 'i am fine', 'what do you like', 'the weather is nice']
+    messages = []
+    for c in range(n_convs):
+        for turn in range(rng.randint(2, 5)):
+            for _ in range(rng.choice([1, 1, 2])):
+                parts = [rng.choice(phrases) if rng.random() < 0.3 else rng.choice(words) for _ in range(rng.randint(1, 6))]
+                messages.append((' '.join(parts), c, turn))
+    return messages
+
+
+def toy_word_vector(word):
+    """A fixed random vector per word, the same in every process (crc32, not hash(), which is salted)."""
+    return np.random.default_rng(zlib.crc32(word.encode())).standard_normal(TOY_DIM)
+
+
+def toy_embed(texts):
+    """The toy teacher: (N, TOY_DIM) float32, each text's unit-length mean of its words' vectors (an empty text gets a
+    fixed vector of its own), so a bag of words' vectors is enough to learn it."""
+    from tokenizer import words
+    out = np.zeros((len(texts), TOY_DIM), dtype=np.float32)
+    for i, text in enumerate(texts):
+        v = np.mean([toy_word_vector(w) for w in words(text)] or [toy_word_vector('<empty>')], axis=0)
+        out[i] = v / np.linalg.norm(v)
+    return out
+
+
+def toy_splits():
+    """{split: messages} for prepare.approximator.build, disjoint conversations in each split."""
+    messages = toy_messages(120, seed=0)
+    by_conv = lambda lo, hi: [m for m in messages if lo <= m[1] < hi]
+    return {'train': by_conv(0, 80), 'val': by_conv(80, 100), 'test': by_conv(100, 120)}
+
+
+def build_toy_approximator_data(out, **kw):
+    """An approximator data dir at out (prepare.approximator.build over the toy messages and teacher)."""
+    from prepare.approximator import build
+    return build(str(out), toy_splits(), toy_embed, **{'vocab_size': 300, **kw})
+
+
+@pytest.fixture(scope='session')
+def approx_workdir(tmp_path_factory):
+    """A private workdir whose data/approximator holds the toy approximator data; approximator runs train here."""
+    work = tmp_path_factory.mktemp('approx')
+    build_toy_approximator_data(work / 'data' / 'approximator')
+    return work

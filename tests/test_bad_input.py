@@ -208,7 +208,10 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('prepare.text', ['--tokenizer', '--vocab_size']),
         ('prepare.chitchat', ['--vocab_size']),
         ('prepare.hf', ['--field', '--split']),
-        ('prepare.chatbert', ['--source', '--context_len', '--response_len'])]
+        ('prepare.chatbert', ['--source', '--context_len', '--response_len']),
+        ('embed.py', ['--out_dir', '--text', '--file', '--k', '--format', '--quantize', '--cache_size']),
+        ('approximator.py', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
+        ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words'])]
 
 
 @pytest.mark.parametrize('flag', ['--help', '-h'])

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from common import configure, read_config_file
-from conftest import CONVERSATIONS
+from conftest import CONVERSATIONS, build_toy_approximator_data
 from helpers import REPO, run, train
 from prepare.chatbert import write_pairs
 
@@ -118,6 +118,9 @@ def test_config_file_sets_only_train_keys(name, workdir, char_data, chat_tok, tm
     (tmp_path / 'data').mkdir()
     if config.get('data_source') in ('pairs', 'masked_pairs'):  # ChatBERT: pairs of TINY's block, 10 + 6 tokens
         write_pairs(str(tmp_path / 'data' / 'chars'), chat_tok, {'train': CONVERSATIONS * 3, 'val': CONVERSATIONS}, 10, 6, 'tests')
+        mixed = set()
+    if config.get('data_source') == 'bags':  # the BERT approximator: bags of the toy messages, with the toy teacher's vectors
+        build_toy_approximator_data(tmp_path / 'data' / 'chars')
         mixed = set()
     for n in mixed | ({'chars'} - {p.name for p in (tmp_path / 'data').iterdir()}):
         (tmp_path / 'data' / n).symlink_to(char_data)

