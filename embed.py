@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
+from itertools import chain
 
 import numpy as np
 import torch
@@ -63,30 +64,42 @@ class Embedder:
     def bags(self, texts):
         """(B, N) entry ids of texts, -1-padded to the longest bag."""
         bags = self.tok.encode_batch(texts)
-        x = np.full((len(bags), max(1, max(map(len, bags), default=1))), -1, dtype=np.int64)
-        for r, b in enumerate(bags):
-            x[r, :len(b)] = b
+        lengths = np.array([len(b) for b in bags])
+        x = np.full((len(bags), max(1, lengths.max(initial=1))), -1, dtype=np.int64)
+        x[np.arange(x.shape[1]) < lengths[:, None]] = np.fromiter(chain.from_iterable(bags), np.int64, lengths.sum())
         return torch.from_numpy(x)
+
+    def vectors(self, texts):
+        """The model's (B, D) raw vectors of texts: by embedding_bag sums where the model has them (no padding), else
+        from padded bags."""
+        if self.model._sums is None:
+            return self.model.embed(self.bags(texts).to(self.device))
+        bags = [b[:self.model.config.block_size] for b in self.tok.encode_batch(texts)]
+        offsets = np.cumsum([0] + [len(b) for b in bags[:-1]])
+        ids = np.fromiter(chain.from_iterable(bags), np.int64, offsets[-1] + len(bags[-1]))
+        return self.model.embed_flat(torch.from_numpy(ids).to(self.device), torch.from_numpy(offsets).to(self.device))
 
     @torch.no_grad()
     def embed(self, texts, batch_size=64, normalize=True):
         """(N, D) float32 vectors of texts (unit length unless normalize=False), batch by batch, cached by text."""
         texts = list(texts)
-        out = [self.cache.get(t) for t in texts]
-        for t, v in zip(texts, out):
-            if v is not None:
-                self.cache.move_to_end(t)  # used now: the last to be evicted
-        todo = [i for i, v in enumerate(out) if v is None]
+        e = np.zeros((len(texts), self.model.config.teacher_dim), dtype=np.float32)
+        todo = list(range(len(texts)))
+        if self.cache_size:
+            todo = []
+            for i, t in enumerate(texts):
+                if t in self.cache:
+                    self.cache.move_to_end(t)  # used now: the last to be evicted
+                    e[i] = self.cache[t]
+                else:
+                    todo.append(i)
         for s in range(0, len(todo), batch_size):
             part = todo[s:s + batch_size]
-            v = self.model.embed(self.bags([texts[i] for i in part]).to(self.device)).float().cpu().numpy()
-            for i, row in zip(part, v):
-                out[i] = row
-                if self.cache_size:
-                    self.cache[texts[i]] = row
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)  # the least recently used
-        e = np.stack(out) if out else np.zeros((0, self.model.config.teacher_dim), dtype=np.float32)
+            e[part] = self.vectors([texts[i] for i in part]).float().cpu().numpy()
+            if self.cache_size:
+                self.cache.update((texts[i], e[i]) for i in part)
+                while len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)  # the least recently used
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12) if normalize else e
 
 

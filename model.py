@@ -961,7 +961,7 @@ class Approximator(nn.Module):
         self.query = nn.Linear(c.n_embd, c.n_head) if c.pooling != 'mean' else None  # one query per head: w . phi(e)
         self.rho = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
                                  nn.Linear(2 * c.n_embd, c.teacher_dim))
-        self._tables = None  # (phi, logits) of every entry, for inference; made by tables(), dropped by train()
+        self._tables = self._sums = None  # phi and logits of every entry, for inference; made by tables(), dropped by train()
 
     def get_num_params(self, non_embedding=True):
         """The learned parameters: the entries' teacher vectors are a buffer, not learned; with non_embedding, the
@@ -976,7 +976,7 @@ class Approximator(nn.Module):
 
     def train(self, mode=True):
         if mode:
-            self._tables = None  # the weights are about to change (eval(), train(False), keeps them)
+            self._tables = self._sums = None  # the weights are about to change (eval(), train(False), keeps them)
         return super().train(mode)
 
     def element_vectors(self, ids):
@@ -1034,7 +1034,32 @@ class Approximator(nn.Module):
         sink_h = self.phi(self.sink)
         q = self.query
         self._tables = (h, None if q is None else q(h), sink_h, None if q is None else q(sink_h))
+        self._sums = self.sum_tables(*self._tables)
         return self._tables
+
+    @staticmethod
+    def sum_tables(h, logits, sink_h, sink_logits):
+        """Attention pooling as two sums: softmax(l) . h = sum(e^(l - top) h) / sum(e^(l - top)), so each entry's
+        e^(l - top) h and e^(l - top) can be tabled too, (V, n_embd + heads), and a bag pooled by one embedding_bag
+        sum, no padding (embed_flat). top is each head's largest logit, so nothing overflows; None if some logit is
+        so far below it (80) that float32 would round its weight to zero (then embed's padded path serves)."""
+        if logits is None:  # mean pooling: weight 1 for every element
+            logits, sink_logits = h.new_zeros(len(h), 1), sink_h.new_zeros(1)
+        top = torch.maximum(logits.max(0).values, sink_logits)
+        if (top - torch.minimum(logits.min(0).values, sink_logits)).max() > 80:
+            return None
+        H, w, sink_w = logits.size(-1), (logits - top).exp(), (sink_logits - top).exp()
+        weighted = lambda v, w: (v.view(*v.shape[:-1], H, -1) * w[..., None]).flatten(-2)
+        return torch.cat([weighted(h, w), w], -1), torch.cat([weighted(sink_h, sink_w), sink_w], -1)
+
+    def embed_flat(self, ids, offsets):
+        """(B, teacher_dim) sentence vectors of bags given flat, ids (n,) >= 0 and each bag's start in offsets (B,), from
+        the tables (tables(): attention or mean pooling); equal to embed's up to float rounding, without padding."""
+        table, sink = self._sums
+        s = F.embedding_bag(ids, table, offsets, mode='sum') + sink
+        C = self.config.n_embd
+        H = s.size(1) - C
+        return self.rho((s[:, :C].view(-1, H, C // H) / s[:, C:, None]).view(-1, C))
 
     def forward(self, ids, target=None):
         pred = self.embed(ids)

@@ -224,6 +224,28 @@ def test_tables_give_the_full_path_output(pooling):
         assert (m.eval().embed(BAGS) - full).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize('pooling', ['mean', 'attention'])
+def test_flat_sums_equal_the_padded_path(pooling):
+    # embed_flat pools by embedding_bag sums of e^(logit - top)-weighted rows, no padding: the same vectors as embed
+    m = student(pooling)
+    with torch.no_grad():
+        m.query.weight.mul_(5) if m.query is not None else None  # sharper attention, far from uniform
+        m.tables()
+        want = m.embed(BAGS)
+        rows = [r[r >= 0] for r in BAGS]
+        offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
+        assert torch.allclose(m.embed_flat(torch.cat(rows), offsets), want, atol=1e-5)
+
+
+def test_flat_sums_refuse_logits_that_would_underflow():
+    m = student('attention')
+    with torch.no_grad():
+        m.tables()
+        h, logits, sink_h, sink_logits = m._tables
+        logits[0, 0] = sink_logits[0] - 100.0  # e^-100 rounds to zero in float32: that weight would be lost
+        assert m.sum_tables(h, logits, sink_h, sink_logits) is None
+
+
 def test_learned_entry_vectors_are_bagged_and_folded_into_the_tables():
     if 'entry_dim' not in {f.name for f in fields(ApproximatorConfig)}:
         pytest.skip('this version has no learned entry vectors (entry_dim)')
@@ -598,8 +620,8 @@ def test_embedder_matches_the_model_and_batches_do_not_matter(emb, ckpt):
 def test_lru_cache_is_bounded_and_repeated_texts_hit_it(ckpt, monkeypatch):
     emb = Embedder(ckpt, cache_size=3)
     computed = []
-    real = emb.model.embed
-    monkeypatch.setattr(emb.model, 'embed', lambda ids: computed.append(len(ids)) or real(ids))
+    real = emb.vectors
+    monkeypatch.setattr(emb, 'vectors', lambda texts: computed.append(len(texts)) or real(texts))
     first = emb.embed(TEXTS[:5])
     assert sum(computed) == 5 and len(emb.cache) == 3 and list(emb.cache) == TEXTS[2:5]  # the last used stay
     again = emb.embed([TEXTS[3], TEXTS[4], TEXTS[3]])
