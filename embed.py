@@ -11,19 +11,15 @@ bench measures, in one run on this machine: the teacher (sentence-transformers, 
 and quantized to int8, model2vec distilled from the same teacher, and the student, fp32 and int8: sentences/s at
 batch 1 and 64 (tokenization included), quality against the teacher (Spearman, cosine, next-message Recall@10).
 """
-import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from collections import OrderedDict
 from itertools import chain
 
 import numpy as np
 import torch
 
-from common import build_model, configure, die, load_checkpoint, print0, set_threads
+from common import build_model, configure, die, load_checkpoint, set_threads
 from tokenizer import NgramTokenizer
 
 # -----------------------------------------------------------------------------
