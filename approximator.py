@@ -363,7 +363,7 @@ def ablation_table(runs):
             encode, emb = student_encoder(run)
             q = quality(encode, texts, teach(texts), task)
             q['share'] = q['recall@10'] / recall(teach(task[0]), teach(task[1]), task[2])['recall@10']
-            q['params'] = emb.model.get_num_params()
+            q['params'] = sum(p.numel() for p in emb.model.parameters())  # every learned one, entry vectors too
             per_seed.append(q)
         found[name] = per_seed
         lines.append(f"| {name} | {per_seed[0]['params'] / 1e6:.2f}M | {mean_std([q['spearman'] for q in per_seed])} | "
