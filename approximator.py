@@ -289,8 +289,29 @@ def bench(path, n, repeats):
                               f"model {result['model_mb']:.1f} MB; {result['threads']} threads\n")
     with open('bench/approximator.md', 'w') as f:
         f.write(md)
+    plot_bench(rows, 'bench/approximator.png')
     print(md)
-    print("wrote bench/approximator.json and bench/approximator.md")
+    print("wrote bench/approximator.json, .md and .png")
+
+
+def plot_bench(rows, path):
+    """Speed (batch 64) against quality (Spearman with the teacher) of every model of a bench run: the Pareto front."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, r) in enumerate(rows.items()):
+        ax.scatter(r['sent_per_s_b64'], r['spearman'], s=40)
+        ax.annotate(f"{name} (R@10 {r['recall@10'] / rows['teacher']['recall@10']:.0%})", (r['sent_per_s_b64'], r['spearman']),
+                    textcoords='offset points', xytext=(-30, 8 if i % 2 else -14), fontsize=8)  # neighbours apart
+    ax.set_xscale('log')
+    ax.set_xlim(right=3 * max(r['sent_per_s_b64'] for r in rows.values()))
+    ax.set_xlabel('sentences/s at batch 64 (CPU, tokenization included)')
+    ax.set_ylabel("Spearman with the teacher's similarities")
+    ax.set_title('speed vs quality, one run on one machine')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def speed_table(rows):
@@ -349,8 +370,9 @@ def ablation_runs():
 
 
 def ablation_table(runs):
-    """Each variant's Spearman, cosine and Recall@10 share (mean ± spread over seeds), on its own teacher's vectors."""
-    lines = ['| variant | params | Spearman | cosine | R@10 / teacher |', '|---|---|---|---|---|']
+    """Each variant's Spearman, cosine and Recall@10 share (mean ± spread over seeds), on its own teacher's vectors,
+    and its speed at batch 64 (fp32, this process's threads)."""
+    lines = ['| variant | params | Spearman | cosine | R@10 / teacher | sent/s (b64, fp32) |', '|---|---|---|---|---|---|']
     found = {}
     for name, dirs in runs.items():
         per_seed = []
@@ -364,10 +386,12 @@ def ablation_table(runs):
             q = quality(encode, texts, teach(texts), task)
             q['share'] = q['recall@10'] / recall(teach(task[0]), teach(task[1]), task[2])['recall@10']
             q['params'] = sum(p.numel() for p in emb.model.parameters())  # every learned one, entry vectors too
+            q['sent_per_s'] = sentences_per_s(encode, texts, 64)
             per_seed.append(q)
         found[name] = per_seed
         lines.append(f"| {name} | {per_seed[0]['params'] / 1e6:.2f}M | {mean_std([q['spearman'] for q in per_seed])} | "
-                     f"{mean_std([q['cosine'] for q in per_seed])} | {mean_std([100 * q['share'] for q in per_seed], 1)}% |")
+                     f"{mean_std([q['cosine'] for q in per_seed])} | {mean_std([100 * q['share'] for q in per_seed], 1)}% | "
+                     f"{np.mean([q['sent_per_s'] for q in per_seed]):,.0f} |")
         print(lines[-1])
     return '\n'.join(lines), found
 
