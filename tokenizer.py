@@ -29,7 +29,20 @@ def _gpt2_encoding():
                          f"once while online, or use --tokenizer=bpe offline") from None
 
 
-class Tokenizer:
+class Saved:
+    """What every tokenizer is: its info dict (JSON types only), saved as JSON and loaded back through its class."""
+
+    def save(self, path):
+        with open(path, 'w') as f:
+            json.dump(self.info, f)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls(json.load(f))
+
+
+class Tokenizer(Saved):
 
     def __init__(self, info):
         self.info = info
@@ -88,14 +101,6 @@ class Tokenizer:
         """The ids that end a reply or a document: BOS and the speaker tokens, those this tokenizer has."""
         return {self.special(s) for s in ('<|bos|>', '<|user|>', '<|assistant|>')} - {None}
 
-    def save(self, path):
-        with open(path, 'w') as f:
-            json.dump(self.info, f)
-
-    @classmethod
-    def load(cls, path):
-        with open(path) as f:
-            return cls(json.load(f))
 
 
 def char_tokenizer(text, specials=()):
@@ -301,7 +306,7 @@ def words(text, max_words=None):
     return WORD.findall(text.lower())[:max_words]
 
 
-class NgramTokenizer:
+class NgramTokenizer(Saved):
     """Longest match over a vocabulary of words, n-grams ('how are you') and skip-grams ('how _ you'). A word-level
     trie finds the longest n-gram at each position; the matches tile the text. A skip-gram w1 _ w3 in the vocabulary
     is added to the bag wherever w1 ? w3 occurs and not inside one matched n-gram, since it adds what the tiling
@@ -378,11 +383,3 @@ class NgramTokenizer:
         """The entries of a bag, for reading: 'how are you | ?'."""
         return ' | '.join(self.entries[int(i)] for i in ids)
 
-    def save(self, path):
-        with open(path, 'w') as f:
-            json.dump(self.info, f)
-
-    @classmethod
-    def load(cls, path):
-        with open(path) as f:
-            return cls(json.load(f))
