@@ -211,7 +211,8 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('prepare.chatbert', ['--source', '--context_len', '--response_len']),
         ('embed.py', ['--out_dir', '--text', '--file', '--k', '--format', '--quantize', '--cache_size']),
         ('approximator.py', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
-        ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words'])]
+        ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
+        ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size'])]
 
 
 @pytest.mark.parametrize('flag', ['--help', '-h'])

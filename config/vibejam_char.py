@@ -1,0 +1,27 @@
+"""
+vibejam's style model, characters: a small GPT of one person's casual writing (README "vibejam"). The built-in
+corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files in data/raw/ to make it yours.
+Prepare: python -m prepare.vibejam
+Train:   python train.py config/vibejam_char.py
+Sample:  python sample.py --out_dir=out-vibejam-char --start="hey"
+VAL_LINE
+"""
+
+out_dir = 'out-vibejam-char'
+dataset = 'vibejam_char'
+eval_interval = 250
+eval_iters = 50
+log_interval = 50
+keep_best = True
+
+batch_size = 16
+block_size = 128
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.1
+
+learning_rate = 2e-3
+max_iters = 3000
+min_lr = 2e-4
+warmup_iters = 100
