@@ -14,8 +14,8 @@ eval_iters = 50
 log_interval = 50
 keep_best = True
 
-batch_size = 16
-block_size = 128
+batch_size = 8
+block_size = 256  # the rewrite pairs (draft and rewrite of up to 200 characters each) fit in one block
 n_layer = 4
 n_head = 4
 n_embd = 128

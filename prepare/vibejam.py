@@ -10,10 +10,15 @@ Documents are joined with the document separator (the tokenizer's <|bos|>, in fr
 deterministically (an md5 of the document's name), so a document is all train or all val.
 """
 import argparse
+import json
 import os
+import random
+import re
 import time
 
-from prepare.common import is_val, write_dataset
+import numpy as np
+
+from prepare.common import is_val, reuse_tokenizer, write_dataset
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, train_bpe
 
 SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
@@ -62,6 +67,110 @@ def split_documents(docs, val_frac):
     return [docs[n] for n in train], [docs[n] for n in val]
 
 
+# -----------------------------------------------------------------------------
+# rewrite pairs: (draft, rewrite) where the draft is the person's own text with its style taken out and its content
+# kept, so that a model fine-tuned on them learns to put the style back (not to copy, not to continue). Each kind
+# of noise is a knob; a pair's noise is drawn from a seeded generator, so the pairs are reproducible.
+
+# the person's casual forms -> the neutral ones a draft (an LLM's, a stranger's) would use
+NEUTRAL = {'lol': '', 'haha': '', 'hahaha': '', 'lmao': '', 'omg': 'oh my god', 'idk': "I don't know", 'tbh': 'to be honest',
+           'u': 'you', 'ur': 'your', 'ya': 'you', 'yeah': 'yes', 'yep': 'yes', 'nope': 'no', 'gonna': 'going to',
+           'wanna': 'want to', 'gotta': 'have to', 'kinda': 'kind of', 'sorta': 'sort of', 'cuz': 'because',
+           'cause': 'because', 'thx': 'thanks', 'pls': 'please', 'plz': 'please', 'im': "I'm", 'dont': "don't",
+           'cant': "can't", 'wont': "won't", 'didnt': "didn't", 'isnt': "isn't", 'thats': "that's", 'whats': "what's",
+           'ok': 'okay', 'k': 'okay', 'btw': 'by the way', 'rn': 'right now', 'awesome': 'great', 'super': 'very'}
+EXPAND = {"i'm": 'I am', "don't": 'do not', "can't": 'cannot', "won't": 'will not', "it's": 'it is',
+          "that's": 'that is', "didn't": 'did not', "isn't": 'is not', "you're": 'you are', "i've": 'I have',
+          "what's": 'what is', "i'll": 'I will', "doesn't": 'does not', "there's": 'there is', "i'd": 'I would'}
+NOISE = {'neutral': 1.0, 'expand': 1.0, 'normalize': 1.0, 'word_drop': 0.05, 'shuffle': 0.05}  # the defaults
+
+
+def corrupt(text, rng, neutral=1.0, expand=1.0, normalize=1.0, word_drop=0.0, shuffle=0.0):
+    """The draft of a text: each casual word swapped for its neutral form (NEUTRAL) with probability neutral,
+    contractions expanded with probability expand, each line's case and end punctuation normalized with probability
+    normalize (a capital first letter, one final period, ! and ? runs to one), then each word dropped with probability
+    word_drop and each word swapped with its right neighbour with probability shuffle. rng: a random.Random."""
+    lines = []
+    for line in text.split('\n'):
+        out = []
+        for w in line.split():
+            core, tail = w.rstrip('.,!?'), w[len(w.rstrip('.,!?')):]
+            low = core.lower()
+            if low in NEUTRAL and rng.random() < neutral:
+                core = NEUTRAL[low]
+            elif low in EXPAND and rng.random() < expand:
+                core = EXPAND[low]
+            if core and rng.random() >= word_drop:
+                out.append(core + tail)
+        for i in range(len(out) - 1):
+            if rng.random() < shuffle:
+                out[i], out[i + 1] = out[i + 1], out[i]
+        line = ' '.join(out)
+        if line and rng.random() < normalize:
+            line = re.sub(r'([!?])\1+', r'\1', line)
+            line = line[0].upper() + line[1:]
+            line = line if line[-1] in '.!?' else line + '.'
+        if line:
+            lines.append(line)
+    return '\n'.join(lines)
+
+
+def render_pair(tok, draft, rewrite):
+    """(ids, mask) of one pair as a document: <|bos|>Draft:\n{draft}\nRewrite:\n{rewrite}, the mask 1 on the rewrite
+    (its tokens, and through data.TokenStream the next document's <|bos|>, the end marker, are the targets)."""
+    prompt = [tok.bos] + tok.encode(f"Draft:\n{draft}\nRewrite:\n")
+    target = tok.encode(rewrite)
+    return prompt + target, [0] * len(prompt) + [1] * len(target)
+
+
+def chunks(text, max_chars=200):
+    """A document's consecutive lines grouped into pieces of at most max_chars (a longer line is a piece alone)."""
+    out, cur = [], ''
+    for line in text.split('\n'):
+        if cur and len(cur) + 1 + len(line) > max_chars:
+            out.append(cur)
+            cur = line
+        else:
+            cur = f"{cur}\n{line}" if cur else line
+    return out + ([cur] if cur.strip() else [])
+
+
+def make_pairs(texts, seed=0, max_chars=200, **noise):
+    """[(draft, rewrite)] of every chunk of texts whose draft is not empty; the same pairs for the same seed."""
+    rng = random.Random(seed)
+    pairs = [(corrupt(c, rng, **noise), c) for t in texts for c in chunks(t, max_chars)]
+    return [(d, r) for d, r in pairs if d.strip()]
+
+
+def read_edits(path):
+    """[(draft, rewrite)] of a JSONL file of {"draft": ..., "rewrite": ...} (real edits: an LLM's draft, your edit)."""
+    pairs = []
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    pairs.append((str(row['draft']), str(row['rewrite'])))
+                except (ValueError, KeyError, TypeError):
+                    raise SystemExit(f"{path}:{n}: not a JSON object with 'draft' and 'rewrite'") from None
+    return pairs
+
+
+def write_pairs(out, tok, splits, source):
+    """data/<out>: each split's pairs rendered by render_pair, the rewrites masked in for the loss."""
+    docs, masks = {}, {}
+    for split, pairs in splits.items():
+        rendered = []
+        for draft, rewrite in pairs:
+            try:
+                rendered.append(render_pair(tok, draft, rewrite))
+            except ValueError as e:  # a char tokenizer meets a character it lacks (an edit from elsewhere)
+                raise SystemExit(f"a pair can't be encoded with the style model's tokenizer ({e}): prepare the style "
+                                 f"data from text that has it, or use --tokenizer=bpe there") from None
+        docs[split], masks[split] = [ids for ids, _ in rendered], [np.array(m) for _, m in rendered]
+    write_dataset(out, tok, docs, source=source, masks=masks, pairs={k: len(v) for k, v in splits.items()})
+
+
 def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size=256, source=''):
     """Write data/<out>: each document after a <|bos|>, train and val by document. Dies if a split has fewer
     tokens than block_size + 1 (the style configs' windows)."""
@@ -87,7 +196,14 @@ if __name__ == '__main__':
     parser.add_argument('--vocab_size', type=int, default=2048, help="bpe only; counts the special tokens")
     parser.add_argument('--val_frac', type=float, default=0.1, help="the share of documents held out")
     parser.add_argument('--block_size', type=int, default=256, help="each split needs more tokens than this")
-    parser.add_argument('--out', default=None, help="default: data/vibejam_<tokenizer>")
+    parser.add_argument('--out', default=None, help="default: data/vibejam_<tokenizer>, or data/vibejam_rewrite_<tokenizer> with --pairs")
+    parser.add_argument('--pairs', default=None, metavar='STYLE_DATA', help="make (draft, rewrite) pairs instead, with the "
+                        "tokenizer of this prepared style data dir (e.g. data/vibejam_char), for the rewrite fine-tuning")
+    parser.add_argument('--edits', default=None, help="--pairs: a JSONL file of real {\"draft\": ..., \"rewrite\": ...} edits, added to train")
+    parser.add_argument('--seed', type=int, default=0, help="--pairs: the noise's seed")
+    parser.add_argument('--max_chars', type=int, default=200, help="--pairs: a pair's text, in consecutive lines")
+    for k, v in NOISE.items():
+        parser.add_argument(f'--{k}', type=float, default=v, help=f"--pairs: the probability of this noise (corrupt())")
     args = parser.parse_args()
     if not 0 < args.val_frac < 1:
         raise SystemExit(f"--val_frac must be between 0 and 1, got {args.val_frac}")
@@ -99,6 +215,17 @@ if __name__ == '__main__':
         docs, source = chitchat_documents(), f'chitchat-dataset, every message of sender {SENDER}'
         print(f"no data/raw/: using a real person's writing, {source}")
     print(f"{len(docs):,} documents, {sum(map(len, docs.values())):,} characters")
-    build(args.out or f'data/vibejam_{args.tokenizer}', docs, args.tokenizer, args.vocab_size, args.val_frac,
-          args.block_size, source)
+    if args.pairs:
+        tok = reuse_tokenizer(args.pairs)
+        noise = {k: getattr(args, k) for k in NOISE}
+        train, val = split_documents(docs, args.val_frac)  # the style data's split: val documents stay unseen
+        splits = {'train': make_pairs(train, args.seed, args.max_chars, **noise),
+                  'val': make_pairs(val, args.seed + 1, args.max_chars, **noise)}
+        if args.edits:
+            splits['train'] += read_edits(args.edits)
+        print(f"{len(splits['train']):,} train / {len(splits['val']):,} val pairs, e.g. {splits['train'][0]}")
+        write_pairs(args.out or f"data/vibejam_rewrite_{tok.kind}", tok, splits, f"{source}; rewrite pairs, noise {noise}")
+    else:
+        build(args.out or f'data/vibejam_{args.tokenizer}', docs, args.tokenizer, args.vocab_size, args.val_frac,
+              args.block_size, source)
     print(f"done in {time.time() - t0:.1f}s")

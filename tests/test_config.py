@@ -124,6 +124,8 @@ def test_config_file_sets_only_train_keys(name, workdir, char_data, chat_tok, tm
         mixed = set()
     for n in mixed | ({'chars'} - {p.name for p in (tmp_path / 'data').iterdir()}):
         (tmp_path / 'data' / n).symlink_to(char_data)
+    if config.get('init_from', 'scratch') not in ('scratch', 'resume'):  # a fine-tuning config: a tiny parent first
+        train(tmp_path, tmp_path / config['init_from'], '--max_iters=1', '--eval_iters=1', '--eval_interval=1')
     proc = train(tmp_path, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', config=[path])
     keys = [node.targets[0].id for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)]
     assert keys and all(f"config: {key} = " in proc.stdout for key in keys)

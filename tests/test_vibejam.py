@@ -72,3 +72,66 @@ def test_cli_on_an_empty_folder_says_one_line(tmp_path):
     (tmp_path / 'raw').mkdir()
     proc = run('prepare.vibejam', f'--folder={tmp_path / "raw"}', f'--out={tmp_path / "out"}')
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr and 'no .txt or .md' in proc.stderr
+
+
+# -- rewrite pairs
+TEXT = "lol yeah im gonna go\nidk tbh, it's kinda weird!!!\nwe should totally hang out this weekend haha"
+
+
+def content_overlap(draft, original):
+    """The share of the original's content words (lowercased, casual forms neutralized away) that the draft keeps."""
+    from prepare.vibejam import NEUTRAL
+    words = lambda t: {w.strip('.,!?').lower() for w in t.split()} - set(NEUTRAL) - {''}
+    return len(words(draft) & words(original)) / len(words(original))
+
+
+@pytest.mark.parametrize('noise', [{}, {'word_drop': 0.1}, {'shuffle': 0.3}, {'neutral': 0.0, 'expand': 0.0}])
+def test_corruption_is_seeded_changes_the_text_and_keeps_its_content(noise):
+    import random
+    from prepare.vibejam import corrupt
+    a, b = corrupt(TEXT, random.Random(3), **noise), corrupt(TEXT, random.Random(3), **noise)
+    assert a == b  # reproducible with a seed
+    assert a != TEXT  # the style is gone
+    assert content_overlap(a, TEXT) >= 0.6
+
+
+def test_each_noise_does_its_own_thing():
+    import random
+    from prepare.vibejam import corrupt
+    off = {'neutral': 0.0, 'expand': 0.0, 'normalize': 0.0}
+    assert corrupt(TEXT, random.Random(0), **off) == TEXT  # all off: the text as it was
+    assert 'going to' in corrupt(TEXT, random.Random(0), **{**off, 'neutral': 1.0})
+    assert 'it is' in corrupt(TEXT, random.Random(0), **{**off, 'expand': 1.0})
+    normalized = corrupt(TEXT, random.Random(0), **{**off, 'normalize': 1.0}).split('\n')
+    assert all(line[0].isupper() and line[-1] in '.!?' for line in normalized) and '!!!' not in ''.join(normalized)
+    dropped = corrupt(' '.join(['word'] * 400), random.Random(0), **{**off, 'word_drop': 0.5})
+    assert 120 < len(dropped.split()) < 280
+
+
+def test_a_rendered_pair_masks_the_draft_out_of_the_loss(chat_tok):
+    from prepare.vibejam import render_pair
+    ids, mask = render_pair(chat_tok, 'Hello there.', 'hey there')
+    assert len(ids) == len(mask) and ids[0] == chat_tok.bos
+    first = mask.index(1)
+    assert chat_tok.decode(ids[:first]).endswith('Draft:\nHello there.\nRewrite:\n')
+    assert chat_tok.decode(ids[first:]) == 'hey there' and all(mask[first:])  # the loss is on the rewrite alone
+
+
+def test_pairs_are_reproducible_and_skip_empty_drafts():
+    from prepare.vibejam import make_pairs
+    texts = [TEXT, 'haha\nlol', 'short one\nand another line here']
+    assert make_pairs(texts, seed=1) == make_pairs(texts, seed=1)
+    pairs = make_pairs(texts, seed=1)
+    assert pairs and all(d.strip() for d, _ in pairs)
+    assert 'haha\nlol' not in [r for _, r in pairs]  # its draft would be empty: nothing to rewrite from
+
+
+def test_edits_file_is_read_and_bad_lines_say_where(tmp_path):
+    from prepare.vibejam import read_edits
+    good = tmp_path / 'edits.jsonl'
+    good.write_text('{"draft": "Hello.", "rewrite": "hey"}\n\n{"draft": "Thanks a lot.", "rewrite": "thx!!"}\n')
+    assert read_edits(str(good)) == [('Hello.', 'hey'), ('Thanks a lot.', 'thx!!')]
+    bad = tmp_path / 'bad.jsonl'
+    bad.write_text('{"draft": "ok", "rewrite": "k"}\n{"draft": "no rewrite"}\n')
+    with pytest.raises(SystemExit, match='bad.jsonl:2'):
+        read_edits(str(bad))

@@ -1,0 +1,26 @@
+"""
+vibejam's rewrite mode: the style model fine-tuned on (draft, rewrite) pairs, where the draft is the person's own
+text with its style taken out (casual words made neutral, contractions expanded, case and punctuation normalized,
+a few words dropped or swapped: prepare/vibejam.py corrupt) and the rewrite is the text as they wrote it. The loss
+is on the rewrite alone (and its end, the next <|bos|>).
+Prepare: python -m prepare.vibejam --pairs=data/vibejam_char      # after python -m prepare.vibejam
+Train:   python train.py config/vibejam_rewrite.py                 # after python train.py config/vibejam_char.py
+BPE:     python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
+"""
+
+out_dir = 'out-vibejam-rewrite-char'
+init_from = 'out-vibejam-char'  # the style model: its architecture, tokenizer and direction come with it
+dataset = 'vibejam_rewrite_char'
+eval_interval = 100
+eval_iters = 50
+log_interval = 25
+keep_best = True
+
+batch_size = 16
+block_size = 256  # a pair: Draft, its up to 200 characters, Rewrite, the same again
+dropout = 0.1
+
+learning_rate = 5e-4
+max_iters = 800
+min_lr = 5e-5
+warmup_iters = 50
