@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tokenizer import SPEAKERS, decode_growing, render_context, render_prompt, render_response, speaker_ids
+from tokenizer import SPEAKERS, decode_growing, render_context, render_prompt, render_response, render_rewrite, speaker_ids
 
 
 @dataclass
@@ -462,6 +462,17 @@ class GPT(nn.Module):
         speakers = torch.cat([speakers, torch.full_like(speakers[:, :1], 1 + SPEAKERS.index('<|assistant|>'))], dim=1)
         sampled = (t.item() for t in self.generate_stream(x, max_new_tokens, temperature, top_k, top_p, speakers=speakers))
         yield from decode_growing(tok, sampled, tok.turn_ends, backward)
+
+    @torch.no_grad()
+    def rewrite_stream(self, tok, draft, max_new_tokens=256, temperature=0.7, top_k=50, top_p=0.95):
+        """Yield the rewrite of a draft in this model's style (vibejam's rewrite mode) as growing text, ending at the
+        end marker, <|bos|>. A model fine-tuned on rewrite pairs (prepare/vibejam.py --pairs) knows the layout."""
+        ids = render_rewrite(tok, draft)
+        if len(ids) >= self.config.block_size:
+            raise ValueError(f"the draft takes {len(ids)} tokens with its prompt; this model reads {self.config.block_size}: shorten it")
+        x = torch.tensor(ids, dtype=torch.long, device=self.device())[None, ...]
+        sampled = (t.item() for t in self.generate_stream(x, max_new_tokens, temperature, top_k, top_p))
+        yield from decode_growing(tok, sampled, {tok.bos})
 
     @torch.no_grad()
     def score_replies(self, tok, history, replies):

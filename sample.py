@@ -4,6 +4,8 @@ $ python sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_sam
 $ python sample.py --out_dir=out-quickstart --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
 The model, its tokenizer and its direction come from the checkpoint. A backward model takes --start as the
 ending and writes what came before it (shown in reading order); a bidirectional model reads --direction.
+Rewrite a draft in a vibejam model's style (README "vibejam"), the draft as text or FILE:path:
+$ python sample.py --out_dir=out-vibejam-rewrite-char --rewrite="Hello. I am going to the store, do you want anything?"
 """
 
 import os
@@ -29,6 +31,8 @@ seed = 1337
 device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start
+rewrite = ''  # a draft to rewrite in the model's style (or "FILE:path"); needs a rewrite-tuned model (vibejam)
+zero_shot = False  # rewrite with a model never tuned on rewrite pairs anyway (expect a continuation, not a rewrite)
 # -----------------------------------------------------------------------------
 configure(globals(), sys.argv[1:])
 
@@ -45,14 +49,50 @@ try:
 except ValueError as e:
     die(f"--direction={direction}: {e}")
 
-if start.startswith('FILE:'):
-    if not os.path.isfile(start[5:]):
-        die(f"--start={start}: no such file")
+
+
+def read_arg(key, value):
+    """A text argument, or the UTF-8 text of the file it names (FILE:path)."""
+    if not value.startswith('FILE:'):
+        return value
+    if not os.path.isfile(value[5:]):
+        die(f"--{key}={value}: no such file")
     try:
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+        with open(value[5:], encoding='utf-8') as f:
+            return f.read()
     except UnicodeDecodeError as e:
-        die(f"--start={start}: not UTF-8 text (byte {e.start}); save the prompt as UTF-8")
+        die(f"--{key}={value}: not UTF-8 text (byte {e.start}); save it as UTF-8")
+
+
+def rewrite_text(model, tok, draft, **sampling):
+    """The rewrite of draft by a vibejam model, whole: what chat and the web page call."""
+    text = ''
+    for text in model.rewrite_stream(tok, draft, **sampling):
+        pass
+    return text
+
+
+if rewrite:
+    draft = read_arg('rewrite', rewrite).strip()
+    if 'rewrite' not in ckpt.get('formats', []) and not zero_shot:
+        die(f"{out_dir} was never fine-tuned on rewrite pairs (config/vibejam_rewrite.py), so it would continue the "
+            f"draft, not rewrite it; pass --zero_shot=True to see that anyway")
+    if backward or marker or tok.bos is None:
+        die(f"rewrite mode reads forward and needs a <|bos|> token; {out_dir} is a {ckpt['direction']} model of a "
+            f"{tok.kind} tokenizer")
+    print(f"Draft:\n{draft}\n\nRewrite:")
+    for k in range(num_samples):
+        shown = ''
+        try:
+            with autocast:
+                for text in model.rewrite_stream(tok, draft, max_new_tokens, temperature, top_k, top_p):
+                    print(text[len(shown):], end='', flush=True)  # streamed as it comes, up to the end marker
+                    shown = text
+        except ValueError as e:
+            die(f"--rewrite: {e}")
+        print('\n---------------' if num_samples > 1 else '')
+    sys.exit(0)
+start = read_arg('start', start)
 try:
     ids = ([tok.bos] if tok.bos is not None else []) + tok.encode(start)
 except ValueError as e:  # characters a char tokenizer never saw

@@ -245,6 +245,11 @@ def render_prompt(tok, turns, max_len, backward=False, marker=False):
     return ids
 
 
+def render_rewrite(tok, draft):
+    """vibejam's rewrite prompt, as its pairs are laid out (prepare/vibejam.py): the rewrite follows, then <|bos|>."""
+    return [tok.bos] + tok.encode(f"Draft:\n{draft}\nRewrite:\n")
+
+
 def render_context(tok, turns, length):
     """ChatBERT's context: render_prompt's forward prompt cut to length tokens, then left-padded with <|pad|> to
     exactly length (prepare/chatbert.py lays its training pairs out so; a test checks the two agree)."""

@@ -252,7 +252,7 @@ for start, c in curriculum():
 
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
-iter_num, best_val_loss, parent, tokens_seen = 0, 1e9, None, 0
+iter_num, best_val_loss, parent, tokens_seen, formats = 0, 1e9, None, 0, []  # formats: see below
 entered, stale = [], 0  # the iteration each phase began at; evals since val loss last improved (patience)
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
@@ -275,6 +275,7 @@ else:
         die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
             f"train on data made with the same tokenizer")
     model_args = dict(ckpt['model_args'], dropout=dropout)  # the architecture is the checkpoint's; dropout may change
+    formats = list(ckpt.get('formats', []))
     parent = ckpt.get('parent')
     if max_block_size > model_args['block_size']:
         die(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
@@ -290,6 +291,9 @@ else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
         start_line = f"fine-tuning {ckpt['path']} ({where})"
 model.to(device)
+# the data formats this model and its ancestors were trained on ('text', 'rewrite', ...), so a consumer knows what it
+# can do: sample.py's rewrite mode asks for 'rewrite'
+formats += [f for f in [getattr(data, 'meta', {}).get('format', 'text')] if f not in formats]
 
 # a GradScaler only for float16, which only CUDA runs; a no-op otherwise
 scaler = torch.amp.GradScaler('cuda', enabled=(ptdtype == torch.float16))
@@ -525,7 +529,7 @@ while True:
             ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
                     'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
                     'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
-                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'rng': rng_states(),
+                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'formats': formats, 'rng': rng_states(),
                     'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
             if master_process:
                 print0(f"saving checkpoint to {out_dir}" + (" (and best.pt)" if keep_best and improved else ''))

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from prepare.common import is_val, reuse_tokenizer, write_dataset
-from tokenizer import SPECIAL_TOKENS, char_tokenizer, train_bpe
+from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_rewrite, train_bpe
 
 SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
 
@@ -118,8 +118,7 @@ def corrupt(text, rng, neutral=1.0, expand=1.0, normalize=1.0, word_drop=0.0, sh
 def render_pair(tok, draft, rewrite):
     """(ids, mask) of one pair as a document: <|bos|>Draft:\n{draft}\nRewrite:\n{rewrite}, the mask 1 on the rewrite
     (its tokens, and through data.TokenStream the next document's <|bos|>, the end marker, are the targets)."""
-    prompt = [tok.bos] + tok.encode(f"Draft:\n{draft}\nRewrite:\n")
-    target = tok.encode(rewrite)
+    prompt, target = render_rewrite(tok, draft), tok.encode(rewrite)
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
 
@@ -168,7 +167,7 @@ def write_pairs(out, tok, splits, source):
                 raise SystemExit(f"a pair can't be encoded with the style model's tokenizer ({e}): prepare the style "
                                  f"data from text that has it, or use --tokenizer=bpe there") from None
         docs[split], masks[split] = [ids for ids, _ in rendered], [np.array(m) for _, m in rendered]
-    write_dataset(out, tok, docs, source=source, masks=masks, pairs={k: len(v) for k, v in splits.items()})
+    write_dataset(out, tok, docs, source=source, masks=masks, format='rewrite', pairs={k: len(v) for k, v in splits.items()})
 
 
 def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size=256, source=''):
@@ -176,7 +175,8 @@ def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size
     tokens than block_size + 1 (the style configs' windows)."""
     train, val = split_documents(docs, val_frac)
     if tokenizer == 'char':
-        tok = char_tokenizer(''.join(docs.values()), specials=SPECIAL_TOKENS)  # every document's characters
+        # every document's characters, and the rewrite prompt's, so the rewrite pairs can be written with it
+        tok = char_tokenizer(''.join(docs.values()) + 'Draft:\nRewrite:\n', specials=SPECIAL_TOKENS)
     else:
         tok = train_bpe(train, vocab_size)  # train documents only: val stays unseen
     splits = {name: [[tok.bos] + tok.encode(text) for text in texts] for name, texts in (('train', train), ('val', val))}

@@ -135,3 +135,51 @@ def test_edits_file_is_read_and_bad_lines_say_where(tmp_path):
     bad.write_text('{"draft": "ok", "rewrite": "k"}\n{"draft": "no rewrite"}\n')
     with pytest.raises(SystemExit, match='bad.jsonl:2'):
         read_edits(str(bad))
+
+
+# -- rewrite mode
+def test_rewrite_stream_stops_at_the_end_marker(chat_tok, monkeypatch):
+    import torch
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=chat_tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    said = chat_tok.encode('hey you') + [chat_tok.bos] + chat_tok.encode(' and more')
+    monkeypatch.setattr(model, 'generate_stream', lambda x, *a, **k: (torch.tensor([[t]]) for t in said))
+    assert list(model.rewrite_stream(chat_tok, 'Hello.'))[-1] == 'hey you'
+    with pytest.raises(ValueError, match='shorten'):
+        next(model.rewrite_stream(chat_tok, 'word ' * 100))
+
+
+@pytest.fixture(scope='module')
+def rewrite_runs(tmp_path_factory):
+    """A tiny char style run on made-up notes, then its rewrite fine-tuning on copy pairs (draft = rewrite)."""
+    from helpers import train
+    from prepare.vibejam import build, make_pairs, split_documents, write_pairs
+    work = tmp_path_factory.mktemp('vibejam')
+    docs = {f'n{i}.txt': '\n'.join(f"{w} {i % 7} ok" for w in ('abc', 'bcd', 'cab', 'dab')[i % 4:] + ('ab',)) for i in range(60)}
+    tok = build(str(work / 'data' / 'style'), docs, 'char', val_frac=0.2, block_size=16)
+    off = {'neutral': 0.0, 'expand': 0.0, 'normalize': 0.0, 'word_drop': 0.0, 'shuffle': 0.0}  # copy: the draft is the text
+    train_docs, val_docs = split_documents(docs, 0.2)
+    write_pairs(str(work / 'data' / 'pairs'), tok, {'train': make_pairs(train_docs, max_chars=12, **off),
+                                                      'val': make_pairs(val_docs, max_chars=12, **off)}, 'tests')
+    train(work, work / 'style', '--max_iters=30', '--eval_interval=30', '--block_size=48', dataset='style')
+    proc = train(work, work / 'rewrite', '--init_from=style', '--max_iters=150', '--eval_interval=150',
+                 '--learning_rate=3e-3', '--warmup_iters=10', '--block_size=48', '--batch_size=16', dataset='pairs')
+    return work, proc
+
+
+def test_a_tiny_model_learns_to_copy_a_drafts_content(rewrite_runs):
+    from helpers import read_log
+    work, _ = rewrite_runs
+    evals = [r for r in read_log(work / 'rewrite') if 'val_loss' in r]
+    assert evals[-1]['val_loss'] < 0.5 * evals[0]['val_loss'] and evals[-1]['val_loss'] < 1.0
+
+
+def test_sample_rewrites_with_a_rewrite_tuned_model_and_refuses_others(rewrite_runs):
+    work, _ = rewrite_runs
+    proc = run('sample.py', f'--out_dir={work / "style"}', '--rewrite=abc 1 ok', cwd=work)
+    assert proc.returncode != 0 and 'never fine-tuned on rewrite pairs' in proc.stderr and 'Traceback' not in proc.stderr
+    proc = run('sample.py', f'--out_dir={work / "rewrite"}', '--rewrite=abc 1 ok', '--temperature=0', '--num_samples=1',
+               '--max_new_tokens=30', cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    draft_part, rewrite_part = proc.stdout.split('Rewrite:', 1)
+    assert 'abc 1 ok' in draft_part and rewrite_part.strip()  # a rewrite, stopped at the end marker
