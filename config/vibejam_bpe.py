@@ -4,7 +4,8 @@ corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files 
 Prepare: python -m prepare.vibejam --tokenizer=bpe
 Train:   python train.py config/vibejam_bpe.py
 Sample:  python sample.py --out_dir=out-vibejam-bpe --start="hey"
-VAL_LINE
+Measured (one CPU thread, 2,000 iterations, ~4 minutes): val loss 4.298 per BPE token, about 1.28 nats a character
+(3.37 characters a token), on the built-in corpus; the source reports char-level 2.32-2.45 on its own.
 """
 
 out_dir = 'out-vibejam-bpe'

@@ -4,7 +4,8 @@ corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files 
 Prepare: python -m prepare.vibejam
 Train:   python train.py config/vibejam_char.py
 Sample:  python sample.py --out_dir=out-vibejam-char --start="hey"
-VAL_LINE
+Measured: val loss 1.367 nats a character after 3,000 iterations, 12 minutes on one CPU thread with another run
+sharing the machine (the source reports 2.32-2.45 on its own corpus; BPE reaches 1.28 a character, vibejam_bpe.py).
 """
 
 out_dir = 'out-vibejam-char'
