@@ -6,6 +6,9 @@ is on the rewrite alone (and its end, the next <|bos|>).
 Prepare: python -m prepare.vibejam --pairs=data/vibejam_char      # after python -m prepare.vibejam
 Train:   python train.py config/vibejam_rewrite.py                 # after python train.py config/vibejam_char.py
 BPE:     python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
+Measured (BPE, one CPU thread, ~5 min): the rewrite tokens' val loss falls from 4.355 to 2.678, and greedy decoding
+turns "Yes, I am going to the store. Do you want anything? I do not know what to get." into "Yeah, I am going to the
+store. Do you want anything? I don't know what to get".
 """
 
 out_dir = 'out-vibejam-rewrite-char'
@@ -20,7 +23,7 @@ batch_size = 16
 block_size = 256  # a pair: Draft, its up to 200 characters, Rewrite, the same again
 dropout = 0.1
 
-learning_rate = 5e-4
-max_iters = 800
-min_lr = 5e-5
+learning_rate = 2e-3  # 5e-4 barely moved in 800 iterations (BPE val 4.355 -> 4.125); 2e-3 learns to copy and restyle
+max_iters = 1500
+min_lr = 2e-4
 warmup_iters = 50
