@@ -373,18 +373,19 @@ def ablation_table(runs):
     """Each variant's Spearman, cosine and Recall@10 share (mean ± spread over seeds), on its own teacher's vectors,
     and its speed at batch 64 (fp32, this process's threads)."""
     lines = ['| variant | params | Spearman | cosine | R@10 / teacher | sent/s (b64, fp32) |', '|---|---|---|---|---|---|']
-    found = {}
+    found, held = {}, {}  # held: per data dir, what every run on it is measured against, made once
     for name, dirs in runs.items():
         per_seed = []
         for run in dirs:
-            ckpt = load_checkpoint(run)
-            data_dir = os.path.join('data', ckpt['config']['dataset'])
-            texts = [t for t, _, _ in held_out(data_dir)][:n_sentences]
-            teach = teacher_encoder(ckpt['model_args'].get('teacher', ''), cached=True)
-            task = chitchat_task(data_dir)
             encode, emb = student_encoder(run)
-            q = quality(encode, texts, teach(texts), task)
-            q['share'] = q['recall@10'] / recall(teach(task[0]), teach(task[1]), task[2])['recall@10']
+            data_dir = data_dir_of(run)
+            if data_dir not in held:
+                texts, task = [t for t, _, _ in held_out(data_dir)][:n_sentences], chitchat_task(data_dir)
+                teach = teacher_encoder(emb.model.config.teacher, cached=True)
+                held[data_dir] = texts, task, teach(texts), recall(teach(task[0]), teach(task[1]), task[2])['recall@10']
+            texts, task, reference, teacher_r10 = held[data_dir]
+            q = quality(encode, texts, reference, task)
+            q['share'] = q['recall@10'] / teacher_r10
             q['params'] = sum(p.numel() for p in emb.model.parameters())  # every learned one, entry vectors too
             q['sent_per_s'] = sentences_per_s(encode, texts, 64)
             per_seed.append(q)

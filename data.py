@@ -26,8 +26,14 @@ def to_device(device, *tensors):
 
 
 class Source:
-    """What every source shares: one generator draws each global batch, the same on every rank, and its state is
-    what a resumed run restores to draw the same batches again."""
+    """What every source shares: where it is and how big its batches are, and one generator that draws each global
+    batch: every rank draws the same indices and takes its own slice, so a global batch is the same on 1 process or
+    N (DDP matches a single process exactly), and the generator's state is what a resumed run restores."""
+
+    def __init__(self, data_dir, block_size, batch_size, device, seed, rank, world_size):
+        self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
 
     def state_dict(self):
         return {'generator': self.generator.get_state()}
@@ -66,16 +72,12 @@ class TokenStream(Source):
         except ValueError as e:
             die(f"{data_dir}/meta.json is not valid JSON ({e}); re-run the prepare script that made it")
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
-        self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
-        self.rank, self.world_size = rank, world_size
+        super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
         self.direction, self.backward_frac = direction, backward_frac
         if direction == 'bidirectional' and None in (self.tokenizer.special('<|forward|>'), self.tokenizer.special('<|backward|>')):
             die(f"bidirectional training needs <|forward|> and <|backward|> tokens, which {data_dir}'s "
                 f"{self.tokenizer.kind} tokenizer lacks; prepare the data again with this version")
         self.cache = {}  # oriented splits live in memory; forward ones are re-opened memmaps
-        # every rank draws the same indices from the same generator and takes its own slice, so a
-        # global batch is the same on 1 process or N: DDP matches a single process exactly
-        self.generator = torch.Generator().manual_seed(seed)
         for split in ('train', 'val'):
             n = len(self.streams(split)[0][0])
             if n < block_size + 1:
@@ -166,8 +168,7 @@ class PairSource(Source):
         self.pairs = {split: (np.load(os.path.join(data_dir, f'{split}_context.npy'), mmap_mode='r'),
                               np.load(os.path.join(data_dir, f'{split}_response.npy'), mmap_mode='r'))
                       for split in ('train', 'val')}
-        self.block_size, self.batch_size, self.device, self.rank, self.world_size = block_size, batch_size, device, rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
         context_len, response_len = (self.pairs['train'][k].shape[1] for k in (0, 1))
         if block_size != context_len + response_len:
             die(f"{data_dir} pairs {context_len} context and {response_len} response tokens: set block_size = "
@@ -219,12 +220,10 @@ class BagSource(Source):
             die(f"a bag of entries has no order to read backward, got direction={direction!r}")
         with open(os.path.join(data_dir, 'meta.json')) as f:
             self.meta = json.load(f)
-        self.data_dir = data_dir
         self.tokenizer = NgramTokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         load = lambda split, name: np.load(os.path.join(data_dir, f'{split}_{name}.npy'), mmap_mode='r')
         self.bags = {split: tuple(load(split, n) for n in ('ids', 'offsets', 'teacher')) for split in ('train', 'val')}
-        self.block_size, self.batch_size, self.device, self.rank, self.world_size = block_size, batch_size, device, rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
         self.model_args = {'teacher_dim': self.meta['teacher_dim'], 'teacher': self.meta['teacher']}
 
     def init_model(self, model):
@@ -237,10 +236,15 @@ class BagSource(Source):
         ids, offsets, teacher = self.bags[split]
         ix = self.draw_rows(len(offsets) - 1, generator)
         bags = [ids[offsets[i]:min(offsets[i + 1], offsets[i] + self.block_size)] for i in ix]
-        x = torch.full((len(bags), max(1, max(map(len, bags)))), -1, dtype=torch.long)
-        for r, b in enumerate(bags):
-            x[r, :len(b)] = torch.from_numpy(b.astype(np.int64))
-        return to_device(self.device, x, torch.from_numpy(teacher[ix].astype(np.float32)))
+        return to_device(self.device, pad_bags(bags), torch.from_numpy(teacher[ix].astype(np.float32)))
+
+
+def pad_bags(bags):
+    """(B, N) int64 tensor of bags of entry ids (sequences of ints), each -1-padded to the largest (N >= 1)."""
+    lengths = np.array([len(b) for b in bags])
+    x = np.full((len(bags), max(1, lengths.max(initial=1))), -1, dtype=np.int64)
+    x[np.arange(x.shape[1]) < lengths[:, None]] = np.concatenate([np.asarray(b, dtype=np.int64) for b in bags] or [[]])
+    return torch.from_numpy(x)
 
 
 def pick_dataset(mix, generator):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from common import build_model, configure, die, load_checkpoint, set_threads
+from data import pad_bags
 from tokenizer import NgramTokenizer
 
 # -----------------------------------------------------------------------------
@@ -59,11 +60,7 @@ class Embedder:
 
     def bags(self, texts):
         """(B, N) entry ids of texts, -1-padded to the longest bag."""
-        bags = self.tok.encode_batch(texts)
-        lengths = np.array([len(b) for b in bags])
-        x = np.full((len(bags), max(1, lengths.max(initial=1))), -1, dtype=np.int64)
-        x[np.arange(x.shape[1]) < lengths[:, None]] = np.fromiter(chain.from_iterable(bags), np.int64, lengths.sum())
-        return torch.from_numpy(x)
+        return pad_bags(self.tok.encode_batch(texts))
 
     def vectors(self, texts):
         """The model's (B, D) raw vectors of texts: by embedding_bag sums where the model has them (no padding), else

@@ -1087,11 +1087,13 @@ class Approximator(nn.Module):
             loss = loss + c.sim_weight * ((s @ s.t() - t @ t.t())[off]).pow(2).mean()
         return loss
 
+    EVAL_METRICS = ('cosine', 'spearman')  # what eval_metrics measures; train.py logs their means as val_<name>
+
     @torch.no_grad()
-    def eval_metrics(self, ids, target):
-        """{name: value} on a val batch (train.py logs their means as val_<name> at each eval): the mean cosine to the
-        teacher's vectors, and the Spearman correlation of the batch's pairwise cosines with the teacher's."""
-        pred, target = self.embed(ids).float(), target.float()
+    def eval_metrics(self, pred, ids, target):
+        """{name: value} of a val batch's predictions (forward's output on ids): the mean cosine to the teacher's
+        vectors, and the Spearman correlation of the batch's pairwise cosines with the teacher's."""
+        pred, target = pred.float(), target.float()
         s, t = (F.normalize(v, dim=-1) for v in (pred, target))
         upper = torch.triu_indices(len(s), len(s), 1, device=s.device)
         pairs = lambda m: m[upper[0], upper[1]]

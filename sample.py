@@ -50,7 +50,6 @@ except ValueError as e:
     die(f"--direction={direction}: {e}")
 
 
-
 def read_arg(key, value):
     """A text argument, or the UTF-8 text of the file it names (FILE:path)."""
     if not value.startswith('FILE:'):
@@ -62,14 +61,6 @@ def read_arg(key, value):
             return f.read()
     except UnicodeDecodeError as e:
         die(f"--{key}={value}: not UTF-8 text (byte {e.start}); save it as UTF-8")
-
-
-def rewrite_text(model, tok, draft, **sampling):
-    """The rewrite of draft by a vibejam model, whole: what chat and the web page call."""
-    text = ''
-    for text in model.rewrite_stream(tok, draft, **sampling):
-        pass
-    return text
 
 
 if rewrite:

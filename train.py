@@ -365,32 +365,26 @@ def estimate_loss():
     `dataset`, and val of every other dataset in the mix in force."""
     out = {}
     eval_model.eval()
+    measures = getattr(raw_model, 'EVAL_METRICS', ())  # what a kind measures on val beyond its loss (eval_metrics)
     for name, split in [(dataset, 'train'), (dataset, 'val')] + [(n, 'val') for n in mix if n != dataset]:
         generator = torch.Generator().manual_seed(seed + 1)
-        total = torch.zeros(2, device=device)  # summed batch losses, batches
+        wanted = measures if (name, split) == (dataset, 'val') else ()
+        total = torch.zeros(2 + len(wanted), device=device)  # summed batch losses, batches, then the kind's metrics
         for k in range(0, eval_iters, world_size):
             batch = whole_batch(sources[name], split, generator)  # batch k + rank of the one-process sequence
             if k + rank < eval_iters:
                 with autocast:
-                    _, loss = eval_model(*batch)
-                total += torch.stack([loss.float(), torch.ones((), device=device)])
+                    output, loss = eval_model(*batch)
+                part = torch.stack([loss.float(), torch.ones((), device=device)])  # no sync with the device here
+                if wanted:
+                    found = raw_model.eval_metrics(output, *batch)
+                    part = torch.cat([part, torch.tensor([found[m] for m in wanted], device=device)])
+                total += part
         if ddp:
             dist.all_reduce(total)
         out[f'{split}_loss' if name == dataset else f'val_loss/{name}'] = (total[0] / total[1]).item()
+        out.update({f'val_{m}': (total[2 + i] / total[1]).item() for i, m in enumerate(wanted)})
     out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
-    if hasattr(raw_model, 'eval_metrics'):  # what a kind measures beyond its loss (the approximator's Spearman)
-        generator, sums = torch.Generator().manual_seed(seed + 1), {}
-        for k in range(0, eval_iters, world_size):  # val's batches, dealt out as the loss's are
-            batch = whole_batch(data, 'val', generator)
-            if k + rank < eval_iters:
-                with autocast:
-                    for name, v in raw_model.eval_metrics(*batch).items():
-                        sums[name] = sums.get(name, 0.0) + v
-        names = sorted(raw_model.eval_metrics(*batch)) if not sums else sorted(sums)
-        total = torch.tensor([sums.get(n, 0.0) for n in names], device=device)
-        if ddp:
-            dist.all_reduce(total)
-        out.update({f'val_{n}': v / eval_iters for n, v in zip(names, total.tolist())})
     if eval_analogies:
         import semantic
         found = semantic.analogy_eval(raw_model.token_vectors().detach(), data.tokenizer)
