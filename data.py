@@ -57,6 +57,8 @@ class TokenStream(Source):
     rather than the targets keeps a mask right in either direction: read backward, a turn ends at its own role
     token. direction reads every document backward (BOS kept first), or, bidirectional, a backward_frac share
     of each batch's rows backward and the rest forward, each document behind its <|forward|>/<|backward|> token.
+    Data whose meta.json says "windows": "document" (rewrite pairs: a pair cut from its draft teaches nothing) has
+    every window start at a document's <|bos|>.
     """
 
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
@@ -101,11 +103,25 @@ class TokenStream(Source):
                                  else (orient(tokens, self.tokenizer, backward, marker), None) for backward in self.ways()]
         return self.cache[split]
 
+    def starts(self, split):
+        """None, or where a window may start if the data's windows start at documents: each <|bos|> with a
+        window's worth of tokens after it (the same positions in both directions: orient keeps <|bos|> first)."""
+        if self.meta.get('windows') != 'document':
+            return None
+        key = ('starts', split, self.block_size)  # a curriculum may change block_size
+        if key not in self.cache:
+            tokens = self.streams(split)[0][0]
+            self.cache[key] = torch.from_numpy(np.flatnonzero(tokens[:len(tokens) - self.block_size] == self.tokenizer.bos))
+        return self.cache[key]
+
     def draw(self, split, generator=None):
         """[(stream, start)] of this rank's rows: every rank draws the global batch and keeps its slice."""
-        streams, T = self.streams(split), self.block_size
+        streams, T, starts = self.streams(split), self.block_size, self.starts(split)
         n = self.world_size * self.batch_size
-        ix = torch.randint(len(streams[0][0]) - T, (n,), generator=generator or self.generator)
+        if starts is None:
+            ix = torch.randint(len(streams[0][0]) - T, (n,), generator=generator or self.generator)
+        else:
+            ix = starts[torch.randint(len(starts), (n,), generator=generator or self.generator)]
         # bidirectional: backward rows spread evenly through the draw, so every batch holds both directions
         f = self.backward_frac if len(streams) == 2 else 0.0
         way = (torch.arange(1, n + 1) * f).floor() - (torch.arange(n) * f).floor()

@@ -16,7 +16,7 @@ log_interval = 50
 keep_best = True
 
 batch_size = 8
-block_size = 256  # the rewrite pairs (draft and rewrite of up to 200 characters each) fit in one block
+block_size = 256  # a rewrite pair (draft and rewrite of up to 100 characters each) fits in one block
 n_layer = 4
 n_head = 4
 n_embd = 128

@@ -122,7 +122,7 @@ def render_pair(tok, draft, rewrite):
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
 
-def chunks(text, max_chars=200):
+def chunks(text, max_chars=100):
     """A document's consecutive lines grouped into pieces of at most max_chars (a longer line is a piece alone)."""
     out, cur = [], ''
     for line in text.split('\n'):
@@ -134,7 +134,7 @@ def chunks(text, max_chars=200):
     return out + ([cur] if cur.strip() else [])
 
 
-def make_pairs(texts, seed=0, max_chars=200, **noise):
+def make_pairs(texts, seed=0, max_chars=100, **noise):
     """[(draft, rewrite)] of every chunk of texts whose draft is not empty; the same pairs for the same seed."""
     rng = random.Random(seed)
     pairs = [(corrupt(c, rng, **noise), c) for t in texts for c in chunks(t, max_chars)]
@@ -155,9 +155,11 @@ def read_edits(path):
     return pairs
 
 
-def write_pairs(out, tok, splits, source):
-    """data/<out>: each split's pairs rendered by render_pair, the rewrites masked in for the loss."""
-    docs, masks = {}, {}
+def write_pairs(out, tok, splits, source, block_size=256):
+    """data/<out>: each split's pairs rendered by render_pair, the rewrites masked in for the loss, every training
+    window starting at a pair (meta "windows": "document"). A pair longer than block_size tokens (its end marker
+    would fall outside the window) is left out, and counted."""
+    docs, masks, dropped = {}, {}, {}
     for split, pairs in splits.items():
         rendered = []
         for draft, rewrite in pairs:
@@ -166,8 +168,14 @@ def write_pairs(out, tok, splits, source):
             except ValueError as e:  # a char tokenizer meets a character it lacks (an edit from elsewhere)
                 raise SystemExit(f"a pair can't be encoded with the style model's tokenizer ({e}): prepare the style "
                                  f"data from text that has it, or use --tokenizer=bpe there") from None
-        docs[split], masks[split] = [ids for ids, _ in rendered], [np.array(m) for _, m in rendered]
-    write_dataset(out, tok, docs, source=source, masks=masks, format='rewrite', pairs={k: len(v) for k, v in splits.items()})
+        fits = [(ids, m) for ids, m in rendered if len(ids) <= block_size]
+        if not fits:
+            raise SystemExit(f"no {split} pair fits in block_size = {block_size} tokens: lower --max_chars")
+        dropped[split] = len(rendered) - len(fits)
+        docs[split], masks[split] = [ids for ids, _ in fits], [np.array(m) for _, m in fits]
+    print(f"left out the pairs longer than {block_size} tokens: {dropped}")
+    write_dataset(out, tok, docs, source=source, masks=masks, format='rewrite', windows='document',
+                  pairs={k: len(v) for k, v in docs.items()})
 
 
 def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size=256, source=''):
@@ -195,13 +203,15 @@ if __name__ == '__main__':
     parser.add_argument('--tokenizer', default='char', choices=['char', 'bpe'])
     parser.add_argument('--vocab_size', type=int, default=2048, help="bpe only; counts the special tokens")
     parser.add_argument('--val_frac', type=float, default=0.1, help="the share of documents held out")
-    parser.add_argument('--block_size', type=int, default=256, help="each split needs more tokens than this")
+    parser.add_argument('--block_size', type=int, default=256, help="the style config's: each split needs more tokens "
+                        "than this; --pairs: a pair must fit in it")
     parser.add_argument('--out', default=None, help="default: data/vibejam_<tokenizer>, or data/vibejam_rewrite_<tokenizer> with --pairs")
     parser.add_argument('--pairs', default=None, metavar='STYLE_DATA', help="make (draft, rewrite) pairs instead, with the "
                         "tokenizer of this prepared style data dir (e.g. data/vibejam_char), for the rewrite fine-tuning")
     parser.add_argument('--edits', default=None, help="--pairs: a JSONL file of real {\"draft\": ..., \"rewrite\": ...} edits, added to train")
     parser.add_argument('--seed', type=int, default=0, help="--pairs: the noise's seed")
-    parser.add_argument('--max_chars', type=int, default=200, help="--pairs: a pair's text, in consecutive lines")
+    parser.add_argument('--max_chars', type=int, default=100, help="--pairs: a pair's text, in consecutive lines (a few "
+                        "messages; 100 fits a draft and its rewrite in the char model's 256 and the BPE model's 128 tokens)")
     for k, v in NOISE.items():
         parser.add_argument(f'--{k}', type=float, default=v, help=f"--pairs: the probability of this noise (corrupt())")
     args = parser.parse_args()
@@ -224,7 +234,8 @@ if __name__ == '__main__':
         if args.edits:
             splits['train'] += read_edits(args.edits)
         print(f"{len(splits['train']):,} train / {len(splits['val']):,} val pairs, e.g. {splits['train'][0]}")
-        write_pairs(args.out or f"data/vibejam_rewrite_{tok.kind}", tok, splits, f"{source}; rewrite pairs, noise {noise}")
+        write_pairs(args.out or f"data/vibejam_rewrite_{tok.kind}", tok, splits, f"{source}; rewrite pairs, noise {noise}",
+                    args.block_size)
     else:
         build(args.out or f'data/vibejam_{args.tokenizer}', docs, args.tokenizer, args.vocab_size, args.val_frac,
               args.block_size, source)

@@ -183,3 +183,71 @@ def test_sample_rewrites_with_a_rewrite_tuned_model_and_refuses_others(rewrite_r
     assert proc.returncode == 0, proc.stderr
     draft_part, rewrite_part = proc.stdout.split('Rewrite:', 1)
     assert 'abc 1 ok' in draft_part and rewrite_part.strip()  # a rewrite, stopped at the end marker
+
+
+def test_rewrite_windows_start_at_a_pair_and_pairs_too_long_are_left_out(tmp_path, chat_tok, capsys):
+    from data import TokenStream
+    from prepare.vibejam import write_pairs
+    pairs = [(f'Hello there number {i}.', f'hey there {i}') for i in range(30)]
+    long = ('Word ' * 60, 'word ' * 60)
+    write_pairs(str(tmp_path), chat_tok, {'train': pairs + [long], 'val': pairs}, 'tests', block_size=64)
+    assert 'longer than 64 tokens' in capsys.readouterr().out
+    meta = json.loads((tmp_path / 'meta.json').read_text())
+    assert meta['windows'] == 'document' and meta['pairs'] == {'train': 30, 'val': 30}  # the long one is out
+    src = TokenStream(str(tmp_path), block_size=64, batch_size=64, device='cpu')
+    x, y = src.get_batch('train')
+    assert (x[:, 0] == chat_tok.bos).all()  # no window starts inside a pair, cut from its draft
+    prompt = len(chat_tok.encode('Draft:\n'))
+    assert (y[:, :prompt] == -1).all()  # and its first targets are the draft's, out of the loss
+
+
+# -- vibejam.py, the measurement
+def test_test_pieces_are_the_persons_held_out_text_and_reproducible():
+    import vibejam
+    from prepare.common import is_val
+    from prepare.vibejam import chitchat_documents
+    pieces = vibejam.test_pieces(40, seed=3)
+    assert pieces == vibejam.test_pieces(40, seed=3) and len(pieces) == 40
+    docs = chitchat_documents()
+    held = '\n'.join(t for cid, t in docs.items() if is_val(cid, vibejam.HELD_OUT))
+    assert all(o in held and len(o) <= vibejam.max_chars for o, _ in pieces)  # none from text any model trained on
+    assert sum(o != d for o, d in pieces) > 0.8 * len(pieces)  # the drafts lost the style
+
+
+def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
+    import math
+    import torch
+    import vibejam
+    from model import GPT, GPTConfig
+    from tokenizer import render_prompt
+    torch.manual_seed(0)
+    judge = GPT(GPTConfig(vocab_size=chat_tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    texts = ['hey there', 'how are you doing today', 'ok']
+    lp = n = 0  # brute force: each text after <|bos|><|assistant|>, then the <|user|> that ends it, token by token
+    for text in texts:
+        seq = render_prompt(chat_tok, [], 64) + chat_tok.encode(text) + [chat_tok.special('<|user|>')]
+        start = len(render_prompt(chat_tok, [], 64))
+        for j in range(start, len(seq)):
+            logits, _ = judge(torch.tensor([seq[:j]]))
+            lp += torch.log_softmax(logits[0, -1], -1)[seq[j]].item()
+            n += 1
+    assert vibejam.fluency(judge, chat_tok, texts, batch=2) == pytest.approx(math.exp(-lp / n), rel=1e-4)
+
+
+def test_measure_rows_on_constructed_texts():
+    import vibejam
+
+    class Judge:  # every text equally likely per token: perplexity e
+        def score_replies(self, tok, history, replies):
+            return [(-float(len(r.split())), len(r.split())) for r in replies]
+
+    class Person:  # the person writes 'lol'
+        def predict(self, texts):
+            return [int('lol' in t) for t in texts]
+    originals, drafts = ['lol that is fun', 'yeah lol ok'], ['That is fun.', 'Yes ok.']
+    row = vibejam.measure(originals, drafts, originals, Person(), (Judge(), None))
+    assert row['chrf'] == pytest.approx(100) and row['style'] == 1.0 and row['copy'] == 0.0 and row['edit'] > 0.2
+    row = vibejam.measure(drafts, drafts, originals, Person(), (Judge(), None))
+    assert row['copy'] == 1.0 and row['edit'] == 0.0 and row['style'] == 0.0 and row['chrf'] < 60
+    assert row['ppl'] == pytest.approx(2.718281828, rel=1e-6) and row['chrf_draft'] == pytest.approx(100)
+    assert vibejam.measure(drafts, drafts, None, Person(), (Judge(), None))['chrf'] is None  # Layer 2: no original
