@@ -5,10 +5,12 @@ a few words dropped or swapped: prepare/vibejam.py corrupt) and the rewrite is t
 is on the rewrite alone (and its end, the next <|bos|>).
 Prepare: python -m prepare.vibejam --pairs=data/vibejam_char      # after python -m prepare.vibejam
 Train:   python train.py config/vibejam_rewrite.py                 # after python train.py config/vibejam_char.py
-BPE:     python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
-Measured (BPE, one CPU thread, ~5 min): the rewrite tokens' val loss falls from 4.355 to 2.678, and greedy decoding
-turns "Yes, I am going to the store. Do you want anything? I do not know what to get." into "Yeah, I am going to the
-store. Do you want anything? I don't know what to get".
+BPE:     python -m prepare.vibejam --pairs=data/vibejam_bpe --block_size=128, then
+         python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
+Measured (one CPU thread each; 2 seeds): the rewrite tokens' val loss falls from 1.385 to 0.288 and 0.303 nats a
+character (char, 11 min), and from 4.45 to 0.977 and 0.946 a token (BPE, 5 min); python vibejam.py measures what
+that buys. Greedy, the BPE run turns "Yes, I am going to the store. Do you want anything? I do not know what to
+get." into "Yeah, I am going to the store. Do you want anything? I don't know what to get".
 """
 
 out_dir = 'out-vibejam-rewrite-char'

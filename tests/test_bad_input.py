@@ -212,7 +212,14 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('embed.py', ['--out_dir', '--text', '--file', '--k', '--format', '--quantize', '--cache_size']),
         ('approximator.py', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
         ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
-        ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size'])]
+        ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size']),
+        ('vibejam.py', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message'])]
+
+
+@pytest.mark.parametrize('args', [['--judge=nope'], ['--message=hi', '--draft_from=nope']], ids=['table', 'message'])
+def test_vibejam_names_a_missing_run_before_any_work(tmp_path, args):
+    proc = run('vibejam.py', *args, cwd=tmp_path)
+    assert the_one_line(proc).startswith('no run ') and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize('flag', ['--help', '-h'])

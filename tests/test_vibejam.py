@@ -247,7 +247,9 @@ def test_measure_rows_on_constructed_texts():
     originals, drafts = ['lol that is fun', 'yeah lol ok'], ['That is fun.', 'Yes ok.']
     row = vibejam.measure(originals, drafts, originals, Person(), (Judge(), None))
     assert row['chrf'] == pytest.approx(100) and row['style'] == 1.0 and row['copy'] == 0.0 and row['edit'] > 0.2
+    assert row['closer'] == 1.0  # every original is closer to itself than its draft was
     row = vibejam.measure(drafts, drafts, originals, Person(), (Judge(), None))
-    assert row['copy'] == 1.0 and row['edit'] == 0.0 and row['style'] == 0.0 and row['chrf'] < 60
+    assert row['copy'] == 1.0 and row['edit'] == 0.0 and row['style'] == 0.0 and row['chrf'] < 60 and row['closer'] == 0.0
     assert row['ppl'] == pytest.approx(2.718281828, rel=1e-6) and row['chrf_draft'] == pytest.approx(100)
-    assert vibejam.measure(drafts, drafts, None, Person(), (Judge(), None))['chrf'] is None  # Layer 2: no original
+    layer2 = vibejam.measure(drafts, drafts, None, Person(), (Judge(), None))
+    assert layer2['chrf'] is None and layer2['closer'] is None  # Layer 2: no original
