@@ -50,6 +50,20 @@ def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device
     return text
 
 
+def cannot_chat(model, tok, ckpt, name):
+    """Why a checkpoint can't chat, in one line ('' if it can): chat.py and the web page ask the same question."""
+    if not hasattr(model, 'reply_stream'):
+        return f"{name}'s model ({ckpt['model_kind']}) doesn't chat; {model.usage.format(out_dir=name)}"
+    if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
+        return (f"{name} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
+                f"use sample.py, or train config/quickstart.py")
+    formats = set(ckpt.get('formats') or [])  # what its lineage trained on (older checkpoints don't say)
+    if 'rewrite' in formats and not formats - {'text', 'rewrite'}:  # vibejam: a style model tuned to rewrite
+        return (f"{name} was tuned to rewrite drafts, never on conversations; rewrite with it: python sample.py "
+                f"--out_dir={name} --rewrite=\"...\"")
+    return ''
+
+
 @torch.no_grad()
 def sample_replies(model, tok, prompts, device, max_new_tokens=32):
     """[(prompt, greedy reply)] for a model being trained (train.py's sample_prompts): each prompt is a user's
@@ -91,13 +105,9 @@ if __name__ == '__main__':
               "yours). /top K, /clear, /quit")
     else:
         ckpt = load_checkpoint(out_dir, device)
-        model = build_model(ckpt).to(device).eval()
-        if not hasattr(model, 'reply_stream'):
-            die(f"{out_dir}'s model ({ckpt['model_kind']}) doesn't chat; {model.usage.format(out_dir=out_dir)}")
-        tok = Tokenizer(ckpt['tokenizer'])
-        if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
-            die(f"{out_dir} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
-                f"use sample.py, or train config/quickstart.py")
+        model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
+        if chat_refused := cannot_chat(model, tok, ckpt, out_dir):
+            die(chat_refused)
         way = ckpt['direction']
         arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
         commands = ['/' + k for k in model.chat_settings] + (['/top K'] if hasattr(model, 'candidates') else [])

@@ -213,7 +213,8 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('approximator.py', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
         ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
         ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size']),
-        ('vibejam.py', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message'])]
+        ('vibejam.py', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message']),
+        ('chat_web.py', ['--out_dir', '--host', '--port', '--max_new_tokens', '--max_message_chars', '--load_clients'])]
 
 
 @pytest.mark.parametrize('args', [['--judge=nope'], ['--message=hi', '--draft_from=nope']], ids=['table', 'message'])

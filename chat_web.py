@@ -1,0 +1,295 @@
+"""
+One web chat for every nanolab model (README "Web chat"): a FastAPI server and one self-contained page
+(chat_web.html: no CDN, works offline), replies streamed as they form, as server-sent events.
+$ python chat_web.py --out_dir=out-quickstart          # then open http://127.0.0.1:8000
+$ python chat_web.py --out_dir=out-quickstart --load_clients=8 --load_requests=5   # a load test on 127.0.0.1
+Endpoints where nanochat's chat_web.py has them, and two more:
+  GET  /                  the page
+  GET  /health            the model: kind, direction, parameters, and what the page can do with it
+  POST /chat/completions  {"messages": [{"role": "user"|"assistant", "content": "..."}, ...]} and optionally
+                          "temperature", "top_k", "max_tokens", "seed", "direction" (a bidirectional model's way for
+                          this turn) and "settings" (the kind's chat settings, e.g. {"steps": 8}) -> an event stream
+                          of {"text": the reply so far}, ending with {"done": true} (or {"error": why})
+  POST /rewrite           {"draft": "..."} and the same sampling fields -> the rewrite, streamed the same way
+  POST /candidates        {"messages": [...], "k": 5} -> {"candidates": [[score, text], ...]} (a retrieval model)
+The reply is chat.py's (chat.reply_stream: the same rendering, truncation and stopping, each kind's own
+reply_stream), and what the page offers comes from what the model provides (reply_stream, rewrite_stream,
+candidates, chat_settings), never from its kind's name. Messages are in reading order; backward, the newest message
+is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
+stops its generation at the next token.
+"""
+
+import os
+import sys
+import json
+import time
+import asyncio
+import threading
+from contextlib import nullcontext
+from typing import Literal
+
+import torch
+
+import chat
+from common import configure, die, setup_device, load_checkpoint, build_model
+from tokenizer import Tokenizer, reading
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'  # a run's directory, or the path of a checkpoint file
+host = '127.0.0.1'  # only this machine; --host=0.0.0.0 serves the network (mind who can reach it)
+port: '[0, 65535]' = 8000
+max_new_tokens: '[1, inf)' = 256  # the most a reply may have: a request's max_tokens is capped by it
+temperature: '[0, inf)' = 0.7  # a request's default; 0 = greedy
+top_k: '[0, inf)' = 50
+top_p: '(0, 1]' = 0.95
+max_message_chars: '[1, inf)' = 2000  # the longest message (or draft) a request may hold
+max_messages: '[1, inf)' = 64  # the longest history a request may hold
+seed = 1337  # a request's default seed: the same seed and history give chat.py's reply
+device = 'auto'
+dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
+threads: '[0, inf)' = 0
+load_clients: '[0, inf)' = 0  # > 0: instead of serving, a load test: this many clients at once, on 127.0.0.1 only
+load_requests: '[1, inf)' = 5  # the load test's requests per client, one after another
+# -----------------------------------------------------------------------------
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARROWS = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}
+
+
+def abilities(model, tok, ckpt, name):
+    """What the page can do with this checkpoint: chat (chat.py's test), rewrite (a lineage tuned on rewrite pairs),
+    list candidates (a retriever), and the kind's own chat settings. Dies if it can do none of them."""
+    why_not = chat.cannot_chat(model, tok, ckpt, name)
+    can = {'chat': not why_not,
+           'rewrite': hasattr(model, 'rewrite_stream') and 'rewrite' in (ckpt.get('formats') or []),
+           'candidates': not why_not and hasattr(model, 'candidates'),
+           'settings': {k: [t.__name__, what] for k, (t, what) in getattr(model, 'chat_settings', {}).items()}}
+    if not (can['chat'] or can['rewrite']):
+        die(f"not supported by this checkpoint: {why_not}")
+    return can
+
+
+def make_app(model, tok, ckpt, name, autocast=None):
+    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from pydantic import BaseModel, Field
+
+    can = abilities(model, tok, ckpt, name)
+    way = ckpt['direction']
+    lock = asyncio.Lock()  # one generation at a time: they share the model (and the global RNG a seed sets)
+    app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None)
+
+    class Message(BaseModel):
+        role: Literal['user', 'assistant']
+        content: str = Field(max_length=max_message_chars)
+
+    class Sampling(BaseModel):
+        temperature: float | None = Field(None, ge=0)
+        top_k: int | None = Field(None, ge=0)
+        max_tokens: int | None = Field(None, ge=1)
+        seed: int | None = None
+
+    class ChatRequest(Sampling):
+        messages: list[Message] = Field(max_length=max_messages)
+        direction: Literal['forward', 'backward'] | None = None
+        settings: dict[str, str | int | float] = {}
+
+    class RewriteRequest(Sampling):
+        draft: str = Field(max_length=max_message_chars)
+
+    class CandidatesRequest(BaseModel):
+        messages: list[Message] = Field(max_length=max_messages)
+        k: int = Field(5, ge=1, le=100)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request, exc):
+        """A 400 with a reason: the body isn't a JSON object, or one line per field that's wrong, e.g.
+        "messages.0.content: String should have at most 2000 characters"."""
+        errors = exc.errors()
+        if any(e['type'] in ('json_invalid', 'model_attributes_type', 'dict_type') and len(e['loc']) <= 2 for e in errors):
+            why = 'the body must be a JSON object, e.g. {"messages": [{"role": "user", "content": "hi"}]}'
+        else:
+            why = '; '.join('.'.join(str(p) for p in e['loc'][1:]) + ': ' + e['msg'] for e in errors)
+        return JSONResponse({'error': why}, status_code=400)
+
+    def refuse(what):
+        return JSONResponse({'error': what}, status_code=400)
+
+    def history_of(messages):
+        """[(role, text)] of the messages, empty ones left out; a reason instead if there is nothing to answer."""
+        history = [(m.role, m.content.strip()) for m in messages if m.content.strip()]
+        if not history:
+            return None, "no message to answer: say something"
+        try:
+            for _, text in history:
+                tok.encode(text)
+        except ValueError as e:  # a character a char-level model never saw
+            return None, f"{e}; say it another way"
+        return history, ''
+
+    def knobs(req):
+        return dict(temperature=temperature if req.temperature is None else req.temperature,
+                    top_k=top_k if req.top_k is None else req.top_k, top_p=top_p,
+                    max_new_tokens=min(req.max_tokens or max_new_tokens, max_new_tokens))
+
+    def stream(request, replies, rng_seed):
+        """The event stream of a reply generator (text so far, each time it changes), generated in a thread that
+        stops when the client goes away."""
+        async def events():
+            async with lock:
+                loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+                def work():
+                    try:
+                        torch.manual_seed(rng_seed)
+                        with autocast or nullcontext():
+                            for text in replies():
+                                if stop.is_set():
+                                    break
+                                loop.call_soon_threadsafe(queue.put_nowait, {'text': text})
+                        loop.call_soon_threadsafe(queue.put_nowait, {'done': True})
+                    except ValueError as e:  # what a setting can't do here, e.g. a template too long for a reply
+                        loop.call_soon_threadsafe(queue.put_nowait, {'error': str(e)})
+                worker = threading.Thread(target=work, daemon=True)
+                worker.start()
+                try:
+                    while True:
+                        try:
+                            event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                        except asyncio.TimeoutError:  # a slow step: still there?
+                            if await request.is_disconnected():
+                                break
+                            continue
+                        yield f"data: {json.dumps(event)}\n\n"
+                        if 'done' in event or 'error' in event:
+                            break
+                finally:
+                    stop.set()  # a client gone mid-reply stops the generation at its next token
+                    await asyncio.to_thread(worker.join)
+        return StreamingResponse(events(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
+
+    @app.get('/', response_class=HTMLResponse)
+    async def page():
+        with open(os.path.join(HERE, 'chat_web.html'), encoding='utf-8') as f:
+            return f.read()
+
+    @app.get('/health')
+    async def health():
+        return {'status': 'ok', 'out_dir': name, 'kind': ckpt['model_kind'], 'direction': way, 'arrow': ARROWS[way],
+                'parameters': model.get_num_params(), 'formats': ckpt.get('formats') or [],
+                'max_new_tokens': max_new_tokens, 'max_message_chars': max_message_chars, 'max_messages': max_messages,
+                **can}
+
+    @app.post('/chat/completions')
+    async def completions(req: ChatRequest, request: Request):
+        if not can['chat']:
+            return refuse(f"not supported by this checkpoint: {chat.cannot_chat(model, tok, ckpt, name)}")
+        history, why = history_of(req.messages)
+        if why:
+            return refuse(why)
+        unknown = set(req.settings) - set(can['settings'])
+        if unknown:
+            return refuse(f"unknown settings {sorted(unknown)}; this model takes {sorted(can['settings']) or 'none'}")
+        try:
+            settings = {k: getattr(model, 'chat_settings')[k][0](v) for k, v in req.settings.items()}
+            backward, marker = reading(way, req.direction or '')
+        except ValueError as e:
+            return refuse(str(e))
+        if history[0 if backward else -1][0] != 'user':
+            return refuse("the message to answer must be the user's: the newest one (the first one, backward)")
+        return stream(request, lambda: chat.reply_stream(model, tok, history, **knobs(req), backward=backward,
+                                                         marker=marker, **settings), seed if req.seed is None else req.seed)
+
+    @app.post('/rewrite')
+    async def rewrite(req: RewriteRequest, request: Request):
+        if not can['rewrite']:
+            return refuse(f"not supported by this checkpoint: {name} was never fine-tuned on rewrite pairs (vibejam)")
+        draft, why = history_of([Message(role='user', content=req.draft)])
+        if why:
+            return refuse(why)
+        k = knobs(req)
+        return stream(request, lambda: model.rewrite_stream(tok, draft[0][1], k['max_new_tokens'], k['temperature'],
+                                                            k['top_k'], k['top_p']), seed if req.seed is None else req.seed)
+
+    @app.post('/candidates')
+    async def candidates(req: CandidatesRequest):
+        if not can['candidates']:
+            return refuse(f"not supported by this checkpoint: {name} generates its replies, it has no candidates to list")
+        history, why = history_of(req.messages)
+        if why:
+            return refuse(why)
+        async with lock:
+            found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+        return {'candidates': [[round(s, 4), t] for s, t in found]}
+
+    return app
+
+
+def read_events(lines):
+    """The events of a server-sent event stream's lines, as dicts."""
+    return [json.loads(line[len('data: '):]) for line in lines if line.startswith('data: ')]
+
+
+def run_load_test(app, clients, requests):
+    """clients threads, each sending `requests` chat requests one after another to the app served on 127.0.0.1 (a
+    free port); returns completed and failed counts and the latency percentiles (whole reply, first text)."""
+    import httpx
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=0, log_level='warning'))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    messages = ["hi, how are you?", "what do you do for fun?", "tell me about your weekend", "do you like music?"]
+    results = []
+
+    def client(c):
+        with httpx.Client(timeout=600) as http:
+            for r in range(requests):
+                body = {'messages': [{'role': 'user', 'content': messages[(c + r) % len(messages)]}], 'seed': c * 1000 + r}
+                t0, first, ok = time.perf_counter(), None, False
+                try:
+                    with http.stream('POST', f"{url}/chat/completions", json=body) as resp:
+                        for line in resp.iter_lines():
+                            event = read_events([line])
+                            first = first or (event and time.perf_counter())
+                            ok = ok or bool(event and event[0].get('done'))
+                except httpx.HTTPError:
+                    pass
+                results.append((ok, time.perf_counter() - t0, (first or time.perf_counter()) - t0))
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server.should_exit = True
+    done = sorted(s for ok, s, _ in results if ok)
+    firsts = sorted(f for ok, _, f in results if ok)
+    pct = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None
+    return {'clients': clients, 'requests_each': requests, 'completed': len(done), 'failed': len(results) - len(done),
+            'wall_s': round(wall, 2), 'requests_per_s': round(len(done) / wall, 2),
+            **{f'latency_p{int(q * 100)}_s': pct(done, q) for q in (0.5, 0.9, 0.99)},
+            **{f'first_text_p{int(q * 100)}_s': pct(firsts, q) for q in (0.5, 0.9, 0.99)}}
+
+
+if __name__ == '__main__':
+    configure(globals(), sys.argv[1:])
+    *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
+    if not os.path.exists(out_dir):
+        die(f"no run at {out_dir}: train one first (python train.py config/quickstart.py), or pass --out_dir=RUN")
+    ckpt = load_checkpoint(out_dir, device)
+    model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
+    app = make_app(model, tok, ckpt, out_dir, autocast)
+    if load_clients:
+        res = run_load_test(app, load_clients, load_requests)
+        print(json.dumps(res, indent=2))
+        os.makedirs('bench', exist_ok=True)
+        with open(os.path.join('bench', 'chat_web_load.json'), 'w') as f:
+            json.dump({'out_dir': out_dir, 'max_new_tokens': max_new_tokens, **res}, f, indent=2)
+        sys.exit()
+    import uvicorn
+    print(f"serving {out_dir} ({ckpt['model_kind']}, {ARROWS[ckpt['direction']]} {ckpt['direction']}) on http://{host}:{port}")
+    uvicorn.run(app, host=host, port=port, log_level='warning')
