@@ -7,10 +7,11 @@ Prepare: python -m prepare.vibejam --pairs=data/vibejam_char      # after python
 Train:   python train.py config/vibejam_rewrite.py                 # after python train.py config/vibejam_char.py
 BPE:     python -m prepare.vibejam --pairs=data/vibejam_bpe --block_size=128, then
          python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
-Measured (one CPU thread each; 2 seeds): the rewrite tokens' val loss falls from 1.385 to 0.288 and 0.303 nats a
-character (char, 11 min), and from 4.45 to 0.977 and 0.946 a token (BPE, 5 min); python vibejam.py measures what
-that buys. Greedy, the BPE run turns "Yes, I am going to the store. Do you want anything? I do not know what to
-get." into "Yeah, I am going to the store. Do you want anything? I don't know what to get".
+Measured (one CPU thread each; seeds 1337 and 1338): the rewrite tokens' val loss falls from 1.385 to 0.229 and
+0.237 nats a character (char, ~30 min), and from 4.45 to 0.836 and 0.822 a token (BPE, ~14 min). At 1,500
+iterations (0.288/0.303 and 0.977/0.946) the rewrites kept less of the content than the drafts themselves did;
+python vibejam.py measures it. Greedy, the char and BPE runs (1337) both turn "Yes, I am going to the store. Do you want anything? I do
+not know what to get." into "Yeah, I am going to the store. Do you want anything? I don't know what to get".
 """
 
 out_dir = 'out-vibejam-rewrite-char'
@@ -26,6 +27,6 @@ block_size = 256  # a pair: Draft, its up to 100 characters, Rewrite, the same a
 dropout = 0.1
 
 learning_rate = 2e-3  # 5e-4 barely moved in 800 iterations (BPE val 4.355 -> 4.125); 2e-3 learns to copy and restyle
-max_iters = 1500
+max_iters = 4000  # 1,500 already copies and restyles, but loses content (chrF below the draft's): vibejam.py
 min_lr = 2e-4
 warmup_iters = 50
