@@ -114,9 +114,9 @@ def style_classifier():
 
 def rewrite(model, tok, draft):
     """The model's rewrite of a draft (the text before its end marker), at most twice the draft's tokens."""
-    room = model.config.block_size - len(tok.encode(draft)) - 16
+    n = len(tok.encode(draft))
     text = ''
-    for text in model.rewrite_stream(tok, draft, min(room, 2 * len(tok.encode(draft)) + 16), temperature, None, None):
+    for text in model.rewrite_stream(tok, draft, min(model.config.block_size - n - 16, 2 * n + 16), temperature, None, None):
         pass
     return text.strip()
 
