@@ -107,7 +107,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
         """A 400 with a reason: the body isn't a JSON object, or one line per field that's wrong, e.g.
         "messages.0.content: String should have at most 2000 characters"."""
         errors = exc.errors()
-        if any(e['type'] in ('json_invalid', 'model_attributes_type', 'dict_type') and len(e['loc']) <= 2 for e in errors):
+        if any(e['type'] == 'json_invalid' or tuple(e['loc']) == ('body',) for e in errors):
             why = 'the body must be a JSON object, e.g. {"messages": [{"role": "user", "content": "hi"}]}'
         else:
             why = '; '.join('.'.join(str(p) for p in e['loc'][1:]) + ': ' + e['msg'] for e in errors)

@@ -174,6 +174,7 @@ BAD = [('not-json', b'{not json', 'must be a JSON object'),
        ('bad-role', b'{"messages": [{"role": "bot", "content": "hi"}]}', "messages.0.role"),
        ('only-empty', b'{"messages": [{"role": "user", "content": "   "}]}', 'no message to answer'),
        ('negative-temperature', b'{"messages": [{"role": "user", "content": "hi"}], "temperature": -1}', 'temperature'),
+       ('settings-not-a-dict', b'{"messages": [{"role": "user", "content": "hi"}], "settings": "x"}', 'settings: Input should be a valid dictionary'),
        ('zero-max-tokens', b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', 'max_tokens'),
        ('unknown-setting', b'{"messages": [{"role": "user", "content": "hi"}], "settings": {"steps": 2}}', 'unknown settings'),
        ('answer-the-assistant', b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "the user's")]
