@@ -37,7 +37,7 @@ from tokenizer import Tokenizer, reading
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory, or the path of a checkpoint file
 host = '127.0.0.1'  # only this machine; --host=0.0.0.0 serves the network (mind who can reach it)
-port: '[0, 65535]' = 8000
+port: '[1, 65535]' = 8000
 max_new_tokens: '[1, inf)' = 256  # the most a reply may have: a request's max_tokens is capped by it
 temperature: '[0, inf)' = 0.7  # a request's default; 0 = greedy
 top_k: '[0, inf)' = 50
@@ -251,10 +251,11 @@ def run_load_test(app, clients, requests):
                 t0, first, ok = time.perf_counter(), None, False
                 try:
                     with http.stream('POST', f"{url}/chat/completions", json=body) as resp:
-                        for line in resp.iter_lines():
-                            event = read_events([line])
-                            first = first or (event and time.perf_counter())
-                            ok = ok or bool(event and event[0].get('done'))
+                        for line in resp.iter_lines():  # line by line, as they arrive
+                            for event in read_events([line]):
+                                if first is None:  # the first event: the first text, or the end of an empty reply
+                                    first = time.perf_counter()
+                                ok = ok or bool(event.get('done'))
                 except httpx.HTTPError:
                     pass
                 results.append((ok, time.perf_counter() - t0, (first or time.perf_counter()) - t0))
