@@ -14,6 +14,7 @@ import json
 import numpy as np
 import torch
 
+import arith
 from common import die
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
@@ -255,6 +256,138 @@ class BagSource(Source):
         return to_device(self.device, pad_bags(bags), torch.from_numpy(teacher[ix].astype(np.float32)))
 
 
+class Rollouts(Source):
+    """RL on a verifiable task (rl.py, arith.py): a training batch is answers the model being trained samples. Each
+    call draws batch_size / samples problems (of the data's problems_train.jsonl, at the chosen levels), samples
+    `samples` answers to each at `temperature` with the KV cache, scores each with arith.check (in reading order,
+    whatever direction the model writes in), and returns rl.policy_batch's (x, y, speakers, weights): the loss is
+    the policy gradient. A backward model is asked as chat.py asks it: the question comes after the answer, which
+    it writes from its final line up; a bidirectional model answers a backward_frac share of the problems backward.
+    kl > 0 takes kl x (log p - log p_SFT) of each answer off its reward, p_SFT the parent run's (train.py's bind).
+    Evaluation's batches (a generator given) are the problems' worked solutions, teacher-forced: val_loss is their
+    -log p per token; measure() adds the greedy pass@1 on eval_problems test problems (val_pass1).
+    Set through train.py's data_args: samples, temperature, max_new_tokens, levels, kl, eval_problems."""
+    STATS = ('reward', 'answer_tokens', 'kl', 'signal')  # what pop_stats gives train.py to log
+
+    def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
+                 direction='forward', backward_frac=0.5, samples=8, temperature=1.0, max_new_tokens=64, levels=(),
+                 kl=0.0, eval_problems=200):
+        import rl
+        if not os.path.isfile(os.path.join(data_dir, 'problems_train.jsonl')):
+            die(f"no task problems in {data_dir}: prepare them first with python -m prepare.arith")
+        self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
+        with open(os.path.join(data_dir, 'meta.json')) as f:
+            self.meta = json.load(f)
+        super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
+        levels = set(levels or ())
+        self.problems = {split: [p for p in rl.read_problems(data_dir, split) if not levels or p['level'] in levels]
+                         for split in ('train', 'test')}
+        if not all(self.problems.values()):
+            die(f"{data_dir} has no problems at levels {sorted(levels)}; its levels are "
+                f"{sorted({p['level'] for p in rl.read_problems(data_dir, 'test')})}")
+        if samples < 1 or batch_size % samples:
+            die(f"data_args samples={samples} must divide batch_size={batch_size}: a batch is whole groups of samples")
+        if not 0 < max_new_tokens < block_size:
+            die(f"data_args max_new_tokens={max_new_tokens} must be between 0 and block_size={block_size}")
+        self.direction, self.backward_frac, self.samples, self.temperature = direction, backward_frac, samples, temperature
+        self.max_new_tokens, self.kl, self.eval_problems = max_new_tokens, kl, eval_problems
+        self.sampler = torch.Generator(device=device).manual_seed(seed + 7 + rank)  # the answers' tokens
+        self.model = self.reference_model = None
+        self.autocast, self.stats = None, []
+
+    def bind(self, model, autocast, parent):
+        """The model to sample from (train.py's, undistributed), and, for kl > 0, the parent run's as the reference."""
+        self.model, self.autocast = model, autocast
+        if self.kl > 0:
+            from common import build_model, load_checkpoint
+            if not parent:
+                die("data_args kl > 0 needs a parent run to stay close to: start RL from an SFT run (init_from)")
+            self.reference_model = build_model(load_checkpoint(parent)).to(self.device).eval().requires_grad_(False)
+
+    def state_dict(self):
+        return {'generator': self.generator.get_state(), 'sampler': self.sampler.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state['generator'])
+        self.sampler.set_state(state['sampler'])
+
+    def picks(self, split, n, generator):
+        """[(problem, backward)] of this rank's n of a global draw of world_size x n problems."""
+        problems = self.problems[split]
+        ix = torch.randint(len(problems), (self.world_size * n,), generator=generator)
+        f = {'forward': 0.0, 'backward': 1.0, 'bidirectional': self.backward_frac}[self.direction]
+        way = (torch.arange(1, len(ix) + 1) * f).floor() - (torch.arange(len(ix)) * f).floor()
+        mine = slice(self.rank * n, (self.rank + 1) * n)
+        return [(problems[i], bool(w)) for i, w in zip(ix[mine].tolist(), way[mine].tolist())]
+
+    def prompts(self, picks):
+        import rl
+        marker = self.direction == 'bidirectional'
+        return [rl.prompt(self.tokenizer, p['question'], b, marker, self.block_size - self.max_new_tokens) for p, b in picks]
+
+    def get_batch(self, split, generator=None):
+        if split != 'train' or generator is not None:
+            return self.references(split, generator)
+        import rl
+        from model import sequence_logprobs
+        if self.model is None:
+            raise RuntimeError("Rollouts samples from the model being trained: call bind(model, autocast, parent) first")
+        k, tok = self.samples, self.tokenizer
+        picks = [pick for pick in self.picks('train', self.batch_size // k, self.generator) for _ in range(k)]
+        ps = self.prompts(picks)
+        prompts, speakers = [i for i, _ in ps], [s for _, s in ps]
+        answers = rl.rollout(self.model, prompts, speakers, self.max_new_tokens, self.temperature, rl.stops(tok),
+                             self.sampler, autocast=self.autocast)
+        rewards = torch.tensor([arith.check(rl.answer_text(tok, a, b), p['answer']) for a, (p, b) in zip(answers, picks)])
+        full = [speaker_ids(p + a, tok, b) for p, a, (_, b) in zip(prompts, answers, picks)]
+        shaped, kl = rewards, torch.zeros(len(answers))
+        if self.reference_model is not None:  # the k1 estimate of KL(policy || SFT) on each sampled answer
+            starts = [len(p) for p in prompts]
+            seqs = [p + a for p, a in zip(prompts, answers)]
+            kl = torch.tensor(sequence_logprobs(self.model, seqs, starts, full)) - torch.tensor(
+                sequence_logprobs(self.reference_model, seqs, starts, full))
+            shaped = rewards - self.kl * kl
+        advantages = rl.group_advantages(shaped.view(-1, k)).view(-1)
+        self.stats.append([rewards.mean().item(), float(np.mean([len(a) for a in answers])), kl.mean().item(),
+                           (advantages.view(-1, k).abs().sum(1) > 0).float().mean().item()])
+        return to_device(self.device, *rl.policy_batch(prompts, answers, full, advantages))
+
+    def references(self, split, generator):
+        """Teacher-forced worked solutions of the split's problems (test for 'val'), weighted to their mean -log p."""
+        import rl
+        picks = self.picks('train' if split == 'train' else 'test', self.batch_size, generator or self.generator)
+        ps = self.prompts(picks)
+        answers = [rl.reference(self.tokenizer, p['solution'], b)[:self.max_new_tokens] for p, b in picks]
+        full = [speaker_ids(p + a, self.tokenizer, b) for (p, _), a, (_, b) in zip(ps, answers, picks)]
+        return to_device(self.device, *rl.policy_batch([p for p, _ in ps], answers, full, torch.ones(len(picks))))
+
+    def pop_stats(self):
+        """{name: mean} of what the rollouts since the last call measured (train.py logs it): the reward, the answers'
+        length in tokens, the KL estimate to the parent, and the share of groups with something to learn."""
+        if not self.stats:
+            return {}
+        means = np.mean(self.stats, axis=0)
+        self.stats = []
+        return dict(zip(self.STATS, means.tolist()))
+
+    @torch.no_grad()
+    def measure(self, model):
+        """{'pass1': share} (or per reading direction, bidirectional): greedy answers to the first eval_problems test
+        problems, at each eval."""
+        import rl
+        out, tok = {}, self.tokenizer
+        ways = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
+        tests = self.problems['test'][:self.eval_problems]
+        for b in ways:
+            picks = [(p, b) for p in tests]
+            ps = self.prompts(picks)
+            answers = rl.rollout(model, [i for i, _ in ps], [s for _, s in ps], self.max_new_tokens, 0, rl.stops(tok),
+                                 autocast=self.autocast)
+            score = float(np.mean([arith.check(rl.answer_text(tok, a, b), p['answer']) for a, (p, _) in zip(answers, picks)]))
+            out['pass1' if len(ways) == 1 else f"pass1/{'backward' if b else 'forward'}"] = score
+        return out
+
+
 def pad_bags(bags):
     """(B, N) int64 tensor of bags of entry ids (sequences of ints), each -1-padded to the largest (N >= 1)."""
     lengths = np.array([len(b) for b in bags])
@@ -273,4 +406,4 @@ def pick_dataset(mix, generator):
 
 
 SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource, 'masked_pairs': MaskedPairs,
-           'bags': BagSource}  # config: data_source
+           'bags': BagSource, 'rollouts': Rollouts}  # config: data_source

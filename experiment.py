@@ -1,8 +1,11 @@
 """
-Run a lineage of training phases (base -> mid -> sft, or any part of it) as experiments, each phase a run of
+Run a lineage of training phases (base -> mid -> sft -> rl, or any part of it) as experiments, each phase a run of
 train.py started from the one before (init_from) and inheriting its direction:
 $ python experiment.py --phases=base,mid,sft --direction=backward --name=bw
    -> experiments/bw-base, experiments/bw-mid (parent: bw-base), experiments/bw-sft (parent: bw-mid)
+A recipe is the set of phase configs, config/<recipe>_<phase>.py: 'lineage' (chitchat) or 'arith', the RL task's
+(a char model that learns arithmetic word problems in sft, then improves by RL; rl.py measures it):
+$ python experiment.py --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
 Branch from any earlier experiment, e.g. a second sft from the same mid with another learning rate:
 $ python experiment.py --phases=sft --parent=experiments/bw-mid --name=bw-lowlr --learning_rate=2e-4
 Write one experiment's report again: python experiment.py --report=experiments/bw-sft
@@ -23,6 +26,7 @@ from common import configure, die, load_checkpoint
 
 # -----------------------------------------------------------------------------
 phases = 'base,mid,sft'  # comma-separated, run in order, each from the one before
+recipe = 'lineage'  # the phases' configs: config/<recipe>_<phase>.py
 name = ''  # experiments/<name>-<phase>; default: the direction
 parent = ''  # an experiment (or any run) the first phase starts from; '' starts base from scratch
 direction = 'forward'  # 'forward' | 'backward' | 'bidirectional': the first phase's, when it has no parent
@@ -30,9 +34,13 @@ nproc: '[1, inf)' = 1  # processes per phase: > 1 runs train.py under torchrun
 evaluate = True  # run eval_directions.py on every phase
 report = ''  # only write this experiment's RESEARCH_REPORT.md again
 # -----------------------------------------------------------------------------
-PHASE_CONFIGS = {'base': 'config/lineage_base.py', 'mid': 'config/lineage_mid.py', 'sft': 'config/lineage_sft.py'}
+PHASES = ('base', 'mid', 'sft', 'rl')
 HERE = os.path.dirname(os.path.abspath(__file__))
-OWN = ('--phases=', '--name=', '--parent=', '--direction=', '--nproc=', '--evaluate=', '--report=', '-h', '--help')
+OWN = ('--phases=', '--recipe=', '--name=', '--parent=', '--direction=', '--nproc=', '--evaluate=', '--report=', '-h', '--help')
+
+
+def phase_config(phase):
+    return os.path.join(HERE, 'config', f'{recipe}_{phase}.py')
 
 
 def sha256(path):
@@ -88,7 +96,7 @@ def run_phase(phase, out_dir, parent, direction, train_args):
     direction is passed only where asked for: a phase with a parent inherits the parent's."""
     parent_hash = sha256(os.path.join(parent, 'ckpt.pt')) if parent else None  # what this phase started from
     launcher = [sys.executable] if nproc == 1 else [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
-    cmd = [*launcher, os.path.join(HERE, 'train.py'), os.path.join(HERE, PHASE_CONFIGS[phase]), f'--out_dir={out_dir}',
+    cmd = [*launcher, os.path.join(HERE, 'train.py'), phase_config(phase), f'--out_dir={out_dir}',
            f'--hdf5_log={phase}.h5', f'--init_from={parent or "scratch"}', *train_args]
     if direction:
         cmd.append(f'--direction={direction}')  # train.py refuses one that conflicts with the parent's
@@ -101,7 +109,7 @@ def run_phase(phase, out_dir, parent, direction, train_args):
     if parent:
         with open(os.path.join(out_dir, 'parent_link.json'), 'w') as f:
             json.dump({'parent': os.path.abspath(parent), 'parent_sha256': parent_hash}, f, indent=2)
-    if evaluate:
+    if evaluate and phase != 'rl':  # rl.py measures an RL run against its parent
         proc = subprocess.run([sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={out_dir}'])
         if proc.returncode:
             print(f"note: eval_directions.py failed on {out_dir}; the run itself is fine")
@@ -115,9 +123,14 @@ if __name__ == '__main__':
         write_report(report)
         sys.exit(0)
     todo = [p.strip() for p in phases.split(',') if p.strip()]
-    unknown = [p for p in todo if p not in PHASE_CONFIGS]
+    unknown = [p for p in todo if p not in PHASES]
     if unknown or not todo:
-        die(f"unknown phase(s) {', '.join(unknown) or '(none given)'}; phases are {', '.join(PHASE_CONFIGS)}, e.g. --phases=base,mid,sft")
+        die(f"unknown phase(s) {', '.join(unknown) or '(none given)'}; phases are {', '.join(PHASES)}, e.g. --phases=base,mid,sft")
+    missing = [p for p in todo if not os.path.isfile(phase_config(p))]
+    if missing:
+        have = [p for p in PHASES if os.path.isfile(phase_config(p))]
+        die(f"recipe '{recipe}' has no {', '.join(missing)} phase (config/{recipe}_{missing[0]}.py); its phases are "
+            f"{', '.join(have) or 'none'}" + ("; the RL task's recipe is arith: --recipe=arith --phases=sft,rl" if 'rl' in missing else ''))
     if parent and not os.path.isfile(os.path.join(parent, 'ckpt.pt')):
         die(f"--parent={parent} holds no checkpoint; pass an experiment directory that finished a phase")
     prev = parent

@@ -335,14 +335,18 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, speakers=None, cache=None):
+    def forward(self, idx, targets=None, speakers=None, weights=None, cache=None):
         x = self.hidden(idx, speakers, cache)
         if targets is None:
             # inference: the lm_head on the last position only saves a (T, vocab) matmul
             return self.head(x[:, [-1], :]), None
         logits = self.head(x)
         # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        if weights is None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        else:  # sum(weight x -log p): RL's policy gradient, weights the advantages (data.Rollouts)
+            nll = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1, reduction='none')
+            loss = (nll * weights.view(-1)).sum()
         return logits, loss
 
     def hidden(self, idx, speakers=None, cache=None):
@@ -399,7 +403,8 @@ class GPT(nn.Module):
         return self.flops_per_token() * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, speakers=None):
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, speakers=None,
+                        generator=None):
         """Yield (B, 1) next tokens after the context idx (B, T). temperature 0 is greedy. speakers (B, T + 1),
         for a model with speaker embeddings: the context's speakers, then the one every new token takes (a chat
         reply ends at the next turn token, so its speaker never changes).
@@ -421,18 +426,20 @@ class GPT(nn.Module):
                     logits, _ = self(ctx[:, -keep:], speakers=spk if spk is None else spk[:, -keep:], cache=cache)
                 else:
                     logits, _ = self(ctx[:, -1:], speakers=spk if spk is None else spk[:, -1:], cache=cache)
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p)
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             ctx = torch.cat((ctx, idx_next), dim=1)
             if spk is not None:
                 spk = torch.cat((spk, speakers[:, -1:]), dim=1)
             yield idx_next
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop=None, use_cache=True, speakers=None):
-        """Return idx (B, T) extended by up to max_new_tokens; stops early once every row has emitted a stop id."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop=None, use_cache=True, speakers=None,
+                 generator=None):
+        """Return idx (B, T) extended by up to max_new_tokens; stops early once every row has emitted a stop id.
+        generator: a torch.Generator to sample with (RL's rollouts keep theirs, for exact resume), else torch's."""
         stop = torch.tensor(sorted(stop or []), device=idx.device, dtype=idx.dtype)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, speakers):
+        for idx_next in self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, speakers, generator):
             idx = torch.cat((idx, idx_next), dim=1)
             if stop.numel():
                 done |= torch.isin(idx_next[:, 0], stop)
@@ -513,7 +520,7 @@ def sequence_logprobs(model, seqs, starts, speakers=None):
     return (logp * (y >= 0)).sum(1).tolist()
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Pick the next token (B, 1) from last-position logits (B, vocab). top_k 0/None and top_p 1.0/None cut nothing."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
@@ -529,7 +536,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
         sorted_logits[drop] = -float('inf')
         logits = torch.full_like(logits, -float('inf')).scatter(1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
 # -----------------------------------------------------------------------------

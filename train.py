@@ -58,6 +58,7 @@ wandb_run_name = 'run'
 dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script; evaluation (val_loss, best checkpoint) is on it
 data_mix = {}  # {dataset: weight}: what training draws from, micro-batch by micro-batch; {} is {dataset: 1}
 data_source = 'tokens'  # a name in data.SOURCES
+data_args = {}  # what the data source takes beyond the common arguments, e.g. RL's {'samples': 8, 'temperature': 1.0}
 direction: ('forward', 'backward', 'bidirectional') = 'forward'  # the order the model reads documents in; saved in the checkpoint
 backward_frac: '[0, 1]' = 0.5  # bidirectional: the share of each batch's rows read backward
 gradient_accumulation_steps: '[1, inf)' = 1  # micro-steps per optimizer step, over all processes together
@@ -233,8 +234,11 @@ max_block_size = max(c['block_size'] for _, c in curriculum())
 data_cls = lookup(SOURCES, data_source, 'data_source')
 # every dataset the curriculum mixes in, loaded once; `dataset` first: evaluation and the tokenizer are its
 names = [dataset] + sorted({n for _, c in curriculum() for n in c['data_mix']} - {dataset})
-sources = {n: data_cls(os.path.join('data', n), max_block_size, batch_size, device, seed, rank, world_size, direction,
-                       backward_frac) for n in names}
+try:
+    sources = {n: data_cls(os.path.join('data', n), max_block_size, batch_size, device, seed, rank, world_size, direction,
+                           backward_frac, **data_args) for n in names}
+except TypeError as e:  # an argument the source doesn't take
+    die(f"data_source '{data_source}' does not take data_args {data_args} ({e})")
 data = sources[dataset]
 for n, source in sources.items():
     if source.tokenizer.info != data.tokenizer.info:
@@ -291,6 +295,9 @@ else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
         start_line = f"fine-tuning {ckpt['path']} ({where})"
 model.to(device)
+for source in sources.values():
+    if hasattr(source, 'bind'):  # a source that samples from the model it trains (RL's rollouts), and its parent
+        source.bind(model, autocast, parent)
 # the data formats this model and its ancestors were trained on ('text', 'rewrite', ...), so a consumer knows what it
 # can do: sample.py's rewrite mode asks for 'rewrite'
 formats += [f for f in [getattr(data, 'meta', {}).get('format', 'text')] if f not in formats]
@@ -385,6 +392,8 @@ def estimate_loss():
         out[f'{split}_loss' if name == dataset else f'val_loss/{name}'] = (total[0] / total[1]).item()
         out.update({f'val_{m}': (total[2 + i] / total[1]).item() for i, m in enumerate(wanted)})
     out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
+    if hasattr(data, 'measure'):  # what the source measures of the model itself (RL: greedy pass@1 on test problems)
+        out.update({f'val_{k}': v for k, v in data.measure(raw_model).items()})
     if eval_analogies:
         import semantic
         found = semantic.analogy_eval(raw_model.token_vectors().detach(), data.tokenizer)
@@ -446,6 +455,17 @@ def enter_phase(why):
     log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
 
 
+def source_stats():
+    """{name: mean} of what the data source measured while drawing batches since the last log (RL: the reward,
+    the answers' length), averaged over the processes; {} for sources that measure nothing."""
+    stats = data.pop_stats() if hasattr(data, 'pop_stats') else {}
+    if ddp and stats:
+        values = torch.tensor(list(stats.values()), device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.AVG)
+        stats = dict(zip(stats, values.tolist()))
+    return stats
+
+
 def format_eta(seconds):
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
@@ -480,8 +500,8 @@ if hdf5_log and master_process and not eval_only:
     else:
         # fixed, from val, in the base config's shape: the same all run, whatever phase a resume lands in
         probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2), config['batch_size'], config['block_size'])
-        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, h5log.series_shapes(raw_model, probe_batch, autocast),
-                         iter_num if init_from == 'resume' else None)
+        shapes = h5log.series_shapes(raw_model, probe_batch, autocast) | {f'train/{k}': () for k in getattr(data, 'STATS', ())}
+        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, shapes, iter_num if init_from == 'resume' else None)
 ckpt = None  # free up memory
 if wandb_log and master_process:
     import wandb
@@ -575,14 +595,15 @@ while True:
         t0, steps_since_log = t1, 0
         train_loss.zero_()
         mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak)
+        stats = source_stats()
         if h5:  # before the print: a killed run's log holds every step it printed
             h5.write(iter_num, **{'train/loss': lossf, 'train/lr': lr, 'train/ms_per_iter': dt * 1000,
-                                  'train/tokens_per_s': tokens_per_iter / dt}, **norms)
-        print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
-               f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.2f}%" if mfu else "")
-               + f", eta {format_eta(dt * (max_iters - iter_num))}")
-        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'ms': dt * 1000, 'tokens': tokens_seen, 'tok_s': tokens_per_iter / dt,
-             'mem_mb': peak_memory_mb(device_type), 't': t1 - t_start})
+                                  'train/tokens_per_s': tokens_per_iter / dt}, **norms, **{f'train/{k}': v for k, v in stats.items()})
+        print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, " + ''.join(f"{k} {v:.3f}, " for k, v in stats.items())
+               + f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s"
+               + (f", mfu {mfu * 100:.2f}%" if mfu else "") + f", eta {format_eta(dt * (max_iters - iter_num))}")
+        log({'iter': iter_num, 'loss': lossf, **stats, 'lr': lr, 'ms': dt * 1000, 'tokens': tokens_seen,
+             'tok_s': tokens_per_iter / dt, 'mem_mb': peak_memory_mb(device_type), 't': t1 - t_start})
 
 if h5:
     h5.close()

@@ -62,4 +62,4 @@ def test_a_branch_from_mid_and_a_refused_direction(lineage_data):
 
 def test_unknown_phase_says_one_line(lineage_data):
     proc = run('experiment.py', '--phases=base,pretrain', cwd=lineage_data)
-    assert proc.returncode != 0 and proc.stderr.strip() == "unknown phase(s) pretrain; phases are base, mid, sft, e.g. --phases=base,mid,sft"
+    assert proc.returncode != 0 and proc.stderr.strip() == "unknown phase(s) pretrain; phases are base, mid, sft, rl, e.g. --phases=base,mid,sft"

@@ -1,0 +1,26 @@
+"""
+The RL task's recipe, phase rl (CPU): GRPO-style RL from the sft parent (init_from, set by experiment.py), whose
+architecture, tokenizer and direction it keeps. Each iteration samples 8 answers to each of 4 level-1/2 problems
+(data.Rollouts), rewards an answer 1 if its final line '#### N' is right, and takes a policy-gradient step with the
+group-normalized rewards as advantages. val_pass1 is the greedy pass@1 on 200 test problems at each eval.
+Run:   python experiment.py --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
+Alone: python train.py config/arith_rl.py --init_from=out-arith-sft
+"""
+
+out_dir = 'out-arith-rl'
+dataset = 'arith'
+data_source = 'rollouts'
+data_args = {'samples': 8, 'temperature': 1.0, 'max_new_tokens': 64, 'levels': [1, 2], 'kl': 0.0, 'eval_problems': 200}
+eval_interval = 50
+eval_iters = 10
+log_interval = 10
+
+batch_size = 32  # 4 problems x 8 samples
+block_size = 256
+dropout = 0.0  # the policy that samples is the one that learns
+
+learning_rate = 1e-4
+max_iters = 400
+decay_lr = False
+warmup_iters = 0
+grad_clip = 1.0

@@ -1,0 +1,26 @@
+"""
+The RL task's recipe (experiment.py --recipe=arith), phase sft: a small char GPT learns arithmetic word problems
+(arith.py) as conversations, the loss on the worked solutions. From scratch it is the lineage's first phase; after
+arith_base/arith_mid it fine-tunes. It stops while it still errs, so the rl phase has something to learn.
+Prepare: python -m prepare.arith
+Run:     python experiment.py --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw   (or backward, bidirectional)
+Alone:   python train.py config/arith_sft.py --direction=backward
+"""
+
+out_dir = 'out-arith-sft'
+dataset = 'arith'
+eval_interval = 200
+eval_iters = 20
+log_interval = 50
+
+batch_size = 32
+block_size = 256  # a whole problem (question, solution, question) and more; windows start at a problem
+
+n_layer = 4
+n_head = 4
+n_embd = 128
+
+learning_rate = 2e-3
+max_iters = 2000
+min_lr = 2e-4
+warmup_iters = 50

@@ -1,0 +1,82 @@
+"""
+Prepare the RL phase's task (arith.py): arithmetic word problems of four levels, as conversations for SFT and as
+problem lists for RL, in one data dir:
+    python -m prepare.arith                   # data/arith: char tokenizer, chat format, loss on the answers
+    -> 20,000 train problems (5,000 a level) and 800 test (200 a level); vocab_size 58,
+       train has 3,1xx,xxx tokens (see the printout), in about 10 s
+    python -m prepare.arith --format=plain --out=data/arith_plain --tokenizer=data/arith   # a base phase's text
+    python -m prepare.arith --gsm8k=True      # GSM8K through datasets instead (online; nanochat's task)
+Each conversation is laid out [user: question][assistant: solution][user: question], so that a model of either
+direction reads the question before the solution it learns to write: forward the question, then the solution;
+backward (tokenizer.orient reverses each document) the last question, then the solution from its final line up.
+That is how chat.py asks each direction for a reply: forward after the newest turn, backward before the oldest.
+The mask (sft, the default) puts the loss on the solution and the turn token that ends it.
+Also written: problems_train.jsonl and problems_test.jsonl ({question, solution, answer, level} a line), which
+data.Rollouts samples rollouts for and rl.py evaluates on; val.bin is the test problems' conversations.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+import arith
+from prepare.common import dtype_for, reuse_tokenizer, write_dataset
+from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_conversation
+
+
+def render(tok, p, fmt):
+    """(ids, mask or None) of one problem: plain text, or the question-solution-question conversation."""
+    if fmt == 'plain':
+        return [tok.bos] + tok.encode(f"{p['question']}\n{p['solution']}"), None
+    turns = [('user', p['question']), ('assistant', p['solution']), ('user', p['question'])]
+    ids, mask = [tok.bos], [0]
+    for role, text in turns:
+        body = tok.encode(text)
+        ids += [tok.special(f'<|{role}|>')] + body
+        mask += [0] + [int(role == 'assistant')] * len(body)
+    assert ids == render_conversation(tok, turns)  # as chat.py renders a conversation
+    return ids, (mask if fmt == 'sft' else None)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--format', default='sft', choices=['sft', 'chat', 'plain'],
+                        help="sft: chat with the loss on the solutions; chat: role tokens, loss everywhere; plain: text")
+    parser.add_argument('--train_per_level', type=int, default=5000)
+    parser.add_argument('--test_per_level', type=int, default=200)
+    parser.add_argument('--seed', type=int, default=0, help="which problems: the same seed gives the same ones")
+    parser.add_argument('--gsm8k', default='False', choices=['True', 'False'], help="GSM8K (online) instead")
+    parser.add_argument('--tokenizer', default='char', help="char | a prepared data dir whose tokenizer to reuse")
+    parser.add_argument('--out', default=None, help="default: data/arith (data/gsm8k with --gsm8k=True)")
+    args = parser.parse_args(argv)
+    out = args.out or ('data/gsm8k' if args.gsm8k == 'True' else 'data/arith')
+    tok = reuse_tokenizer(args.tokenizer) if args.tokenizer != 'char' else None  # checked before any work
+    if args.gsm8k == 'True':
+        sets = {'train': arith.gsm8k('train'), 'test': arith.gsm8k('test')}
+    else:
+        sets = {split: [p for level in arith.LEVELS for p in arith.problems(split, n, level, args.seed)]
+                for split, n in (('train', args.train_per_level), ('test', args.test_per_level))}
+    if tok is None:
+        text = ''.join(p['question'] + p['solution'] for ps in sets.values() for p in ps)
+        tok = char_tokenizer(text, SPECIAL_TOKENS)
+    try:
+        docs = {split: [render(tok, p, args.format) for p in ps] for split, ps in sets.items()}
+    except ValueError as e:  # a reused char tokenizer meets a character it lacks
+        raise SystemExit(f"the problems don't fit that tokenizer ({e}); prepare them with --tokenizer=char") from None
+    dtype = dtype_for(tok.vocab_size)
+    splits = {'train' if s == 'train' else 'val': [np.array(ids, dtype=dtype) for ids, _ in d] for s, d in docs.items()}
+    masks = None if args.format != 'sft' else {'train' if s == 'train' else 'val': [np.array(m) for _, m in d]
+                                              for s, d in docs.items()}
+    write_dataset(out, tok, splits, source='gsm8k' if args.gsm8k == 'True' else f'arith seed={args.seed}', masks=masks,
+                  task='arith', format='chat' if args.format != 'plain' else 'text', windows='document',
+                  problems={s: len(ps) for s, ps in sets.items()})
+    for split, ps in sets.items():
+        with open(os.path.join(out, f'problems_{split}.jsonl'), 'w') as f:
+            f.writelines(json.dumps(p) + '\n' for p in ps)
+    print(f"{len(sets['train']):,} train and {len(sets['test']):,} test problems; e.g.\n{sets['train'][0]['question']}\n"
+          f"{sets['train'][0]['solution']}")
+
+
+if __name__ == '__main__':
+    main()
