@@ -21,6 +21,6 @@ n_head = 4
 n_embd = 128
 
 learning_rate = 2e-3
-max_iters = 2000
+max_iters = 1000
 min_lr = 2e-4
 warmup_iters = 50

@@ -214,6 +214,8 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
         ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size']),
         ('vibejam.py', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message']),
+        ('rl.py', ['--runs', '--per_level', '--k', '--temperature']),
+        ('prepare.arith', ['--format', '--train_per_level', '--gsm8k', '--tokenizer']),
         ('chat_web.py', ['--out_dir', '--host', '--port', '--max_new_tokens', '--max_message_chars', '--load_clients'])]
 
 

@@ -122,10 +122,15 @@ def test_config_file_sets_only_train_keys(name, workdir, char_data, chat_tok, tm
     if config.get('data_source') == 'bags':  # the BERT approximator: bags of the toy messages, with the toy teacher's vectors
         build_toy_approximator_data(tmp_path / 'data' / 'chars')
         mixed = set()
+    extra = []
+    if config.get('data_source') == 'rollouts':  # RL: a few task problems, and a block with room for an answer
+        proc = run('prepare.arith', '--train_per_level=5', '--test_per_level=2', f'--out={tmp_path / "data" / "chars"}')
+        assert proc.returncode == 0, proc.stderr
+        extra = ['--block_size=160', '--batch_size=16']  # whole groups of 8 or 16 samples
     for n in mixed | ({'chars'} - {p.name for p in (tmp_path / 'data').iterdir()}):
         (tmp_path / 'data' / n).symlink_to(char_data)
     if config.get('init_from', 'scratch') not in ('scratch', 'resume'):  # a fine-tuning config: a tiny parent first
         train(tmp_path, tmp_path / config['init_from'], '--max_iters=1', '--eval_iters=1', '--eval_interval=1')
-    proc = train(tmp_path, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', config=[path])
+    proc = train(tmp_path, tmp_path / 'out', '--max_iters=0', '--eval_iters=1', *extra, config=[path])
     keys = [node.targets[0].id for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)]
     assert keys and all(f"config: {key} = " in proc.stdout for key in keys)
