@@ -93,8 +93,13 @@ def gsm8k(split):
     if hub_unreachable():
         raise SystemExit(f"{hub_unreachable()}; GSM8K needs the Hugging Face hub. Offline, use the built-in "
                          f"arithmetic problems: python -m prepare.arith")
-    import datasets
-    ds = datasets.load_dataset('openai/gsm8k', 'main', split=split)
+    try:
+        import datasets
+        ds = datasets.load_dataset('openai/gsm8k', 'main', split=split)
+    except Exception as e:  # no datasets library, no network, nothing cached under HF_HUB_OFFLINE
+        msg = (str(e).strip().splitlines() or [''])[0][:200]
+        raise SystemExit(f"could not load GSM8K ({type(e).__name__}: {msg}); offline, use the built-in arithmetic "
+                         f"problems: python -m prepare.arith") from None
     out = []
     for row in ds:
         solution = re.sub(r'<<[^>]*>>', '', row['answer']).strip()

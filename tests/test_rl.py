@@ -253,3 +253,16 @@ def test_a_recipe_without_the_phase_says_one_line(arith_data):
     proc = run('experiment.py', '--phases=sft,rl', cwd=arith_data)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("recipe 'lineage' has no rl phase")
     assert '--recipe=arith' in proc.stderr
+
+
+@pytest.mark.parametrize('offline', [{}, {'HF_HUB_OFFLINE': '1', 'HF_HOME': 'nowhere'}], ids=['no-network', 'hub-offline'])
+def test_gsm8k_offline_says_one_line(tmp_path, offline):
+    import subprocess
+    import sys
+    from helpers import REPO
+    proc = subprocess.run([sys.executable, '-m', 'prepare.arith', '--gsm8k=True', f'--out={tmp_path / "g"}'], cwd=REPO,
+                          env={**ENV, **offline}, capture_output=True, text=True, timeout=120)
+    if proc.returncode == 0:
+        pytest.skip('GSM8K was reachable here')
+    assert len(proc.stderr.strip().splitlines()) == 1 and 'python -m prepare.arith' in proc.stderr, proc.stderr
+    assert not (tmp_path / 'g').exists()
