@@ -19,8 +19,8 @@ batch_size = 32  # 4 problems x 8 samples
 block_size = 256
 dropout = 0.0  # the policy that samples is the one that learns
 
-learning_rate = 1e-4
-max_iters = 400
+learning_rate = 1e-5  # the forward sft run (greedy pass@1 0.50): 1e-4 drove it to 0.07 in 250 iterations, 3e-5 rose
+max_iters = 400       # to 0.60, then fell to 0.48 by 150; 1e-5 rose to 0.69 by 150 (Adam's steps are lr-sized, however noisy)
 decay_lr = False
 warmup_iters = 0
 grad_clip = 1.0

@@ -18,7 +18,7 @@ batch_size = 256  # 16 problems x 16 samples
 block_size = 256
 dropout = 0.0
 
-learning_rate = 5e-5
+learning_rate = 1e-5  # what the CPU runs found: 3e-5 and up undid the sft model (config/arith_rl.py)
 max_iters = 2000
 decay_lr = False
 warmup_iters = 0
