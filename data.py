@@ -377,7 +377,8 @@ class Rollouts(Source):
         import rl
         out, tok = {}, self.tokenizer
         ways = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
-        tests = self.problems['test'][:self.eval_problems]
+        tests = self.problems['test']  # in level order: a stride takes every level's share
+        tests = tests[::max(1, len(tests) // self.eval_problems)][:self.eval_problems]
         for b in ways:
             picks = [(p, b) for p in tests]
             ps = self.prompts(picks)

@@ -155,8 +155,9 @@ def spread(xs):
 
 
 def table(results):
-    """Markdown: one row per (model direction, reading direction, level), before -> after, seeds pooled."""
-    lines = [f"| model | reads | level | seeds | pass@1 SFT | pass@1 RL | pass@{k} SFT | pass@{k} RL | answer chars SFT | RL |",
+    """Markdown: one row per (model direction, reading direction, level), before -> after, mean ± std over the RL
+    runs (seeds) and over their distinct sft parents."""
+    lines = [f"| model | reads | level | RL runs | pass@1 SFT | pass@1 RL | pass@{k} SFT | pass@{k} RL | answer chars SFT | RL |",
              '|---|---|---|---|---|---|---|---|---|---|']
     groups = {}
     for r in results:
@@ -164,7 +165,9 @@ def table(results):
     for direction, rs in groups.items():
         for way in rs[0]['after']:
             for level in rs[0]['after'][way]:
-                get = lambda when, m: [r[when][way][level][m] for r in rs]
+                # before: each distinct parent once (RL seeds from one sft run share it); after: each RL run
+                get = lambda when, m: [r[when][way][level][m] for r in (rs if when == 'after' else
+                                                                         {r['parent']: r for r in rs}.values())]
                 lines.append(f"| {direction} | {way} | {level} | {len(rs)} | {spread(get('before', 'pass1'))} | "
                              f"{spread(get('after', 'pass1'))} | {spread(get('before', f'pass{k}'))} | "
                              f"{spread(get('after', f'pass{k}'))} | {np.mean(get('before', 'length')):.1f} | "
@@ -181,12 +184,13 @@ def plot(results, path):
     colors = {'forward': 'tab:blue', 'backward': 'tab:red', 'bidirectional': 'tab:purple'}
     for r in results:
         log = [json.loads(line) for line in open(os.path.join(r['run'], 'log.jsonl'))]
-        train = [(e['iter'], e['reward']) for e in log if 'reward' in e]
-        evals = [(e['iter'], v) for e in log for key, v in e.items() if key.startswith('val_pass1')]
         name = os.path.basename(os.path.normpath(r['run']))
-        for ax, pts in ((axes[0], train), (axes[1], evals)):
-            if pts:
-                ax.plot(*zip(*pts), color=colors.get(r['direction']), alpha=0.8, label=name)
+        train = [(e['iter'], e['reward']) for e in log if 'reward' in e]
+        axes[0].plot(*zip(*train), color=colors.get(r['direction']), alpha=0.8, label=name)
+        for key in sorted({k for e in log for k in e if k.startswith('val_pass1')}):  # a bidirectional run: both ways
+            evals = [(e['iter'], e[key]) for e in log if key in e]
+            axes[1].plot(*zip(*evals), color=colors.get(r['direction']), alpha=0.8, ls='--' if 'backward' in key else '-',
+                         label=name + key.removeprefix('val_pass1').replace('/', ', read '))
     axes[0].set(title='reward of the training rollouts', xlabel='RL iteration', ylabel='mean reward')
     axes[1].set(title='greedy pass@1 on test problems (during RL)', xlabel='RL iteration', ylabel='pass@1')
     for ax in axes:
