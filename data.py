@@ -333,6 +333,9 @@ class Rollouts(Source):
         if self.model is None:
             raise RuntimeError("Rollouts samples from the model being trained: call bind(model, autocast, parent) first")
         k, tok = self.samples, self.tokenizer
+        if self.batch_size % k:  # the rows one process gets (train.py splits a micro-step's rows over processes)
+            die(f"each process gets {self.batch_size} rows a micro-step, not whole groups of samples={k}; make "
+                f"batch_size a multiple of samples x processes")
         picks = [pick for pick in self.picks('train', self.batch_size // k, self.generator) for _ in range(k)]
         ps = self.prompts(picks)
         prompts, speakers = [i for i, _ in ps], [s for _, s in ps]
