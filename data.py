@@ -19,6 +19,12 @@ from common import die
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
 
+def backward_rows(n, frac):
+    """(n,) 0/1 tensor: which of n rows a bidirectional draw reads backward, frac of them spread evenly through it
+    (so every batch holds both directions)."""
+    return (torch.arange(1, n + 1) * frac).floor() - (torch.arange(n) * frac).floor()
+
+
 def to_device(device, *tensors):
     if 'cuda' in str(device):
         # pinned memory lets the copy to the GPU run asynchronously
@@ -123,9 +129,7 @@ class TokenStream(Source):
             ix = torch.randint(len(streams[0][0]) - T, (n,), generator=generator or self.generator)
         else:
             ix = starts[torch.randint(len(starts), (n,), generator=generator or self.generator)]
-        # bidirectional: backward rows spread evenly through the draw, so every batch holds both directions
-        f = self.backward_frac if len(streams) == 2 else 0.0
-        way = (torch.arange(1, n + 1) * f).floor() - (torch.arange(n) * f).floor()
+        way = backward_rows(n, self.backward_frac if len(streams) == 2 else 0.0)
         rows = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         return list(zip(way[rows].long().tolist(), ix[rows].tolist()))
 
@@ -289,6 +293,9 @@ class Rollouts(Source):
             die(f"data_args samples={samples} must divide batch_size={batch_size}: a batch is whole groups of samples")
         if not 0 < max_new_tokens < block_size:
             die(f"data_args max_new_tokens={max_new_tokens} must be between 0 and block_size={block_size}")
+        if not (temperature > 0 and kl >= 0 and eval_problems >= 1):
+            die(f"data_args needs temperature > 0 (samples must differ), kl >= 0 and eval_problems >= 1; got "
+                f"temperature={temperature}, kl={kl}, eval_problems={eval_problems}")
         self.direction, self.backward_frac, self.samples, self.temperature = direction, backward_frac, samples, temperature
         self.max_new_tokens, self.kl, self.eval_problems = max_new_tokens, kl, eval_problems
         self.sampler = torch.Generator(device=device).manual_seed(seed + 7 + rank)  # the answers' tokens
@@ -315,15 +322,9 @@ class Rollouts(Source):
         """[(problem, backward)] of this rank's n of a global draw of world_size x n problems."""
         problems = self.problems[split]
         ix = torch.randint(len(problems), (self.world_size * n,), generator=generator)
-        f = {'forward': 0.0, 'backward': 1.0, 'bidirectional': self.backward_frac}[self.direction]
-        way = (torch.arange(1, len(ix) + 1) * f).floor() - (torch.arange(len(ix)) * f).floor()
+        way = backward_rows(len(ix), {'forward': 0.0, 'backward': 1.0, 'bidirectional': self.backward_frac}[self.direction])
         mine = slice(self.rank * n, (self.rank + 1) * n)
         return [(problems[i], bool(w)) for i, w in zip(ix[mine].tolist(), way[mine].tolist())]
-
-    def prompts(self, picks):
-        import rl
-        marker = self.direction == 'bidirectional'
-        return [rl.prompt(self.tokenizer, p['question'], b, marker, self.block_size - self.max_new_tokens) for p, b in picks]
 
     def get_batch(self, split, generator=None):
         if split != 'train' or generator is not None:
@@ -337,11 +338,8 @@ class Rollouts(Source):
             die(f"each process gets {self.batch_size} rows a micro-step, not whole groups of samples={k}; make "
                 f"batch_size a multiple of samples x processes")
         picks = [pick for pick in self.picks('train', self.batch_size // k, self.generator) for _ in range(k)]
-        ps = self.prompts(picks)
-        prompts, speakers = [i for i, _ in ps], [s for _, s in ps]
-        answers = rl.rollout(self.model, prompts, speakers, self.max_new_tokens, self.temperature, rl.stops(tok),
-                             self.sampler, autocast=self.autocast)
-        rewards = torch.tensor([arith.check(rl.answer_text(tok, a, b), p['answer']) for a, (p, b) in zip(answers, picks)])
+        prompts, _, answers, rewards = rl.attempt(self.model, tok, picks, self.direction == 'bidirectional',
+                                                  self.max_new_tokens, self.temperature, self.sampler, self.autocast)
         full = [speaker_ids(p + a, tok, b) for p, a, (_, b) in zip(prompts, answers, picks)]
         shaped, kl = rewards, torch.zeros(len(answers))
         if self.reference_model is not None:  # the k1 estimate of KL(policy || SFT) on each sampled answer
@@ -359,7 +357,8 @@ class Rollouts(Source):
         """Teacher-forced worked solutions of the split's problems (test for 'val'), weighted to their mean -log p."""
         import rl
         picks = self.picks('train' if split == 'train' else 'test', self.batch_size, generator or self.generator)
-        ps = self.prompts(picks)
+        marker, max_len = self.direction == 'bidirectional', self.block_size - self.max_new_tokens
+        ps = [rl.prompt(self.tokenizer, p['question'], b, marker, max_len) for p, b in picks]
         answers = [rl.reference(self.tokenizer, p['solution'], b)[:self.max_new_tokens] for p, b in picks]
         full = [speaker_ids(p + a, self.tokenizer, b) for (p, _), a, (_, b) in zip(ps, answers, picks)]
         return to_device(self.device, *rl.policy_batch([p for p, _ in ps], answers, full, torch.ones(len(picks))))
@@ -375,20 +374,17 @@ class Rollouts(Source):
 
     @torch.no_grad()
     def measure(self, model):
-        """{'pass1': share} (or per reading direction, bidirectional): greedy answers to the first eval_problems test
-        problems, at each eval."""
+        """{'pass1': share} (or per reading direction, bidirectional): greedy answers to eval_problems test problems
+        spread over the levels, at each eval."""
         import rl
         out, tok = {}, self.tokenizer
         ways = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
         tests = self.problems['test']  # in level order: a stride takes every level's share
         tests = tests[::max(1, len(tests) // self.eval_problems)][:self.eval_problems]
         for b in ways:
-            picks = [(p, b) for p in tests]
-            ps = self.prompts(picks)
-            answers = rl.rollout(model, [i for i, _ in ps], [s for _, s in ps], self.max_new_tokens, 0, rl.stops(tok),
-                                 autocast=self.autocast)
-            score = float(np.mean([arith.check(rl.answer_text(tok, a, b), p['answer']) for a, (p, _) in zip(answers, picks)]))
-            out['pass1' if len(ways) == 1 else f"pass1/{'backward' if b else 'forward'}"] = score
+            rewards = rl.attempt(model, tok, [(p, b) for p in tests], self.direction == 'bidirectional',
+                                 self.max_new_tokens, 0, autocast=self.autocast)[3]
+            out['pass1' if len(ways) == 1 else f"pass1/{'backward' if b else 'forward'}"] = rewards.mean().item()
         return out
 
 

@@ -13,12 +13,13 @@ to the SFT parent comes off the reward. The pieces live here; the loop, checkpoi
 This file's command line measures RL runs against their parents (the SFT each started from): pass@1 (greedy) and
 pass@k (k samples at a temperature) on the test problems, per level and per reading direction (a bidirectional
 model both ways), the mean answer length, with runs of the same direction pooled as seeds (mean ± std); and it
-plots the reward during RL. Writes rl_results.{json,md,png} and rl_curves.png.
+plots the reward during RL. Writes rl_results.json, rl_results.md and rl_curves.png.
 """
 
 import json
 import os
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ per_level: '[1, inf)' = 100  # test problems per level
 k: '[1, inf)' = 8  # samples per problem for pass@k
 temperature: '(0, inf)' = 1.0  # for pass@k's samples
 max_new_tokens: '[1, inf)' = 64
-out = 'rl_results'  # out.json, out.md, out.png (and rl_curves.png beside them)
+out = 'rl_results'  # out.json and out.md (and rl_curves.png beside them)
 seed = 1337
 threads: '[0, inf)' = 0
 # -----------------------------------------------------------------------------
@@ -78,13 +79,24 @@ def rollout(model, prompts, speakers, max_new_tokens, temperature, stop, generat
             x = torch.tensor([prompts[i] for i in chunk], device=dev)
             # each new token is the assistant's (speaker 2), as in training; kinds without speakers ignore it
             s = torch.tensor(np.array([np.append(speakers[i], 2) for i in chunk]).astype(np.int64), device=dev)
-            with autocast or torch.autocast('cpu', enabled=False):
+            with autocast or nullcontext():
                 y = model.generate(x, max_new_tokens, temperature, stop=stop, speakers=s, generator=generator)
             for i, g in zip(chunk, y[:, n:].tolist()):
                 cut = next((j + 1 for j, t in enumerate(g) if t in stop), len(g))
                 answers[i] = g[:cut]
     model.train(was_training)
     return answers
+
+
+def attempt(model, tok, picks, marker, max_new_tokens, temperature, generator=None, autocast=None):
+    """Ask the model each [(problem, backward)] pick (temperature 0: greedy) and check its answer in reading order.
+    Returns the prompts, their speakers, the sampled answers (ids) and their rewards (a tensor): what RL trains on
+    and what every evaluation counts."""
+    ps = [prompt(tok, p['question'], b, marker, model.config.block_size - max_new_tokens) for p, b in picks]
+    prompts, speakers = [i for i, _ in ps], [s for _, s in ps]
+    answers = rollout(model, prompts, speakers, max_new_tokens, temperature, stops(tok), generator, autocast=autocast)
+    rewards = torch.tensor([arith.check(answer_text(tok, a, b), p['answer']) for a, (p, b) in zip(answers, picks)])
+    return prompts, speakers, answers, rewards
 
 
 def group_advantages(rewards, eps=1e-6):
@@ -125,16 +137,11 @@ def load_run(path, device):
 
 def evaluate(model, tok, tests, backward, marker, gen):
     """{level: {pass1, passk, length}} and 'all' of one model read one way, on tests [{question, answer, level}]."""
-    block = model.config.block_size
-    ps = [prompt(tok, p['question'], backward, marker, block - max_new_tokens) for p in tests]
-    greedy = rollout(model, [i for i, _ in ps], [s for _, s in ps], max_new_tokens, 0, stops(tok))
-    sampled = rollout(model, [i for i, _ in ps for _ in range(k)], [s for _, s in ps for _ in range(k)],
-                      max_new_tokens, temperature, stops(tok), gen)
-    rows = []
-    for j, p in enumerate(tests):
-        right = [arith.check(answer_text(tok, a, backward), p['answer']) for a in sampled[j * k:(j + 1) * k]]
-        rows.append((p['level'], arith.check(answer_text(tok, greedy[j], backward), p['answer']), max(right),
-                     len(answer_text(tok, greedy[j], backward))))
+    picks = [(p, backward) for p in tests]
+    _, _, greedy, right = attempt(model, tok, picks, marker, max_new_tokens, 0)
+    _, _, _, sampled = attempt(model, tok, [pick for pick in picks for _ in range(k)], marker, max_new_tokens, temperature, gen)
+    best = sampled.view(len(tests), k).max(1).values
+    rows = [(p['level'], right[j].item(), best[j].item(), len(answer_text(tok, greedy[j], backward))) for j, p in enumerate(tests)]
     out = {}
     for level in sorted({r[0] for r in rows}) + ['all']:
         mine = np.array([r[1:] for r in rows if level in ('all', r[0])], dtype=float)

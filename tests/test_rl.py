@@ -208,6 +208,7 @@ def test_rl_with_a_kl_leash_logs_the_kl(arith_data, sft_run, tmp_path):
     (["--data_args={'sample': 4}"], "data_source 'rollouts' does not take data_args"),
     (["--data_args={'samples': 4, 'levels': [9]}"], "has no problems at levels [9]"),
     (['--data_args=4'], "config key 'data_args' expects dict"),
+    (["--data_args={'samples': 4, 'temperature': 0}"], "data_args needs temperature > 0"),
 ])
 def test_bad_rl_settings_say_one_line(arith_data, sft_run, tmp_path, args, message):
     proc = rl_train(arith_data, tmp_path, f'--init_from={sft_run}', '--max_iters=1', *args, check=False)
