@@ -70,7 +70,7 @@ def configure(g, argv):
     the script's keys and exits. Returns {key: where it was set} for the keys set, each printed once.
 
     Only existing keys may be set, with a value of the default's type (an int where a float is expected is
-    fine) that passes the key's annotation.
+    fine) that passes the key's annotation. A bool key alone, --key, means --key=True.
     """
     if '-h' in argv or '--help' in argv:
         try:
@@ -86,23 +86,41 @@ def configure(g, argv):
                 sources[key] = arg
         else:
             key, eq, val = arg[2:].partition('=')
-            if not eq:
-                die(f"argument '{arg}' has no value: write --{key}=VALUE")
-            try:
-                val = ast.literal_eval(val)  # numbers, bools, lists, dicts, quoted strings
-            except (SyntaxError, ValueError):
-                pass  # a bare word is a string: --dataset=chitchat
-            set_key(g, key, val, arg)
+            set_key(g, key, parse_value(val) if eq else bare_flag(g, key, arg), arg)
             sources[key] = arg
     for key in sources:  # after all overrides, so a key set twice is printed once, with the value that won
         print0(f"config: {key} = {g[key]!r}")
     return sources
 
 
+LITERAL_MAX = 10_000  # longer command-line values are text as written: no config value is that long, and Python's
+                      # parser can take a MemoryError or RecursionError on one (3,000 words, '1+1+...', '[[[...')
+
+
+def parse_value(val):
+    """A command-line value: a Python literal (numbers, bools, lists, dicts, quoted strings), else the text itself,
+    so a bare word is a string (--dataset=chitchat), and so is anything the parser can't take."""
+    if len(val) > LITERAL_MAX:
+        return val
+    try:
+        return ast.literal_eval(val)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return val
+
+
+def bare_flag(g, key, arg):
+    """--key with no value: True for a bool key (a switch, as most command lines take one), else a one-line exit.
+    An unknown key is left to set_key, which says so."""
+    rule = g.get('__annotations__', {}).get(key)
+    if key in config_keys(g) and (type(g[key]) is not bool and rule is not bool):
+        die(f"argument '{cut(arg)}' has no value: write --{key}=VALUE")
+    return True
+
+
 def read_config_file(path):
     """The config values a Python config file sets; errors in it are reported by its own path and line."""
     if not os.path.isfile(path):
-        die(f"config file '{path}' not found (config files live in config/, e.g. config/quickstart.py)")
+        die(f"config file '{cut(path)}' not found (config files live in config/, e.g. config/quickstart.py)")
     namespace = {'__file__': path}  # so a config can build on another: exec(open(os.path.join(os.path.dirname(__file__), ...
     try:
         with open(path, encoding='utf-8') as f:
@@ -117,11 +135,11 @@ def read_config_file(path):
 
 def set_key(g, key, val, source):
     """Set one config key with the checks configure() promises; a one-line exit otherwise."""
-    keys = config_keys(g)
+    keys, source = config_keys(g), cut(source)
     if key not in keys:
         close = difflib.get_close_matches(key, keys, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ''
-        die(f"unknown config key '{key}' (from {source}); {hint}the keys are the globals at the top of "
+        die(f"unknown config key {cut(repr(key))} (from {source}); {hint}the keys are the globals at the top of "
             f"{os.path.basename(sys.argv[0])} (--help lists them)")
     default, rule = g[key], g.get('__annotations__', {}).get(key)
     ok = ((default is None and rule is None) or type(val) is type(default)
@@ -129,11 +147,18 @@ def set_key(g, key, val, source):
           or (type(default) is tuple and type(val) is list)
           or (default is None and isinstance(rule, type)))
     if not ok:
-        die(f"config key '{key}' expects {type(default).__name__}, got {type(val).__name__} {val!r} (from {source})")
+        die(f"config key '{key}' expects {type(default).__name__}, got {type(val).__name__} {cut(repr(val))} (from {source})")
     why = rule is not None and check_value(val, rule)
     if why:
-        die(f"config key '{key}' must be {why}, got {val!r} (from {source})")
+        die(f"config key '{key}' must be {why}, got {cut(repr(val))} (from {source})")
     g[key] = float(val) if type(default) is float else tuple(val) if type(default) is tuple else val
+
+
+def cut(text, n=200):
+    """text for a one-line message: control characters escaped (a newline would make two lines), and a text of
+    100,000 characters shown by its start and its length."""
+    text = text if text.isprintable() else ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= n else f"{text[:n - 40]}... ({len(text):,} characters)"
 
 
 def lookup(table, name, key):
@@ -164,7 +189,8 @@ def print_help(g):
             key_at[node.lineno] = target.id
     if not key_at:
         return
-    print("\nconfig keys, their defaults and allowed values; set them in a config file or as --key=value:")
+    print("\nconfig keys, their defaults and allowed values; set them in a config file or as --key=value (a bool key "
+          "alone, --key, is --key=True):")
     for n in range(min(key_at), max(key_at) + 1):
         text, whole_line = comments.get(n, ('', False))
         if n in key_at:
