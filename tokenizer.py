@@ -123,6 +123,9 @@ def train_bpe(texts, vocab_size):
     info = {'kind': 'bpe', 'pattern': bpe.get_pattern(),
             'ranks': [base64.b64encode(bytes(b)).decode('ascii') for b, _ in ranks],
             'special': {s: len(ranks) + i for i, s in enumerate(SPECIAL_TOKENS)}}  # specials after the merges
+    if len(ranks) < n_merged:  # merging stops once every distinct chunk of the text (about a word) is one token
+        print(f"note: the BPE has {len(ranks) + len(SPECIAL_TOKENS):,} tokens, not the {vocab_size:,} asked: by then "
+              f"every distinct word of the training text is a single token; use a smaller --vocab_size or more text")
     return Tokenizer(info)
 
 

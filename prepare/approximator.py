@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 import teacher as teachers
-from prepare.common import is_val
+from prepare.common import add_overwrite, check_out, flag, is_val
 from tokenizer import NgramTokenizer, words
 
 
@@ -137,7 +137,6 @@ def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True,
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flag = lambda s: {'true': True, 'false': False}[s.lower()]
     parser.add_argument('--vocab_size', type=int, default=30000, help="entries in all: characters, words, n-grams, skip-grams")
     parser.add_argument('--skipgrams', type=flag, default=True, help="include skip-grams 'w1 _ w3' (True/False)")
     parser.add_argument('--word_frac', type=float, default=0.5, help="the share of the vocabulary words may take at most")
@@ -146,11 +145,13 @@ if __name__ == '__main__':
     parser.add_argument('--teacher', default='', help="'' for the packaged all-MiniLM-L6-v2 (offline), else a hub name or a local path")
     parser.add_argument('--val_frac', type=float, default=0.05, help="share of the non-test conversations held out for val")
     parser.add_argument('--out', default='data/approximator')
+    add_overwrite(parser)
     args = parser.parse_args()
     if args.vocab_size < 1000:
         raise SystemExit(f"--vocab_size={args.vocab_size} is too small to hold the characters and common words; use 1000 or more")
     if not 0 < args.word_frac <= 1 or not 0 < args.val_frac < 1:
         raise SystemExit("--word_frac must be in (0, 1] and --val_frac in (0, 1)")
+    check_out(args.out, args.overwrite)
     t0 = time.time()
     splits = split_messages(args.val_frac)
     print(', '.join(f"{s}: {len(m):,} messages" for s, m in splits.items()))

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 import arith
-from prepare.common import dtype_for, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, write_dataset
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_conversation
 
 
@@ -49,8 +49,10 @@ def main(argv=None):
     parser.add_argument('--gsm8k', default='False', choices=['True', 'False'], help="GSM8K (online) instead")
     parser.add_argument('--tokenizer', default='char', help="char | a prepared data dir whose tokenizer to reuse")
     parser.add_argument('--out', default=None, help="default: data/arith (data/gsm8k with --gsm8k=True)")
+    add_overwrite(parser)
     args = parser.parse_args(argv)
     out = args.out or ('data/gsm8k' if args.gsm8k == 'True' else 'data/arith')
+    check_out(out, args.overwrite)
     tok = reuse_tokenizer(args.tokenizer) if args.tokenizer != 'char' else None  # checked before any work
     if args.gsm8k == 'True':
         sets = {'train': arith.gsm8k('train'), 'test': arith.gsm8k('test')}

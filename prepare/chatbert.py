@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prepare.chitchat import split_conversations
-from prepare.common import dtype_for, reuse_tokenizer
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer
 
 
 def conversation_pairs(tok, turns, context_len, response_len):
@@ -104,7 +104,9 @@ if __name__ == '__main__':
     parser.add_argument('--response_len', type=int, default=32, help="response tokens, its end token included")
     parser.add_argument('--val_frac', type=float, default=0.05, help="as prepare.chitchat's, so the splits agree")
     parser.add_argument('--out', default='data/chatbert')
+    add_overwrite(parser)
     args = parser.parse_args()
+    check_out(args.out, args.overwrite)
     if args.context_len < 3 or args.response_len < 2:
         raise SystemExit("--context_len must be at least 3 (BOS, a token, <|assistant|>) and --response_len at least 2")
     t0 = time.time()

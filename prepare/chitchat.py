@@ -23,7 +23,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import dtype_for, is_val, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, dtype_for, is_val, reuse_tokenizer, write_dataset
 from tokenizer import render_conversation, train_bpe
 
 
@@ -83,8 +83,10 @@ if __name__ == '__main__':
     parser.add_argument('--vocab_size', type=int, default=4096, help="counts the special tokens")
     parser.add_argument('--val_frac', type=float, default=0.05)
     parser.add_argument('--out', default=None, help="default: data/chitchat, or data/chitchat_<format>")
+    add_overwrite(parser)
     args = parser.parse_args()
     out = args.out or ('data/chitchat' if args.format == 'chat' else f'data/chitchat_{args.format}')
+    check_out(out, args.overwrite)
 
     t0 = time.time()
     train_convs, val_convs = split_conversations(args.val_frac)

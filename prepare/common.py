@@ -4,6 +4,7 @@ What every prepare script shares: read a text, split documents deterministically
     data/<name>/tokenizer.json       Tokenizer.save, so training and sampling use the exact same tokenizer
     data/<name>/meta.json            vocab_size, dtype, token counts, source, ...
 """
+import codecs
 import hashlib
 import json
 import os
@@ -13,19 +14,65 @@ import numpy as np
 
 
 def read_text(src):
-    """Text of a local file or an http(s) URL, with one clear line when it can't be had."""
+    """Text of a local file or an http(s) URL, with one clear line when it can't be had or isn't text."""
     if src.startswith(('http://', 'https://')):
         try:
             with urllib.request.urlopen(src, timeout=30) as f:
-                return f.read().decode('utf-8')
+                return text_of(f.read(), src)
         except OSError as e:  # URLError, timeouts, DNS failures offline are all OSErrors
             raise SystemExit(f"could not download {src} ({e}); offline, pass a local text file instead, "
                              f"e.g. ../shared/data/tinyshakespeare.txt") from None
-    if not os.path.isfile(src):
+    if not os.path.exists(src):
         raise SystemExit(f"no such file: {src}; pass a text file or an http(s) URL, "
                          f"e.g. ../shared/data/tinyshakespeare.txt")
-    with open(src, encoding='utf-8') as f:
-        return f.read()
+    return read_text_file(src)
+
+
+# -----------------------------------------------------------------------------
+# text files: every text a user hands a script (prepare.text, embed.py file/index, sample.py's FILE:) is read
+# and checked here, once, the same way
+
+
+def read_text_file(path, name=None, need_text=True):
+    """The text of a local file; name (default: path) is how messages call it. A missing or unreadable file, one
+    that isn't a regular file (a directory, /dev/zero, a pipe: never read, so never hung on), a binary file (a NUL
+    byte), bytes that aren't UTF-8 and, with need_text, a file with no text in it each stop with one line that
+    names the file and, for a bad byte, where it is."""
+    name = name or path
+    if not os.path.exists(path):
+        raise SystemExit(f"{name}: no such file")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{name}: not a regular file (a directory, a device or a pipe); pass a text file")
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(1 << 16)
+            if b'\0' in head:  # a binary file stops here, however large (a 100 GB disk image is not read whole):
+                text_of(head, name)  # says where its first NUL byte is
+            return text_of(head + f.read(), name, need_text)
+    except OSError as e:
+        raise SystemExit(f"{name}: can't read it ({e.strerror or e})") from None
+
+
+def text_of(data, name, need_text=True):
+    """bytes as text, or one line: a NUL byte (a binary file) or bytes that aren't UTF-8, by line and byte; with
+    need_text, no text at all. A UTF-8 byte-order mark is dropped and line ends become '\n', as open() does."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    if (nul := data.find(b'\0')) >= 0:
+        raise SystemExit(f"{name}: a binary file, not text (a NUL byte at {where(data, nul)}); pass a UTF-8 text file")
+    try:
+        text = data[bom:].decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"{name}: not UTF-8 text ({where(data, bom + e.start)}: 0x{data[bom + e.start]:02x}); "
+                         f"save it as UTF-8") from None
+    if need_text and not text.strip():
+        raise SystemExit(f"{name}: {'empty' if not text else 'only whitespace'}, no text in it; pass a file with text")
+    return text.replace('\r\n', '\n').replace('\r', '\n')
+
+
+def where(data, i):
+    """'line 3, byte 17' of position i in data, both counted from 1, the byte within its line (as an editor's column)."""
+    line, line_start = data.count(b'\n', 0, i) + 1, data.rfind(b'\n', 0, i) + 1
+    return f"line {line:,}, byte {i - line_start + 1:,}"
 
 
 def hub_unreachable():
@@ -59,6 +106,28 @@ def reuse_tokenizer(path):
     return tok
 
 
+def flag(s):
+    """An argparse type for True/False (a ValueError is what argparse turns into its one-line usage error)."""
+    if s.lower() not in ('true', 'false'):
+        raise ValueError(s)
+    return s.lower() == 'true'
+
+
+def add_overwrite(parser):
+    """--overwrite, for check_out; bare, as a switch, it is --overwrite=True."""
+    parser.add_argument('--overwrite', type=flag, nargs='?', const=True, default=False,
+                        help="replace the prepared data already at --out (True/False)")
+
+
+def check_out(out, overwrite):
+    """Stop with one line, before any work, if out is a file or already holds prepared data (its meta.json) and
+    overwrite isn't set: a prepare never replaces a dataset, which runs may have been trained on, silently."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out={out} is a file, not a folder; pass another --out")
+    if os.path.isfile(os.path.join(out, 'meta.json')) and not overwrite:
+        raise SystemExit(f"{out} already holds prepared data; pass --overwrite=True to replace it, or another --out")
+
+
 def dtype_for(vocab_size):
     return 'uint16' if vocab_size < 65536 else 'uint32'  # uint16 halves the disk and RAM of a token stream
 
@@ -68,13 +137,14 @@ def write_dataset(out, tok, splits, source, masks=None, **extra):
     concatenated into <out>/<split>.bin. masks, if given, holds a uint8 array per document for some splits:
     <out>/<split>_mask.bin, 1 on the spans the model learns to write (see data.TokenStream). extra goes into
     meta.json as is."""
+    for split, docs in splits.items():  # before anything is written: a failed prepare leaves no half dataset
+        if not any(len(d) for d in docs):
+            raise SystemExit(f"the {split} split is empty; change --val_frac")
     os.makedirs(out, exist_ok=True)
     dtype = dtype_for(tok.vocab_size)
     meta = {'vocab_size': tok.vocab_size, 'dtype': dtype, 'tokenizer': tok.kind}
     for split, docs in splits.items():
         n = sum(len(d) for d in docs)
-        if n == 0:
-            raise SystemExit(f"the {split} split is empty; change --val_frac")
         # write through a memmap, document by document, so we never hold one giant concatenated copy
         arr = np.memmap(os.path.join(out, f'{split}.bin'), dtype=dtype, mode='w+', shape=(n,))
         i = 0

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import dtype_for, hub_unreachable, is_val, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, dtype_for, hub_unreachable, is_val, reuse_tokenizer, write_dataset
 from tokenizer import gpt2_tokenizer, train_bpe
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,8 +25,10 @@ parser.add_argument('--tokenizer', default='bpe', help="bpe (train one) | gpt2 |
 parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
 parser.add_argument('--val_frac', type=float, default=0.01)
 parser.add_argument('--out', default=None, help="default: data/<NAME without its owner>")
+add_overwrite(parser)
 args = parser.parse_args()
 out = args.out or f"data/{args.name.rstrip('/').split('/')[-1]}"
+check_out(out, args.overwrite)
 reused = reuse_tokenizer(args.tokenizer) if args.tokenizer not in ('bpe', 'gpt2') else None  # checked before downloading
 
 try:

@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 
-from prepare.common import read_text, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, read_text, reuse_tokenizer, write_dataset
 from tokenizer import char_tokenizer, gpt2_tokenizer, train_bpe
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -19,10 +19,12 @@ parser.add_argument('--tokenizer', default='char', help="char | bpe | gpt2 | a p
 parser.add_argument('--vocab_size', type=int, default=4096, help="bpe only; counts the special tokens")
 parser.add_argument('--val_frac', type=float, default=0.1)
 parser.add_argument('--out', default=None, help="default: data/<input file stem>_<tokenizer>")
+add_overwrite(parser)
 args = parser.parse_args()
 stem = os.path.splitext(os.path.basename(args.input.rstrip('/')))[0]
 reused = reuse_tokenizer(args.tokenizer) if args.tokenizer not in ('char', 'bpe', 'gpt2') else None
 out = args.out or os.path.join('data', f"{stem}_{os.path.basename(args.tokenizer.rstrip('/')) if reused else args.tokenizer}")
+check_out(out, args.overwrite)
 
 t0 = time.time()
 text = read_text(args.input)

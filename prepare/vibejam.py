@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from prepare.common import is_val, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, is_val, read_text_file, reuse_tokenizer, write_dataset
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_rewrite, train_bpe
 
 SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
@@ -45,11 +45,7 @@ def folder_documents(folder):
             if not name.lower().endswith(('.txt', '.md')):
                 continue
             path = os.path.join(root, name)
-            try:
-                with open(path, encoding='utf-8') as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as e:
-                raise SystemExit(f"can't read {path} ({type(e).__name__}: {e}); fix or remove it and run again") from None
+            text = read_text_file(path, need_text=False)
             if text.strip():
                 docs[os.path.relpath(path, folder)] = text
     if not docs:
@@ -144,14 +140,13 @@ def make_pairs(texts, seed=0, max_chars=100, **noise):
 def read_edits(path):
     """[(draft, rewrite)] of a JSONL file of {"draft": ..., "rewrite": ...} (real edits: an LLM's draft, your edit)."""
     pairs = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    pairs.append((str(row['draft']), str(row['rewrite'])))
-                except (ValueError, KeyError, TypeError):
-                    raise SystemExit(f"{path}:{n}: not a JSON object with 'draft' and 'rewrite'") from None
+    for n, line in enumerate(read_text_file(path, f"--edits={path}").split('\n'), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                pairs.append((str(row['draft']), str(row['rewrite'])))
+            except (ValueError, KeyError, TypeError):
+                raise SystemExit(f"{path}:{n}: not a JSON object with 'draft' and 'rewrite'") from None
     return pairs
 
 
@@ -214,9 +209,13 @@ if __name__ == '__main__':
                         "messages; 100 fits a draft and its rewrite in the char model's 256 and the BPE model's 128 tokens)")
     for k, v in NOISE.items():
         parser.add_argument(f'--{k}', type=float, default=v, help=f"--pairs: the probability of this noise (corrupt())")
+    add_overwrite(parser)
     args = parser.parse_args()
     if not 0 < args.val_frac < 1:
         raise SystemExit(f"--val_frac must be between 0 and 1, got {args.val_frac}")
+    tok = reuse_tokenizer(args.pairs) if args.pairs else None
+    out = args.out or (f"data/vibejam_rewrite_{tok.kind}" if args.pairs else f'data/vibejam_{args.tokenizer}')
+    check_out(out, args.overwrite)
     t0 = time.time()
     folder = args.folder or ('data/raw' if os.path.isdir('data/raw') else None)
     if folder:
@@ -226,7 +225,6 @@ if __name__ == '__main__':
         print(f"no data/raw/: using a real person's writing, {source}")
     print(f"{len(docs):,} documents, {sum(map(len, docs.values())):,} characters")
     if args.pairs:
-        tok = reuse_tokenizer(args.pairs)
         noise = {k: getattr(args, k) for k in NOISE}
         train, val = split_documents(docs, args.val_frac)  # the style data's split: val documents stay unseen
         splits = {'train': make_pairs(train, args.seed, args.max_chars, **noise),
@@ -234,9 +232,7 @@ if __name__ == '__main__':
         if args.edits:
             splits['train'] += read_edits(args.edits)
         print(f"{len(splits['train']):,} train / {len(splits['val']):,} val pairs, e.g. {splits['train'][0]}")
-        write_pairs(args.out or f"data/vibejam_rewrite_{tok.kind}", tok, splits, f"{source}; rewrite pairs, noise {noise}",
-                    args.block_size)
+        write_pairs(out, tok, splits, f"{source}; rewrite pairs, noise {noise}", args.block_size)
     else:
-        build(args.out or f'data/vibejam_{args.tokenizer}', docs, args.tokenizer, args.vocab_size, args.val_frac,
-              args.block_size, source)
+        build(out, docs, args.tokenizer, args.vocab_size, args.val_frac, args.block_size, source)
     print(f"done in {time.time() - t0:.1f}s")
