@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from common import configure, die, setup_device, load_checkpoint, build_model
+from common import configure, die, setup_device, load_checkpoint, build_model, cannot
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -52,8 +52,8 @@ def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device
 
 def cannot_chat(model, tok, ckpt, name):
     """Why a checkpoint can't chat, in one line ('' if it can): chat.py and the web page ask the same question."""
-    if not hasattr(model, 'reply_stream'):
-        return f"{name}'s model ({ckpt['model_kind']}) doesn't chat; {model.usage.format(out_dir=name)}"
+    if why := cannot(ckpt, 'chat', name):
+        return why
     if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
         return (f"{name} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
                 f"use sample.py, or train config/quickstart.py")
@@ -105,6 +105,8 @@ if __name__ == '__main__':
               "yours). /top K, /clear, /quit")
     else:
         ckpt = load_checkpoint(out_dir, device)
+        if why := cannot(ckpt, 'chat', out_dir):  # before its tokenizer is built: an approximator's is no chat tokenizer
+            die(why)
         model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
         if chat_refused := cannot_chat(model, tok, ckpt, out_dir):
             die(chat_refused)

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 import chat
-from common import configure, die, setup_device, load_checkpoint, build_model
+from common import configure, die, setup_device, load_checkpoint, build_model, cannot
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -282,6 +282,8 @@ if __name__ == '__main__':
     if not os.path.exists(out_dir):
         die(f"no run at {out_dir}: train one first (python train.py config/quickstart.py), or pass --out_dir=RUN")
     ckpt = load_checkpoint(out_dir, device)
+    if why := cannot(ckpt, 'chat', out_dir):  # before its tokenizer is built: an approximator's is no chat tokenizer
+        die(f"not supported by this checkpoint: {why}")
     model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
     app = make_app(model, tok, ckpt, out_dir, autocast)
     if load_clients:

@@ -345,6 +345,24 @@ def load_checkpoint(path, device='cpu'):
     return ckpt
 
 
+# what a script can ask of a model kind (each kind's `can`, model.py), and how a refusal says it
+NEEDS = {'sample': "has no text to continue",
+         'chat': "doesn't chat",
+         'score': "can't score a text token by token, which eval_directions.py needs (a GPT)",
+         'embed': "doesn't embed texts, which embed.py needs (an approximator: python train.py config/approximator.py)"}
+
+
+def cannot(ckpt, need, name):
+    """Why the checkpoint's model kind can't do what a script needs (a key of NEEDS), in one line that names the kind
+    and what it is for; '' if it can. Asked before the model or its tokenizer is built, which may fail on a kind
+    the script doesn't know (an approximator's n-gram tokenizer is no chat tokenizer)."""
+    from model import MODELS
+    model_cls = lookup(MODELS, ckpt['model_kind'], "the checkpoint's model_kind")[1]
+    if need in model_cls.can:
+        return ''
+    return f"{name}'s model ({ckpt['model_kind']}) {NEEDS[need]}; {model_cls.usage.format(out_dir=name)}"
+
+
 def build_model(ckpt):
     """The model a checkpoint describes, with its weights loaded; one line if the two don't fit."""
     from model import MODELS

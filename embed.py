@@ -19,8 +19,9 @@ from itertools import chain
 import numpy as np
 import torch
 
-from common import build_model, configure, die, load_checkpoint, set_threads
+from common import build_model, cannot, configure, die, load_checkpoint, set_threads
 from data import pad_bags
+from prepare.common import read_text_file
 from tokenizer import NgramTokenizer
 
 # -----------------------------------------------------------------------------
@@ -47,9 +48,8 @@ class Embedder:
     optionally int8, and an LRU cache of vectors by text."""
 
     def __init__(self, ckpt, device='cpu', quantize=False, cache_size=10000):
-        if ckpt['model_kind'] != 'approximator':
-            die(f"{ckpt['path']} is a {ckpt['model_kind']} model; embed.py embeds with an approximator "
-                f"(python train.py config/approximator.py)")
+        if why := cannot(ckpt, 'embed', ckpt['path']):
+            die(why)
         self.model = build_model(ckpt).to(device).eval()
         self.tok, self.device = NgramTokenizer(ckpt['tokenizer']), device
         if self.model.mix is None:
@@ -97,13 +97,10 @@ class Embedder:
 
 
 def read_lines(path):
-    if not os.path.isfile(path):
-        die(f"no such file: {path}; pass --file=PATH, a text file with one text per line")
-    with open(path, encoding='utf-8', errors='replace') as f:
-        lines = [line.rstrip('\n') for line in f]
-    if not any(lines):
-        die(f"{path} has no text: write one text per line")
-    return lines
+    """The lines of a text file (one text per line), checked as every text input is."""
+    if not path:
+        die("pass --file=PATH, a text file with one text per line")
+    return read_text_file(path, f"--file={path}").removesuffix('\n').split('\n')
 
 
 class InferenceGraph(torch.nn.Module):
@@ -157,6 +154,7 @@ def main():
         lines = read_lines(file)
         output = output or os.path.splitext(file)[0] + '.npy'
         v = np.concatenate([emb.embed(lines[i:i + 8192], batch_size) for i in range(0, len(lines), 8192)])
+        output += '' if output.endswith('.npy') else '.npy'  # np.save would add it
         np.save(output, v)
         print(f"wrote {output}: {v.shape[0]:,} unit vectors of {v.shape[1]}")
     elif cmd == 'index':

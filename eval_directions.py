@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import configure, die, setup_device, load_checkpoint, build_model
+from common import configure, die, setup_device, load_checkpoint, build_model, cannot
 from model import sequence_logprobs
 from tokenizer import Tokenizer, orient, render_conversation
 
@@ -286,6 +286,8 @@ if __name__ == '__main__':
     # every check before anything is written: each checkpoint loads, and its held-out text is there and fits it
     ckpts = [load_checkpoint(p) for p in out_dir.split(',') if p]
     for ckpt in ckpts:
+        if why := cannot(ckpt, 'score', ckpt['path']):  # the kind first: its data and tokenizer are no text to score
+            die(why)
         ckpt['data_dir'] = os.path.join('data', dataset or ckpt['config']['dataset'])
         if 'loss' in task_list:
             check_data(ckpt)

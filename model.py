@@ -449,8 +449,10 @@ class GPT(nn.Module):
 
     # -- chatting: every model kind that chats provides reply_stream and score_replies; chat.py, the web page and
     # the conversation metrics call them, never a kind by name. history is [(role, text), ...], oldest first
-    samples_text = True  # sample.py continues a text; a kind that only answers a conversation says False
-    usage = "chat with it: python chat.py --out_dir={out_dir}"  # what to do with a kind where sample.py can't help
+    # what scripts may ask of this kind (common.cannot): continue a text (sample.py), reply to a conversation (chat.py,
+    # the web page), score a text token by token (eval_directions.py), embed texts (embed.py)
+    can = ('sample', 'chat', 'score')
+    usage = "sample from it: python sample.py --out_dir={out_dir}"  # what to do with it, where a script can't help
     chat_settings = {}  # {name: (type, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name)
 
     @torch.no_grad()
@@ -561,7 +563,8 @@ class ChatBERTConfig(GPTConfig):
 
 class ChatBERT(GPT):
     """What the three kinds share: the context and response of a chat turn as tensors."""
-    samples_text = False  # they answer a conversation; sample.py has no text to continue
+    can = ('chat',)  # they answer a conversation: no text to continue, and they read it both ways
+    usage = "chat with it: python chat.py --out_dir={out_dir}"
 
     def context(self, tok, history):
         ids = render_context(tok, history, self.config.block_size - self.config.response_len)
@@ -958,7 +961,7 @@ class BagSelfAttention(nn.Module):
 
 
 class Approximator(nn.Module):
-    samples_text = False  # it embeds text: nothing to sample or chat with
+    can = ('embed',)  # it embeds text: nothing to sample or chat with
     usage = "embed with it: python embed.py text --out_dir={out_dir} --text='hi there' (embed.py --help)"
 
     def __init__(self, config):

@@ -8,13 +8,13 @@ Rewrite a draft in a vibejam model's style (README "vibejam"), the draft as text
 $ python sample.py --out_dir=out-vibejam-rewrite-char --rewrite="Hello. I am going to the store, do you want anything?"
 """
 
-import os
 import sys
 import time
 
 import torch
 
-from common import configure, die, print0, setup_device, load_checkpoint, build_model, synchronize
+from common import configure, die, print0, setup_device, load_checkpoint, build_model, synchronize, cannot
+from prepare.common import read_text_file
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file
@@ -39,9 +39,9 @@ configure(globals(), sys.argv[1:])
 *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
 torch.manual_seed(seed)
 ckpt = load_checkpoint(out_dir, device)
+if why := cannot(ckpt, 'sample', out_dir):
+    die(why)
 model = build_model(ckpt).to(device).eval()
-if not model.samples_text:
-    die(f"{out_dir}'s model ({ckpt['model_kind']}) has no text to continue; {model.usage.format(out_dir=out_dir)}")
 from tokenizer import Tokenizer, decode_growing, decode_stream, orient, reading, speaker_ids  # noqa: E402
 tok = Tokenizer(ckpt['tokenizer'])
 try:
@@ -50,21 +50,15 @@ except ValueError as e:
     die(f"--direction={direction}: {e}")
 
 
-def read_arg(key, value):
-    """A text argument, or the UTF-8 text of the file it names (FILE:path)."""
-    if not value.startswith('FILE:'):
-        return value
-    if not os.path.isfile(value[5:]):
-        die(f"--{key}={value}: no such file")
-    try:
-        with open(value[5:], encoding='utf-8') as f:
-            return f.read()
-    except UnicodeDecodeError as e:
-        die(f"--{key}={value}: not UTF-8 text (byte {e.start}); save it as UTF-8")
+def read_arg(key, value, need_text=False):
+    """A text argument, or the text of the file it names (FILE:path), checked as every text input is."""
+    return read_text_file(value[5:], f"--{key}={value}", need_text) if value.startswith('FILE:') else value
 
 
 if rewrite:
-    draft = read_arg('rewrite', rewrite).strip()
+    draft = read_arg('rewrite', rewrite, need_text=True).strip()
+    if not draft:
+        die("--rewrite: the draft is only whitespace; write the text to rewrite")
     if 'rewrite' not in ckpt.get('formats', []) and not zero_shot:
         die(f"{out_dir} was never fine-tuned on rewrite pairs (config/vibejam_rewrite.py), so it would continue the "
             f"draft, not rewrite it; pass --zero_shot=True to see that anyway")

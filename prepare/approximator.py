@@ -92,10 +92,16 @@ def write_vocab(path, entries, vectors, teacher_name):
 
 
 def read_vocab(path):
-    """(entries, kinds, counts, vectors float16) of a vocab.h5."""
+    """(entries, kinds, counts, vectors float16) of a vocab.h5; one line naming it and the command that makes it if
+    it is missing, truncated or not one (h5py says OSError for all three; a KeyError for a file without the tables)."""
     import h5py
-    with h5py.File(path, 'r') as f:
-        return list(f['entry'].asstr()[:]), list(f['kind'].asstr()[:]), f['count'][:], f['vector'][:]
+    try:
+        with h5py.File(path, 'r') as f:
+            return list(f['entry'].asstr()[:]), list(f['kind'].asstr()[:]), f['count'][:], f['vector'][:]
+    except (OSError, KeyError) as e:
+        why = 'missing' if not os.path.exists(path) else f"unreadable ({' '.join(str(e).split())[:120]})"
+        raise SystemExit(f"{path} is {why}: prepare the approximator data again with python -m prepare.approximator "
+                         f"--out={os.path.dirname(path) or '.'} --overwrite=True") from None
 
 
 def write_bags(out, split, tok, messages, targets):

@@ -21,6 +21,8 @@ parser.add_argument('--val_frac', type=float, default=0.1)
 parser.add_argument('--out', default=None, help="default: data/<input file stem>_<tokenizer>")
 add_overwrite(parser)
 args = parser.parse_args()
+if not 0 < args.val_frac < 1:
+    raise SystemExit(f"--val_frac must be between 0 and 1, got {args.val_frac}")
 stem = os.path.splitext(os.path.basename(args.input.rstrip('/')))[0]
 reused = reuse_tokenizer(args.tokenizer) if args.tokenizer not in ('char', 'bpe', 'gpt2') else None
 out = args.out or os.path.join('data', f"{stem}_{os.path.basename(args.tokenizer.rstrip('/')) if reused else args.tokenizer}")
@@ -30,6 +32,9 @@ t0 = time.time()
 text = read_text(args.input)
 n = len(text)
 train, val = text[:int(n * (1 - args.val_frac))], text[int(n * (1 - args.val_frac)):]
+if not train or not val:
+    raise SystemExit(f"{args.input}: {n:,} characters are too few to split: --val_frac={args.val_frac} leaves "
+                     f"{'train' if not train else 'val'} empty; use more text")
 print(f"{n:,} characters, {len(train):,} train / {len(val):,} val")
 
 if args.tokenizer == 'char':
