@@ -18,6 +18,8 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from prepare.common import read_text_file  # the one check of a text file a user hands us
+
 # -----------------------------------------------------------------------------
 # one-line errors
 
@@ -119,17 +121,17 @@ def bare_flag(g, key, arg):
 
 def read_config_file(path):
     """The config values a Python config file sets; errors in it are reported by its own path and line."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         die(f"config file '{cut(path)}' not found (config files live in config/, e.g. config/quickstart.py)")
+    source = read_text_file(path, f"config file '{cut(path)}'", need_text=False)  # a directory, binary, not UTF-8
     namespace = {'__file__': path}  # so a config can build on another: exec(open(os.path.join(os.path.dirname(__file__), ...
     try:
-        with open(path, encoding='utf-8') as f:
-            exec(compile(f.read(), path, 'exec'), namespace)
+        exec(compile(source, path, 'exec'), namespace)
     except SyntaxError as e:
         die(f"{path}:{e.lineno}: {e.msg} (a config file is Python; fix that line)")
     except Exception as e:
         line = next((fr.lineno for fr in reversed(traceback.extract_tb(e.__traceback__)) if fr.filename == path), '?')
-        die(f"{path}:{line}: {type(e).__name__}: {e}")
+        die(f"{path}:{line}: {type(e).__name__}: {cut(str(e))}")
     return {k: v for k, v in namespace.items() if not k.startswith('_') and not isinstance(v, types.ModuleType)}
 
 
