@@ -351,7 +351,7 @@ def load_checkpoint(path, device='cpu'):
 NEEDS = {'sample': "has no text to continue",
          'chat': "doesn't chat",
          'score': "can't score a text token by token, which eval_directions.py needs (a GPT)",
-         'embed': "doesn't embed texts, which embed.py needs (an approximator: python train.py config/approximator.py)"}
+         'embed': "doesn't embed texts; embed.py embeds with an approximator (python train.py config/approximator.py)"}
 
 
 def cannot(ckpt, need, name):

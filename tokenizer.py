@@ -7,6 +7,7 @@ A Tokenizer is fully described by its `info` dict, which holds only JSON types, 
 data/<name>/tokenizer.json and can also ride inside a checkpoint (torch.load(weights_only=True) accepts it).
 """
 import base64
+import os
 import re
 import json
 
@@ -38,8 +39,15 @@ class Saved:
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            return cls(json.load(f))
+        """The tokenizer saved at path (a prepared data dir's tokenizer.json); one line naming the file if it isn't one
+        (truncated, edited by hand, of another kind), for every script that reads prepared data."""
+        try:
+            with open(path, encoding='utf-8') as f:
+                return cls(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            why = ' '.join(f"{type(e).__name__}: {e}".split())[:160]
+            raise SystemExit(f"{path} is not a readable tokenizer ({why}); prepare {os.path.dirname(str(path)) or '.'} "
+                             f"again, or pass another") from None
 
 
 class Tokenizer(Saved):
