@@ -56,9 +56,9 @@ def read_text_file(path, name=None, need_text=True):
 def text_of(data, name, need_text=True):
     """bytes as text, or one line: a NUL byte (a binary file) or bytes that aren't UTF-8, by line and byte; with
     need_text, no text at all. A UTF-8 byte-order mark is dropped and line ends become '\n', as open() does."""
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # what Windows calls "Unicode"
         raise SystemExit(f"{name}: UTF-16 text, not UTF-8; save it as UTF-8")
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows' mark of UTF-8: not text
     if (nul := data.find(b'\0')) >= 0:
         raise SystemExit(f"{name}: a binary file, not text (a NUL byte at {where(data, nul)}); pass a UTF-8 text file")
     try:
