@@ -186,7 +186,8 @@ def entry(point, path, tmp_path, char_run, chat_run, approx_files_run):
             'sample-rewrite': ('sample.py', [f'--out_dir={chat_run}', '--device=cpu', '--zero_shot', f'--rewrite=FILE:{path}'])}[point]
 
 
-# every entry point meets each kind of bad file; prepare.text, which doesn't load torch, meets them all
+# each entry point meets several kinds of bad file, every kind meets some entry point; prepare.text, which loads no
+# torch, meets most
 ENTRY_CASES = [('prepare.text', 'nul'), ('prepare.text', 'latin-1'), ('prepare.text', 'empty'), ('prepare.text', 'whitespace'),
                ('prepare.text', 'a-fifo'), ('embed-file', 'nul'), ('embed-file', 'whitespace'), ('embed-index', 'latin-1'),
                ('embed-index', 'empty'), ('sample-start', 'latin-1'), ('sample-start', 'nul'), ('sample-rewrite', 'empty'),
