@@ -218,6 +218,7 @@ if __name__ == '__main__':
     if not 0 < args.val_frac < 1:
         raise SystemExit(f"--val_frac must be between 0 and 1, got {args.val_frac}")
     t0 = time.time()
+    tok = reuse_tokenizer(args.pairs) if args.pairs else None  # before the corpus: a missing style data dir stops at once
     folder = args.folder or ('data/raw' if os.path.isdir('data/raw') else None)
     if folder:
         docs, source = folder_documents(os.path.expanduser(folder)), folder
@@ -226,7 +227,6 @@ if __name__ == '__main__':
         print(f"no data/raw/: using a real person's writing, {source}")
     print(f"{len(docs):,} documents, {sum(map(len, docs.values())):,} characters")
     if args.pairs:
-        tok = reuse_tokenizer(args.pairs)
         noise = {k: getattr(args, k) for k in NOISE}
         train, val = split_documents(docs, args.val_frac)  # the style data's split: val documents stay unseen
         splits = {'train': make_pairs(train, args.seed, args.max_chars, **noise),
