@@ -407,17 +407,26 @@ def plan(target, configs, order, seen):
     return []
 
 
+def read_configs():
+    """{'config/X.py': (its values, its steps)} of every config that loads and whose commands parse."""
+    configs = {}
+    for p in sorted(glob.glob(os.path.join(CONFIG_DIR, '*.py'))):
+        try:  # a config that doesn't, a user's own, gives no hint, and no second error on top of the one reported
+            steps = config_steps(p)
+            for cmd in (c for cmds in steps.values() for c in cmds):
+                step_targets(cmd, {})
+            configs[f"config/{os.path.basename(p)}"] = (read_config_file(p), steps)
+        except (Exception, SystemExit):
+            pass
+    return configs
+
+
 def make_hint(path, otherwise):
     """'make it with python ... && python ... (config/X.py)': the commands that make a missing dataset (data/NAME) or
     run (a run directory, or a checkpoint in it), from the config docstrings, the config on the command line first;
     `otherwise` (what is generic) if no config makes it. Never raises: it is only ever part of an error message."""
     try:
-        configs = {}
-        for p in sorted(glob.glob(os.path.join(CONFIG_DIR, '*.py'))):
-            try:  # a config that doesn't load gives no hint, and no error on top of the one being reported
-                configs[f"config/{os.path.basename(p)}"] = (read_config_file(p), config_steps(p))
-            except (Exception, SystemExit):
-                pass
+        configs = read_configs()
         path = os.path.relpath(os.path.abspath(path))
         if path.endswith(('.pt', '.json')):  # a checkpoint, or a data dir's tokenizer.json
             path = os.path.dirname(path)

@@ -225,3 +225,18 @@ def test_config_commands_name_what_exists(name):
         assert not bad, f"{cmd}: unknown flags {bad}"
         needs = [n for n in common.step_targets(cmd, configs)[1] if n.startswith('data/')]
         assert set(needs) <= made, f"{cmd}: nothing makes {set(needs) - made}"
+
+
+def test_a_config_that_does_not_load_or_parse_is_skipped(tmp_path, monkeypatch):
+    """A user's own config with an error, or a docstring command that doesn't parse, costs its own hint only."""
+    configs = tmp_path / 'config'
+    configs.mkdir()
+    (configs / 'quickstart.py').write_text((REPO / 'config' / 'quickstart.py').read_text())
+    (configs / 'broken.py').write_text('"""\nPrepare: python -m prepare.chitchat\n"""\nn_layer = (2\n')
+    (configs / 'quotes.py').write_text('"""\nPrepare: python -m prepare.mine --out=\'data/chitchat\n"""\ndataset = "chitchat"\n')
+    (configs / 'noscript.py').write_text('"""\nTrain: python --version\n"""\nout_dir = "out-quickstart"\n')
+    monkeypatch.setattr(common, 'CONFIG_DIR', str(configs))
+    monkeypatch.chdir(tmp_path)
+    assert list(common.read_configs()) == ['config/quickstart.py']
+    assert common.make_hint('out-quickstart', None) == (
+        "make it with python -m prepare.chitchat && python train.py config/quickstart.py (config/quickstart.py)")
