@@ -437,6 +437,10 @@ def make_hint(path, otherwise):
         order = sorted(configs, key=lambda c: (c not in asked, datasets(configs[c][0])[0] != path))
         steps = plan(path, configs, order, set())
         cmds = list(dict.fromkeys(cmd for cmd, _ in steps))
+        exp = re.fullmatch(r'experiments/(.+)-(base|mid|sft|rl)', path)  # one no config names: experiment.py's naming
+        if exp and not steps:
+            return (f"it is phase {exp[2]} of experiment {exp[1]}: make it with python experiment.py --name={exp[1]} and "
+                    f"the --phases up to {exp[2]} (and --recipe, --direction or --parent) it ran with")
         return f"make it with {' && '.join(cmds)} ({steps[-1][1]})" if steps else otherwise
     except Exception:
         return otherwise

@@ -147,7 +147,10 @@ def test_hints_from_any_directory_and_path_form(tmp_path, monkeypatch):
     (tmp_path / 'data' / 'chitchat').mkdir(parents=True)  # what is there is not made again
     assert common.make_hint('data/chitchat_turns', None) == (
         "make it with python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat (config/turngpt_gpu.py)")
-    assert common.make_hint('experiments/nope-sft', 'generic') == 'generic'
+    assert common.make_hint('experiments/nope-sft', None) == (
+        "it is phase sft of experiment nope: make it with python experiment.py --name=nope and the --phases up to sft "
+        "(and --recipe, --direction or --parent) it ran with")
+    assert common.make_hint('experiments/nope', 'generic') == 'generic'
 
 
 @pytest.fixture(scope='module')
