@@ -1,6 +1,7 @@
 """Hints: a missing dataset or run names the commands that make it, read from the config docstrings' Prepare and
 Train lines (common.make_hint); every config names them, so a new config can't forget. Each script case runs in an
 empty directory (a fresh clone's): one line, a non-zero exit, no traceback, nothing written."""
+import ast
 import re
 import shlex
 import subprocess
@@ -184,7 +185,6 @@ def test_eval_directions_refuses_a_task_the_model_cannot_do_in_one_line(workdir,
 
 
 def doc(name):
-    import ast
     return ast.get_docstring(ast.parse((REPO / 'config' / name).read_text()))
 
 
