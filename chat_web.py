@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 import chat
-from common import configure, die, setup_device, load_checkpoint, build_model, cannot
+from common import configure, die, setup_device, load_checkpoint, build_model, cannot, make_hint
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -280,7 +280,7 @@ if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
     *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
     if not os.path.exists(out_dir):
-        die(f"no run at {out_dir}: train one first (python train.py config/quickstart.py), or pass --out_dir=RUN")
+        die(f"no run at {out_dir}: {make_hint(out_dir, 'train one first (python train.py config/quickstart.py), or pass --out_dir=RUN')}")
     ckpt = load_checkpoint(out_dir, device)
     if why := cannot(ckpt, 'chat', out_dir):  # before its tokenizer is built: an approximator's is no chat tokenizer
         die(f"not supported by this checkpoint: {why}")

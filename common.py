@@ -7,6 +7,8 @@ import io
 import re
 import ast
 import sys
+import glob
+import shlex
 import json
 import types
 import textwrap
@@ -332,7 +334,7 @@ def load_checkpoint(path, device='cpu'):
     if os.path.isdir(path):
         path = os.path.join(path, 'ckpt.pt')
     if not os.path.isfile(path):
-        die(f"no checkpoint at {path}: train one first (python train.py config/quickstart.py) or pass --out_dir")
+        die(f"no checkpoint at {path}: {make_hint(path, 'train one first (python train.py config/quickstart.py) or pass --out_dir')}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -379,3 +381,112 @@ def build_model(ckpt):
         die(f"{ckpt.get('path', 'the checkpoint')}: its weights do not fit its own model_args ({why}); "
             f"the file is damaged or from another version: retrain or restore it")
     return model
+
+# -----------------------------------------------------------------------------
+# hints: the commands that make a missing dataset or run. Every config's docstring names them, a label and a
+# command a line (more commands on the indented lines below it):
+#     Prepare: python -m prepare.chitchat               makes data/<module>, or its --out=data/NAME ('none': no data)
+#     Train:   python train.py config/quickstart.py     makes the config's out_dir, or its --out_dir; an experiment.py
+#                                                       line makes experiments/<name>-<phase> for each of its phases
+# so a missing data/NAME or run is made by the config that names it, and what that command needs (the data/ dirs it
+# names, the datasets and the parent run it trains on) is made before it, where missing. Text after two spaces or
+# ' #' is a comment.
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config')
+
+
+def config_steps(path):
+    """{'Prepare': [command, ...], 'Train': [...]} of a config file's docstring."""
+    with open(path, encoding='utf-8') as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ''
+    steps, label = {}, None
+    for line in doc.splitlines():
+        m = re.match(r'(Prepare|Train):(.*)', line)
+        if m:
+            label, line = m[1], m[2]
+            steps.setdefault(label, [])
+        elif not (label and line[:1].isspace()):
+            label = None
+            continue
+        for cmd in re.split(r'\s+&&\s+', re.split(r'\s{2,}|\s#', line.strip())[0]):
+            if cmd.startswith(('python ', 'torchrun ')):
+                steps[label].append(cmd)
+    return steps
+
+
+def step_targets(cmd, configs):
+    """(what a config command makes, what it needs first): data/ dirs and runs, as paths relative to the repo."""
+    words = shlex.split(cmd)
+    opts = {w[2:].partition('=')[0]: w.partition('=')[2] for w in words if w.startswith('--')}
+    if '-m' in words:  # python -m prepare.X
+        out = opts.get('out', f"data/{words[words.index('-m') + 1].removeprefix('prepare.')}")
+        return [out], [v for v in opts.values() if v.startswith('data/') and v != out]
+    script = next(os.path.basename(w) for w in words if w.endswith('.py'))
+    if script == 'experiment.py':  # each phase a run of config/<recipe>_<phase>.py
+        phases = opts.get('phases', 'base,mid,sft').split(',')
+        name = opts.get('name') or opts.get('direction', 'forward')
+        vals = [configs.get(f"config/{opts.get('recipe', 'lineage')}_{p}.py", ({}, {}))[0] for p in phases]
+        return [f"experiments/{name}-{p}" for p in phases], [d for v in vals for d in datasets(v)] + [opts.get('parent', '')]
+    values = configs.get(next((w for w in words if w.startswith('config/')), ''), ({}, {}))[0]
+    values = {**values, **{k: v for k, v in opts.items() if k in ('dataset', 'out_dir', 'init_from')}}
+    parent = values.get('init_from', 'scratch')
+    return [values.get('out_dir', 'out')], [parent if parent not in ('scratch', 'resume') else ''] + datasets(values)
+
+
+def datasets(values):
+    """The data/ dirs a config trains and evaluates on: its dataset and every data_mix of its curriculum."""
+    mixes = [values.get('data_mix', {})] + [p.get('data_mix', {}) for p in values.get('phases', {}).values()]
+    return [f"data/{n}" for n in dict.fromkeys([values.get('dataset', 'chitchat'), *(n for m in mixes for n in m)])]
+
+
+def plan(target, configs, order, seen):
+    """[(command, config)] that make target and, first, what it needs that is missing; [] if no config makes it."""
+    seen.add(target)
+    for path in order:
+        for label in ('Prepare', 'Train'):
+            for cmd in configs[path][1].get(label, []):
+                made, needs = step_targets(cmd, configs)
+                if target in made:
+                    first = [step for n in needs if n and n not in seen and not os.path.exists(n)
+                             for step in plan(n, configs, order, seen)]
+                    return first + [(cmd, path)]
+    return []
+
+
+def read_configs():
+    """{'config/X.py': (its values, its steps)} of every config that loads and whose commands parse."""
+    configs = {}
+    for p in sorted(glob.glob(os.path.join(CONFIG_DIR, '*.py'))):
+        try:  # a config that doesn't, a user's own, gives no hint, and no second error on top of the one reported
+            steps = config_steps(p)
+            for cmd in (c for cmds in steps.values() for c in cmds):
+                step_targets(cmd, {})
+            configs[f"config/{os.path.basename(p)}"] = (read_config_file(p), steps)
+        except (Exception, SystemExit):
+            pass
+    return configs
+
+
+def make_hint(path, otherwise):
+    """'make it with python ... && python ... (config/X.py)': the commands that make a missing dataset (data/NAME) or
+    run (a run directory, or a checkpoint in it), from the config docstrings, the config on the command line first;
+    `otherwise` (what is generic) if no config makes it. Never raises: it is only ever part of an error message."""
+    try:
+        configs = read_configs()
+        path = os.path.relpath(os.path.abspath(path))
+        if path.endswith(('.pt', '.json')):  # a checkpoint, or a data dir's tokenizer.json
+            path = os.path.dirname(path)
+        if os.path.basename(os.path.dirname(path)) == 'data':
+            path = f"data/{os.path.basename(path)}"
+        asked = [f"config/{os.path.basename(a)}" for a in sys.argv[1:] if a.endswith('.py') and not a.startswith('-')]
+        # the config that asked first, then those that train on it, then the rest
+        order = sorted(configs, key=lambda c: (c not in asked, datasets(configs[c][0])[0] != path))
+        steps = plan(path, configs, order, set())
+        cmds = list(dict.fromkeys(cmd for cmd, _ in steps))
+        exp = re.fullmatch(r'experiments/(.+)-(base|mid|sft|rl)', path)  # one no config names: experiment.py's naming
+        if exp and not steps:
+            return (f"it is phase {exp[2]} of experiment {exp[1]}: make it with python experiment.py --name={exp[1]} and "
+                    f"the --phases up to {exp[2]} (and --recipe, --direction or --parent) it ran with")
+        return f"make it with {' && '.join(cmds)} ({steps[-1][1]})" if steps else otherwise
+    except Exception:
+        return otherwise

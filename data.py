@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import arith
-from common import die
+from common import die, make_hint
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
 
@@ -71,8 +71,8 @@ class TokenStream(Source):
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
                  direction='forward', backward_frac=0.5):
         if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
-            die(f"no prepared data in {data_dir}: prepare it first, e.g. python -m prepare.chitchat "
-                f"or python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char")
+            die(f"no prepared data in {data_dir}: " + make_hint(data_dir, "prepare it first, e.g. python -m prepare.chitchat or "
+                "python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char"))
         if not os.path.isfile(os.path.join(data_dir, 'tokenizer.json')):
             die(f"{data_dir} has no tokenizer.json: re-run the prepare script that made it")
         try:
@@ -182,7 +182,7 @@ class PairSource(Source):
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
                  direction='forward', backward_frac=0.5):
         if not os.path.isfile(os.path.join(data_dir, 'train_context.npy')):
-            die(f"no (context, response) pairs in {data_dir}: prepare them first with python -m prepare.chatbert")
+            die(f"no (context, response) pairs in {data_dir}: {make_hint(data_dir, 'prepare them first with python -m prepare.chatbert')}")
         if direction != 'forward':
             die(f"(context, response) pairs are read forward only, got direction={direction!r}")
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
@@ -236,7 +236,7 @@ class BagSource(Source):
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
                  direction='forward', backward_frac=0.5):
         if not os.path.isfile(os.path.join(data_dir, 'train_ids.npy')):
-            die(f"no bags of entries in {data_dir}: prepare them first with python -m prepare.approximator")
+            die(f"no bags of entries in {data_dir}: {make_hint(data_dir, 'prepare them first with python -m prepare.approximator')}")
         if direction != 'forward':
             die(f"a bag of entries has no order to read backward, got direction={direction!r}")
         with open(os.path.join(data_dir, 'meta.json')) as f:
@@ -278,7 +278,7 @@ class Rollouts(Source):
                  kl=0.0, eval_problems=200):
         import rl
         if not os.path.isfile(os.path.join(data_dir, 'problems_train.jsonl')):
-            die(f"no task problems in {data_dir}: prepare them first with python -m prepare.arith")
+            die(f"no task problems in {data_dir}: {make_hint(data_dir, 'prepare them first with python -m prepare.arith')}")
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         with open(os.path.join(data_dir, 'meta.json')) as f:
             self.meta = json.load(f)

@@ -191,6 +191,8 @@ def task_items(task, tok, block_size, n, seed):
             return next_turn_items(split_conversations()[1], tok, block_size, n, seed)
         except ImportError:
             return "the chitchat-dataset package is not installed (pip install -r requirements.txt)"
+        except ValueError as e:  # a char tokenizer of other text (the arithmetic task's) lacks chitchat's characters
+            return f"the {tok.kind} tokenizer can't write chitchat's conversations ({e}): not a chitchat model"
     if tok.bos is None:
         return f"the {tok.kind} tokenizer has no <|bos|> to start a question from"
     return arc_items(tok, n, seed)
@@ -263,8 +265,7 @@ def evaluate(ckpt, several):
             for way in WAYS:  # a bidirectional model reads each way behind that way's marker
                 loss = s['loss'][way] = text_loss(model, tok, span, way == 'backward', direction == 'bidirectional', batch_size)
                 print(f"{way} text: {loss['bpb']:.4f} bits per byte ({loss['tokens']:,} tokens, {loss['bytes']:,} bytes)")
-        for task in [t for t in task_list if t != 'loss']:
-            items = task_items(task, tok, model.config.block_size, mc_items, seed)
+        for task, items in ckpt['items'].items():
             if isinstance(items, str) or not items:
                 s['skipped'][task] = items or "no item fits the model's block"
                 print(f"{task}: skipped, {s['skipped'][task]}")
@@ -291,6 +292,12 @@ if __name__ == '__main__':
         ckpt['data_dir'] = os.path.join('data', dataset or ckpt['config']['dataset'])
         if 'loss' in task_list:
             check_data(ckpt)
+        # the multiple-choice items, or why this model can't do a task (skipped); a model that can do none stops here
+        tok = Tokenizer(ckpt['tokenizer'])
+        ckpt['items'] = {t: task_items(t, tok, ckpt['model_args'].get('block_size', 0), mc_items, seed) for t in task_list if t != 'loss'}
+        cannot = [f"{t}: {i or 'no item fits the block'}" for t, i in ckpt['items'].items() if isinstance(i, str) or not i]
+        if 'loss' not in task_list and len(cannot) == len(ckpt['items']):
+            die(f"{ckpt['path']} can do none of --tasks={tasks} ({'; '.join(cannot)}); evaluate it on its own held-out text with --tasks=loss")
     summaries = [evaluate(ckpt, len(ckpts) > 1) for ckpt in ckpts]
     if len(summaries) > 1:
         print(f"\ndirection transfer:\n{transfer_table(summaries)}")

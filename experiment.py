@@ -22,7 +22,7 @@ import json
 import hashlib
 import subprocess
 
-from common import configure, die, load_checkpoint
+from common import configure, die, load_checkpoint, make_hint
 
 # -----------------------------------------------------------------------------
 phases = 'base,mid,sft'  # comma-separated, run in order, each from the one before
@@ -31,10 +31,13 @@ name = ''  # experiments/<name>-<phase>; default: the direction
 parent = ''  # an experiment (or any run) the first phase starts from; '' starts base from scratch
 direction = 'forward'  # 'forward' | 'backward' | 'bidirectional': the first phase's, when it has no parent
 nproc: '[1, inf)' = 1  # processes per phase: > 1 runs train.py under torchrun
-evaluate = True  # run eval_directions.py on every phase
+evaluate = True  # run eval_directions.py on every phase (of a recipe it applies to: EVALUATE below)
 report = ''  # only write this experiment's RESEARCH_REPORT.md again
 # -----------------------------------------------------------------------------
 PHASES = ('base', 'mid', 'sft', 'rl')
+# what measures a recipe's phases beyond their losses: eval_directions.py's tasks are chitchat's (next-turn), so only
+# the lineage's chitchat models run it; the arith recipe's runs are measured by rl.py (pass@1, pass@k)
+EVALUATE = {'lineage': True, 'arith': False}
 HERE = os.path.dirname(os.path.abspath(__file__))
 OWN = ('--phases=', '--recipe=', '--name=', '--parent=', '--direction=', '--nproc=', '--evaluate=', '--report=', '-h', '--help')
 
@@ -109,10 +112,12 @@ def run_phase(phase, out_dir, parent, direction, train_args):
     if parent:
         with open(os.path.join(out_dir, 'parent_link.json'), 'w') as f:
             json.dump({'parent': os.path.abspath(parent), 'parent_sha256': parent_hash}, f, indent=2)
-    if evaluate and phase != 'rl':  # rl.py measures an RL run against its parent
+    if evaluate and EVALUATE.get(recipe, True):
         proc = subprocess.run([sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={out_dir}'])
         if proc.returncode:
             print(f"note: eval_directions.py failed on {out_dir}; the run itself is fine")
+    elif evaluate and phase == 'rl':
+        print(f"note: measure it with python rl.py --runs={out_dir} (pass@1 and pass@k, beside its parent)")
     write_report(out_dir)
 
 
@@ -132,7 +137,7 @@ if __name__ == '__main__':
         die(f"recipe '{recipe}' has no {', '.join(missing)} phase (config/{recipe}_{missing[0]}.py); its phases are "
             f"{', '.join(have) or 'none'}" + ("; the RL task's recipe is arith: --recipe=arith --phases=sft,rl" if 'rl' in missing else ''))
     if parent and not os.path.isfile(os.path.join(parent, 'ckpt.pt')):
-        die(f"--parent={parent} holds no checkpoint; pass an experiment directory that finished a phase")
+        die(f"--parent={parent} holds no checkpoint: {make_hint(parent, 'pass an experiment directory that finished a phase')}")
     prev = parent
     for i, phase in enumerate(todo):
         out_dir = os.path.join('experiments', f"{name or direction}-{phase}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model
+from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -45,13 +45,15 @@ out = 'vibejam_results'  # -> .json, .md, .png
 HELD_OUT = 0.05  # prepare.chitchat's val share: its val conversations are held out of every model here
 
 
-def runs(*lists):
-    """The runs named in comma-separated lists; one clear line for the first that isn't there (before any work)."""
-    names = [r for names in lists for r in names.split(',') if r]
-    for run in names:
+def runs(*keys):
+    """The runs these config keys name (comma-separated); one clear line for the first that isn't there, with what
+    makes it and the key that named it (before any work)."""
+    named = [(key, r) for key in keys for r in globals()[key].split(',') if r]
+    for key, run in named:
         if not os.path.exists(run):
-            die(f"no run {run}: train it first (README \"vibejam\" lists the commands), or leave it out of the run lists")
-    return names
+            how = make_hint(run, 'train it first (README "vibejam" lists the commands)')
+            die(f"no run {run}: {how}, or set --{key} to runs you have")
+    return [r for _, r in named]
 
 
 def load(run):
@@ -185,7 +187,7 @@ def layer2_drafts(n):
     reply = convmetrics.replier(model, tok, max_new_tokens=24, temperature=0.8, top_k=50)
     torch.manual_seed(seed)
     drafts = [(h, reply(h).strip()) for h, _ in tqdm(pairs[:2 * n], desc='drafts', leave=False, disable=None)]
-    toks = [load(r)[1] for r in runs(rewrite_runs)]
+    toks = [load(r)[1] for r in runs('rewrite_runs')]
 
     def fits(d):
         try:
@@ -216,12 +218,12 @@ def plot(results, path):
 def side_by_side(msg):
     """The draft model's reply to msg, then each rewrite run's version of it."""
     import chat
-    runs(draft_from, rewrite_runs)
+    runs('draft_from', 'rewrite_runs')
     model, tok, _ = load(draft_from)
     torch.manual_seed(seed)
     draft = chat.reply(model, tok, [('user', msg)], 32, 0.8, 50, None).strip()
     print(f"{draft_from} replies:  {draft}")
-    for run in runs(rewrite_runs):
+    for run in runs('rewrite_runs'):
         m, t, _ = load(run)
         try:
             print(f"{run} rewrites: {rewrite(m, t, draft)}")
@@ -230,7 +232,7 @@ def side_by_side(msg):
 
 
 def main():
-    runs(style_runs, rewrite_runs, judge, draft_from if n_layer2 else '')
+    runs('style_runs', 'rewrite_runs', 'judge', *(['draft_from'] if n_layer2 else []))
     pieces = test_pieces(n_test, seed)
     originals, drafts = [o for o, _ in pieces], [d for _, d in pieces]
     print(f"{len(pieces)} held-out pieces; training the style classifier")
@@ -240,8 +242,8 @@ def main():
     measured = {'original': [('-', measure(originals, drafts, originals, clf, (jm, jt)))],
                 'draft (the corruption)': [('-', measure(drafts, drafts, originals, clf, (jm, jt)))]}
     outputs = {}
-    for zero_shot, names in ((True, style_runs), (False, rewrite_runs)):
-        for label, texts in run_rows(runs(names), zero_shot, drafts).items():
+    for zero_shot, key in ((True, 'style_runs'), (False, 'rewrite_runs')):
+        for label, texts in run_rows(runs(key), zero_shot, drafts).items():
             measured[label] = [(run, measure(t, drafts, originals, clf, (jm, jt))) for run, t in texts]
             outputs.update({run: t for run, t in texts})
     l2 = {}
@@ -249,7 +251,7 @@ def main():
         l2_drafts = [d for _, d in layer2_drafts(n_layer2)]
         print(f"Layer 2: {len(l2_drafts)} replies of {draft_from}")
         l2[f'{draft_from} reply (the draft)'] = [('-', measure(l2_drafts, l2_drafts, None, clf, (jm, jt)))]
-        for label, texts in run_rows(runs(rewrite_runs), False, l2_drafts).items():
+        for label, texts in run_rows(runs('rewrite_runs'), False, l2_drafts).items():
             l2[label] = [(run, measure(t, l2_drafts, None, clf, (jm, jt))) for run, t in texts]
             outputs.update({f'{run} (Layer 2)': list(zip(l2_drafts, t)) for run, t in texts})
     results = {'n_test': len(pieces), 'classifier_accuracy': clf_acc, 'judge': judge, 'draft_from': draft_from,

@@ -1,9 +1,10 @@
 """
 The RL task's recipe, phase base (optional): the problems as plain text (no chat tokens), for the whole lineage
-    python experiment.py --recipe=arith --phases=base,mid,sft,rl --direction=backward --name=arith-bw4
-Prepare: python -m prepare.arith --format=plain --out=data/arith_plain --tokenizer=data/arith
-         python -m prepare.arith --format=chat --out=data/arith_chat --tokenizer=data/arith
-(after python -m prepare.arith). The measured runs skip base and mid: sft from scratch learns the format as well.
+(the second Train line). The measured runs skip base and mid: sft from scratch learns the format as well.
+Prepare: python -m prepare.arith
+         python -m prepare.arith --format=plain --out=data/arith_plain --tokenizer=data/arith
+Train:   python train.py config/arith_base.py
+         python experiment.py --recipe=arith --phases=base,mid,sft,rl --direction=backward --name=arith-bw4
 """
 
 out_dir = 'out-arith-base'

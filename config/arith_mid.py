@@ -1,6 +1,9 @@
 """
 The RL task's recipe, phase mid (optional): the problems as conversations with chat tokens, the loss on every
-token; continues a base run (config/arith_base.py says how to prepare its data).
+token; continues a base run.
+Prepare: python -m prepare.arith
+         python -m prepare.arith --format=chat --out=data/arith_chat --tokenizer=data/arith
+Train:   python train.py config/arith_mid.py --init_from=out-arith-base
 """
 
 out_dir = 'out-arith-mid'

@@ -3,8 +3,9 @@ The RL task's recipe, phase rl (CPU): GRPO-style RL from the sft parent (init_fr
 architecture, tokenizer and direction it keeps. Each iteration samples 8 answers to each of 4 level-1/2 problems
 (data.Rollouts), rewards an answer 1 if its final line '#### N' is right, and takes a policy-gradient step with the
 group-normalized rewards as advantages. val_pass1 is the greedy pass@1 on 200 test problems at each eval.
-Run:   python experiment.py --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
-Alone: python train.py config/arith_rl.py --init_from=out-arith-sft
+Prepare: python -m prepare.arith
+Train:   python train.py config/arith_rl.py --init_from=out-arith-sft
+         python experiment.py --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
 """
 
 out_dir = 'out-arith-rl'

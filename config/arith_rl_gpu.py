@@ -1,9 +1,10 @@
 """
 The RL phase at GPU scale: every level, 16 samples a problem, 16 problems a step, a KL leash to the SFT parent
-available (data_args kl, off by default as in nanochat). Start it from a bigger sft run:
-    python experiment.py --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512
-with this file as the rl phase: cp config/arith_rl_gpu.py config/arith_rl.py, or alone:
-    python train.py config/arith_rl_gpu.py --init_from=experiments/arith-gpu-sft
+available (data_args kl, off by default as in nanochat). Start it from a bigger sft run (the second Train line; to
+run this file as its rl phase, cp config/arith_rl_gpu.py config/arith_rl.py first), or alone (the first):
+Prepare: python -m prepare.arith
+Train:   python train.py config/arith_rl_gpu.py --init_from=experiments/arith-gpu-sft
+         python experiment.py --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512
 """
 
 out_dir = 'out-arith-rl-gpu'

@@ -3,8 +3,11 @@ The RL task's recipe (experiment.py --recipe=arith), phase sft: a small char GPT
 (arith.py) as conversations, the loss on the worked solutions. From scratch it is the lineage's first phase; after
 arith_base/arith_mid it fine-tunes. It stops while it still errs, so the rl phase has something to learn.
 Prepare: python -m prepare.arith
-Run:     python experiment.py --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw   (or backward, bidirectional)
-Alone:   python train.py config/arith_sft.py --direction=backward
+Train:   python train.py config/arith_sft.py    (alone; any --direction)
+         python experiment.py --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw
+         python experiment.py --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
+         python experiment.py --recipe=arith --phases=sft,rl --direction=bidirectional --name=arith-bi
+Measure: python rl.py --runs=experiments/arith-fw-rl,experiments/arith-bw-rl,experiments/arith-bi-rl
 """
 
 out_dir = 'out-arith-sft'

@@ -2,7 +2,9 @@
 The arrow of time, CPU, medium: a 4-layer, 128-wide BPE GPT (1.3M parameters) on the chitchat conversations as
 plain text, the same 800 iterations of 16 x 128 tokens as config/arrow_small.py: does the forward/backward gap
 move with size? (~3.5 minutes on one CPU core)
-Train: python train.py config/arrow_medium.py --direction=backward
+Prepare: python -m prepare.chitchat
+         python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat
+Train:   python train.py config/arrow_medium.py --direction=backward
 """
 
 out_dir = 'out-arrow-medium'

@@ -3,8 +3,10 @@ ChatBERT-ED at the source's "small" size for one GPU: 6 encoder + 6 decoder laye
 (the source's ED-small is ~50M with a larger vocabulary). Its "base" size, 6 + 6 layers 768 wide, 102M parameters
 (BERT-base's 110M counts a 30k vocabulary): add --n_embd=768 --n_head=12.
 Not run in this repo's CI (no GPU); the CPU config is config/chatbert_ed.py.
-Train: python train.py config/chatbert_ed_gpu.py
-       torchrun --standalone --nproc_per_node=8 train.py config/chatbert_ed_gpu.py
+Prepare: python -m prepare.chitchat
+         python -m prepare.chatbert --tokenizer=data/chitchat
+Train:   python train.py config/chatbert_ed_gpu.py
+         torchrun --standalone --nproc_per_node=8 train.py config/chatbert_ed_gpu.py
 """
 import os
 exec(open(os.path.join(os.path.dirname(__file__), 'chatbert_ed.py')).read())  # the data and the kind

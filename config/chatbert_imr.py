@@ -5,7 +5,8 @@ with probability t ~ U(0.001, 1) and weights the loss on masked tokens by 1/t, s
 response NLL per token (its end token and padding included). About 15 minutes on one CPU thread; it reaches val loss
 3.59, a response NLL bound of 6.24 per token (perplexity <= 511; the GPT: 37.8) and short replies ("Yeah"); /blocks 8
 lengthens them. Masked diffusion needs far more training than this (README "ChatBERT").
-Prepare: python -m prepare.chitchat && python -m prepare.chatbert
+Prepare: python -m prepare.chitchat
+         python -m prepare.chatbert --tokenizer=data/chitchat
 Train:   python train.py config/chatbert_imr.py
 Chat:    python chat.py --out_dir=out-chatbert-imr   (/steps N: refinement steps; /template I think ___ is ___: FIB)
 Measure: python chatbert.py   (the results table of every approach)

@@ -2,7 +2,8 @@
 Lineage, phase 2 of 3: mid. Continues a base run (init_from, set by experiment.py) on the same conversations
 rendered with role tokens (<|user|>, <|assistant|>), so the model learns the chat format; the architecture and
 direction are the parent's. About 1.5 minutes on 2 CPU cores.
-Alone: python train.py config/lineage_mid.py --init_from=out-lineage-base
+Prepare: python -m prepare.chitchat
+Train:   python train.py config/lineage_mid.py --init_from=out-lineage-base    (alone; config/lineage_base.py: the lineage)
 """
 
 out_dir = 'out-lineage-mid'

@@ -2,7 +2,9 @@
 Lineage, phase 3 of 3: sft. Continues a mid run on the same conversations with the loss on the assistant's
 turns only (data/chitchat_sft's span mask: its replies and the token that ends each), as chat.py uses it.
 About 1 minute on 2 CPU cores.
-Alone: python train.py config/lineage_sft.py --init_from=out-lineage-mid
+Prepare: python -m prepare.chitchat
+         python -m prepare.chitchat --format=sft --out=data/chitchat_sft --tokenizer=data/chitchat
+Train:   python train.py config/lineage_sft.py --init_from=out-lineage-mid    (alone; config/lineage_base.py: the lineage)
 """
 
 out_dir = 'out-lineage-sft'

@@ -5,7 +5,10 @@ config/turngpt.py, with dropout for the longer run. Untested here (no GPU in thi
 it would take hours. Online users can point a phase at any corpus with the same tokenizer, e.g.
     python -m prepare.hf roneneldan/TinyStories --split='train[:100000]' --tokenizer=data/chitchat
 and set phases[0]['data_mix'] = {'TinyStories': 0.6, 'chitchat_turns': 0.4}.
-Train: python train.py config/turngpt_gpu.py
+Prepare: python -m prepare.chitchat
+         python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat
+         python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat
+Train:   python train.py config/turngpt_gpu.py
 """
 
 import os

@@ -1,7 +1,7 @@
 """
 vibejam's style model, BPE (2,048 tokens): a small GPT of one person's casual writing (README "vibejam"). The built-in
 corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files in data/raw/ to make it yours.
-Prepare: python -m prepare.vibejam --tokenizer=bpe
+Prepare: python -m prepare.vibejam --tokenizer=bpe --out=data/vibejam_bpe
 Train:   python train.py config/vibejam_bpe.py
 Sample:  python sample.py --out_dir=out-vibejam-bpe --start="hey"
 Measured (one CPU thread, 2,000 iterations, ~4 minutes): val loss 4.298 per BPE token, about 1.28 nats a character

@@ -3,9 +3,12 @@ vibejam's rewrite mode: the style model fine-tuned on (draft, rewrite) pairs, wh
 text with its style taken out (casual words made neutral, contractions expanded, case and punctuation normalized,
 a few words dropped or swapped: prepare/vibejam.py corrupt) and the rewrite is the text as they wrote it. The loss
 is on the rewrite alone (and its end, the next <|bos|>).
-Prepare: python -m prepare.vibejam --pairs=data/vibejam_char      # after python -m prepare.vibejam
-Train:   python train.py config/vibejam_rewrite.py                 # after python train.py config/vibejam_char.py
-BPE:     python -m prepare.vibejam --pairs=data/vibejam_bpe --block_size=128, then
+The char run fine-tunes out-vibejam-char (config/vibejam_char.py); the BPE run (the second Train line) out-vibejam-bpe.
+Prepare: python -m prepare.vibejam --out=data/vibejam_char
+         python -m prepare.vibejam --pairs=data/vibejam_char --out=data/vibejam_rewrite_char
+         python -m prepare.vibejam --tokenizer=bpe --out=data/vibejam_bpe
+         python -m prepare.vibejam --pairs=data/vibejam_bpe --block_size=128 --out=data/vibejam_rewrite_bpe
+Train:   python train.py config/vibejam_rewrite.py
          python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe --out_dir=out-vibejam-rewrite-bpe --block_size=128
 Measured (one CPU thread each; seeds 1337 and 1338): the rewrite tokens' val loss falls from 1.385 to 0.229 and
 0.237 nats a character (char, ~30 min), and from 4.45 to 0.836 and 0.822 a token (BPE, ~14 min). At 1,500

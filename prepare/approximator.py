@@ -8,8 +8,9 @@ message, the target the student learns to match.
     python -m prepare.approximator --teacher=sentence-transformers/msmarco-distilbert-dot-v5 --out=data/approximator_msmarco
 The teacher (teacher.py: '' is the packaged all-MiniLM-L6-v2, else a hub name or a path) embeds every message and
 entry once: its outputs are cached in data/teacher_cache/<teacher>.h5 and reused by every later run, so only the
-first prepare waits for it (about 15 minutes for the ~220k distinct messages on 2 CPU cores; a new vocabulary
-size then takes seconds plus its new entries).
+first prepare waits for it: ~250k texts, the 223k distinct messages and up to 30k entries, about 15 minutes on 2
+CPU cores (measured: 164 texts a second on one thread of a busy machine, 26 minutes); a new vocabulary size then
+takes seconds plus its new entries.
 Messages are split by conversation: test is prepare.chitchat's val conversations (held out by every nanolab
 project), val is another 5% of the rest, train the others. The vocabulary is counted on train only: words first
 (up to --word_frac of the entries), then n-grams (n <= 3) and, with --skipgrams, skip-grams ('how _ you'), by

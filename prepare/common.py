@@ -102,7 +102,8 @@ def reuse_tokenizer(path):
     from tokenizer import Tokenizer
     file = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else path
     if not os.path.isfile(file):
-        raise SystemExit(f"no tokenizer at {file}: pass a prepared data dir, e.g. --tokenizer=data/chitchat")
+        from common import make_hint  # the data dir is missing: say what makes it, not which flag names it
+        raise SystemExit(f"no tokenizer at {file}: {make_hint(path, 'pass a prepared data dir, e.g. --tokenizer=data/chitchat')}")
     tok = Tokenizer.load(file)
     print(f"reusing the {tok.vocab_size:,}-token {tok.kind} tokenizer of {file}")
     return tok

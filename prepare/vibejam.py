@@ -217,6 +217,7 @@ if __name__ == '__main__':
     out = args.out or (f"data/vibejam_rewrite_{tok.kind}" if args.pairs else f'data/vibejam_{args.tokenizer}')
     check_out(out, args.overwrite)
     t0 = time.time()
+    tok = reuse_tokenizer(args.pairs) if args.pairs else None  # before the corpus: a missing style data dir stops at once
     folder = args.folder or ('data/raw' if os.path.isdir('data/raw') else None)
     if folder:
         docs, source = folder_documents(os.path.expanduser(folder)), folder
