@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 import teacher as teachers
-from prepare.common import add_overwrite, check_out, flag, is_val
+from prepare.common import add_overwrite, check_out, flag, is_val, write_meta
 from tokenizer import NgramTokenizer, words
 
 
@@ -137,8 +137,7 @@ def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True,
         print(f"{split}: {meta[f'{split}_elements'] / max(1, len(messages)):.1f} entries per message, "
               f"{meta[f'{split}_unk']:,} <|unk|>")
     tok.save(os.path.join(out, 'tokenizer.json'))
-    with open(os.path.join(out, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=2)
+    write_meta(out, meta)
     return meta
 
 

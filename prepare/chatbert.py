@@ -11,7 +11,6 @@ the assistant's and the turn before it the user's. The context is that history a
 response is its tokens and the turn-ending <|user|> token, cut to --response_len and right-padded with <|pad|>.
 """
 import argparse
-import json
 import os
 import time
 
@@ -19,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prepare.chitchat import split_conversations
-from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, write_meta
 
 
 def conversation_pairs(tok, turns, context_len, response_len):
@@ -90,8 +89,7 @@ def write_pairs(out, tok, splits, context_len, response_len, source):
         meta[f'{split}_responses_cut'] = sum(c for _, _, c in parts)
         print(f"{split} has {len(ctx):,} pairs ({meta[f'{split}_responses_cut']:,} responses cut to {response_len} tokens)")
     tok.save(os.path.join(out, 'tokenizer.json'))
-    with open(os.path.join(out, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=2)
+    write_meta(out, meta)
     print(f"wrote {out}")
 
 

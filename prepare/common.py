@@ -8,6 +8,7 @@ import codecs
 import hashlib
 import json
 import os
+import sys
 import urllib.request
 
 import numpy as np
@@ -122,13 +123,35 @@ def add_overwrite(parser):
                         help="replace the prepared data already at --out (True/False)")
 
 
+def prepared_with():
+    """The command that prepares a dataset, as its meta.json records it: the script and its arguments, --overwrite aside."""
+    return [os.path.basename(sys.argv[0])] + [a for a in sys.argv[1:] if not a.startswith('--overwrite')]
+
+
 def check_out(out, overwrite):
     """Stop with one line, before any work, if out is a file or already holds prepared data (its meta.json) and
-    overwrite isn't set: a prepare never replaces a dataset, which runs may have been trained on, silently."""
+    overwrite isn't set: a prepare never replaces a dataset, which runs may have been trained on, silently. The
+    same command run again has nothing to do (README sections each start with the prepare they need)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"--out={out} is a file, not a folder; pass another --out")
     if os.path.isfile(os.path.join(out, 'meta.json')) and not overwrite:
-        raise SystemExit(f"{out} already holds prepared data; pass --overwrite=True to replace it, or another --out")
+        try:
+            with open(os.path.join(out, 'meta.json'), encoding='utf-8') as f:
+                same = json.load(f).get('prepared_with') == prepared_with()
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if same:
+            print(f"{out} is already prepared by this same command: nothing to do (--overwrite=True makes it again)")
+            raise SystemExit(0)
+        raise SystemExit(f"{out} already holds prepared data (made by another command); pass --overwrite=True to "
+                         f"replace it, or another --out")
+
+
+def write_meta(out, meta):
+    """<out>/meta.json, last and atomically: a dataset is whole once it has one. It records the command that made it."""
+    with open(os.path.join(out, 'meta.json.tmp'), 'w') as f:
+        json.dump({**meta, 'prepared_with': prepared_with()}, f, indent=2)
+    os.replace(os.path.join(out, 'meta.json.tmp'), os.path.join(out, 'meta.json'))
 
 
 def dtype_for(vocab_size):
@@ -164,8 +187,7 @@ def write_dataset(out, tok, splits, source, masks=None, **extra):
             os.remove(mask_path)  # a stale mask from an earlier prepare would mask the wrong tokens
     meta.update(source=source, **extra)
     tok.save(os.path.join(out, 'tokenizer.json'))
-    with open(os.path.join(out, 'meta.json'), 'w') as f:
-        json.dump(meta, f, indent=2)
+    write_meta(out, meta)
     print(f"wrote {out}: vocab_size {tok.vocab_size:,} ({tok.kind}), dtype {dtype}")
     for split in splits:
         print(f"{split} has {meta[f'{split}_tokens']:,} tokens")

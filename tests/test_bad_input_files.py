@@ -322,7 +322,8 @@ def test_every_prepare_refuses_a_prepared_folder(script, args, char_data, tmp_pa
     (tmp_path / 'in.txt').write_text('hello there, how are you?\n' * 20, encoding='utf-8')
     before = snapshot(out)
     proc = run(script, *[a.replace('{input}', str(tmp_path / 'in.txt')) for a in args], f'--out={out}')
-    assert the_one_line(proc) == f"{out} already holds prepared data; pass --overwrite=True to replace it, or another --out"
+    assert the_one_line(proc) == (f"{out} already holds prepared data (made by another command); pass --overwrite=True "
+                                  f"to replace it, or another --out")
     assert snapshot(out) == before
     proc = run(script, *[a.replace('{input}', str(tmp_path / 'in.txt')) for a in args], f'--out={tmp_path / "in.txt"}')
     assert the_one_line(proc) == f"--out={tmp_path / 'in.txt'} is a file, not a folder; pass another --out"
@@ -336,6 +337,21 @@ def test_prepare_text_overwrites_when_asked(char_data, tmp_path, text, flag):
     proc = run('prepare.text', tmp_path / 'in.txt', f'--out={out}', flag)
     assert proc.returncode == 0, proc.stderr
     assert snapshot(out) != snapshot(char_data) and '"n_chars": 2000' in (out / 'meta.json').read_text()
+
+
+def test_the_same_prepare_again_has_nothing_to_do(tmp_path, text):
+    """A README section starts with the prepare it needs: run in order, the same command again exits 0 and
+    changes nothing; the same folder with other arguments is refused."""
+    (tmp_path / 'in.txt').write_text(text[:2000], encoding='utf-8')
+    out = tmp_path / 'prepared'
+    assert run('prepare.text', tmp_path / 'in.txt', f'--out={out}').returncode == 0
+    before = snapshot(out)
+    proc = run('prepare.text', tmp_path / 'in.txt', f'--out={out}')
+    assert proc.returncode == 0 and 'already prepared by this same command' in proc.stdout, proc.stderr
+    assert snapshot(out) == before
+    proc = run('prepare.text', tmp_path / 'in.txt', f'--out={out}', '--tokenizer=bpe', '--vocab_size=300')
+    assert 'already holds prepared data (made by another command)' in the_one_line(proc)
+    assert snapshot(out) == before
 
 
 def test_a_bpe_smaller_than_asked_says_so_and_why(text, tmp_path):
