@@ -40,7 +40,7 @@ ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same co
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
 msmarco = False  # online: MS MARCO dev (queries, their relevant passages) instead of chitchat
 out = 'approximator_results'  # .md, .json
-seed = 0
+seed: '[0, 9.2e18]' = 0
 # -----------------------------------------------------------------------------
 
 

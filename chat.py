@@ -24,7 +24,7 @@ max_new_tokens: '[1, inf)' = 128  # per reply
 temperature: '[0, inf)' = 0.7  # 0 = greedy
 top_k: '[0, inf)' = 50  # 0 for all
 top_p: '(0, 1]' = 0.95  # 1.0 for all
-seed = 1337
+seed: '[0, 9.2e18]' = 1337
 device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start

@@ -90,7 +90,10 @@ def configure(g, argv):
                 sources[key] = arg
         else:
             key, eq, val = arg[2:].partition('=')
-            set_key(g, key, parse_value(val) if eq else bare_flag(g, key, arg), arg)
+            parsed = parse_value(val) if eq else bare_flag(g, key, arg)
+            if eq and type(g.get(key)) is str and type(parsed) is not str:
+                parsed = val  # a text key takes the text as written: --seeds=1, --wandb_run_name=2024
+            set_key(g, key, parsed, arg)
             sources[key] = arg
     for key in sources:  # after all overrides, so a key set twice is printed once, with the value that won
         print0(f"config: {key} = {g[key]!r}")

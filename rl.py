@@ -34,7 +34,7 @@ k: '[1, inf)' = 8  # samples per problem for pass@k
 temperature: '(0, inf)' = 1.0  # for pass@k's samples
 max_new_tokens: '[1, inf)' = 64
 out = 'rl_results'  # out.json and out.md (and rl_curves.png beside them)
-seed = 1337
+seed: '[0, 9.2e18]' = 1337
 threads: '[0, inf)' = 0
 # -----------------------------------------------------------------------------
 

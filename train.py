@@ -112,7 +112,7 @@ device = 'auto'  # 'auto' (cuda, then mps, then cpu) | 'cpu' | 'cuda' | 'cuda:1'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'  # auto: bfloat16 where supported, else float32; float16 is CUDA only
 compile: bool = None  # torch.compile; None: on for CUDA, off elsewhere
 threads: '[0, inf)' = 0  # CPU threads per process; 0: OMP_NUM_THREADS if set, else the cores idle at start
-seed = 1337
+seed: '[0, 9.2e18]' = 1337  # below 2**63: torch's generators take 64 bits, and seed + rank, seed + 3 must fit too
 # keys a resumed run may change (the others come from its checkpoint), and keys a curriculum phase may set
 RESUMABLE = {'out_dir', 'init_from', 'max_iters', 'eval_interval', 'log_interval', 'eval_iters', 'eval_only',
              'always_save_checkpoint', 'learning_rate', 'decay_lr', 'warmup_iters', 'lr_decay_iters', 'min_lr',

@@ -50,6 +50,19 @@ def test_an_odd_value_on_a_real_command_line_is_one_line(run_files, workdir):
     assert snapshot(run_files) == before
 
 
+def test_a_text_key_takes_the_text_as_written():
+    """--seeds=1 or --wandb_run_name=2024 would parse as ints; a str key keeps what was typed."""
+    g = {'name': 'run', 'seeds': '1,2', 'n': 1}
+    configure(g, ['--name=2024', '--seeds=1', '--n=3'])
+    assert g == {'name': '2024', 'seeds': '1', 'n': 3}
+
+
+@pytest.mark.parametrize('script', ['train.py', 'sample.py', 'chat.py'])
+def test_a_seed_torch_cannot_take_is_one_line(script, tmp_path):
+    proc = run(script, f'--seed={2 ** 64}', cwd=tmp_path)
+    assert f"config key 'seed' must be in [0, 9.2e18], got {2 ** 64}" in the_one_line(proc)
+
+
 @pytest.mark.parametrize('argv, key, want', [(['--decay_lr'], 'decay_lr', True), (['--compile'], 'compile', True),
                                              (['--decay_lr=False', '--decay_lr'], 'decay_lr', True)],
                          ids=['bool', 'bool-or-None', 'last-wins'])
