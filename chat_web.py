@@ -17,6 +17,10 @@ reply_stream), and what the page offers comes from what the model provides (repl
 candidates, chat_settings), never from its kind's name. Messages are in reading order; backward, the newest message
 is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
 stops its generation at the next token.
+No request can hold the server: every field and setting is bounded before a reply starts (a 400 that says which and
+why; the kind's settings by its chat_options), a body over --max_body_bytes is a 413 before it is read whole, a reply
+ends at --max_seconds with a note, and whatever a generation raises ends that reply with an error event (and one
+line in the server's log). What is slow to make for a model (ChatBERT-RA's response pool) is made at start.
 """
 
 import os
@@ -25,6 +29,7 @@ import json
 import time
 import asyncio
 import threading
+import traceback
 from contextlib import nullcontext
 from typing import Literal
 
@@ -44,6 +49,8 @@ top_k: '[0, inf)' = 50
 top_p: '(0, 1]' = 0.95
 max_message_chars: '[1, inf)' = 2000  # the longest message (or draft) a request may hold
 max_messages: '[1, inf)' = 64  # the longest history a request may hold
+max_seconds: '(0, inf)' = 60.0  # a reply still being generated after this long ends there, with a note
+max_body_bytes: '[1, inf)' = 65536  # a request body over this is refused (413) before it is read whole
 seed = 1337  # a request's default seed: the same seed and history give chat.py's reply
 device = 'auto'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
@@ -53,6 +60,7 @@ load_requests: '[1, inf)' = 5  # the load test's requests per client, one after 
 # -----------------------------------------------------------------------------
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARROWS = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}
+BODY_SECONDS = 10  # a request body still arriving after this long is refused (408): a slow sender holds a connection, no more
 
 
 def abilities(model, tok, ckpt, name):
@@ -62,38 +70,85 @@ def abilities(model, tok, ckpt, name):
     can = {'chat': not why_not,
            'rewrite': hasattr(model, 'rewrite_stream') and 'rewrite' in (ckpt.get('formats') or []),
            'candidates': not why_not and hasattr(model, 'candidates'),
-           'settings': {k: [t.__name__, what] for k, (t, what) in getattr(model, 'chat_settings', {}).items()}}
+           'settings': {k: [t.__name__, what, rule] for k, (t, rule, what) in getattr(model, 'chat_settings', {}).items()}}
     if not (can['chat'] or can['rewrite']):
         die(f"not supported by this checkpoint: {why_not}")
     return can
 
 
+def log_failure(what, e):
+    """One line in the server's log for an exception nobody expected: what failed, with what, and where."""
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ''
+    print(f"chat_web: {what} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}{at}", file=sys.stderr, flush=True)
+
+
+def limit_body(app):
+    """ASGI middleware: a request's body is read here, whole, before the app sees it, and refused if it is over
+    max_body_bytes (a 413 by its Content-Length before a byte is read; a chunked one as soon as it passes the limit) or
+    still arriving after BODY_SECONDS (a 408). The app then reads it from memory."""
+    from starlette.responses import JSONResponse
+
+    async def limited(scope, receive, send):
+        if scope['type'] != 'http':
+            return await app(scope, receive, send)
+        refuse = lambda status, why: JSONResponse({'error': why}, status_code=status)(scope, receive, send)
+        too_large = f"the request body is over {max_body_bytes:,} bytes (chat_web.py --max_body_bytes)"
+        length = dict(scope['headers']).get(b'content-length', b'')
+        if length.isdigit() and int(length) > max_body_bytes:
+            return await refuse(413, too_large)
+        chunks, size, more, until = [], 0, True, time.monotonic() + BODY_SECONDS
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, until - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await refuse(408, f"the request body took over {BODY_SECONDS} s to arrive")
+            if message['type'] != 'http.request':
+                return  # the client went away
+            chunks.append(message.get('body', b''))
+            size, more = size + len(chunks[-1]), message.get('more_body', False)
+            if size > max_body_bytes:
+                return await refuse(413, too_large)
+        body = [{'type': 'http.request', 'body': b''.join(chunks), 'more_body': False}]
+
+        async def replay():  # the body, then what the client does next (going away, say)
+            return body.pop() if body else await receive()
+        await app(scope, replay, send)
+    return limited
+
+
 def make_app(model, tok, ckpt, name, autocast=None):
-    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals."""
+    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals.
+    What is slow to make for the model (model.prepare_chat: ChatBERT-RA's response pool) is made here, at start."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field
+    from typing import Annotated
 
     can = abilities(model, tok, ckpt, name)
+    if can['chat']:
+        model.prepare_chat(tok)  # before any request: never under the lock, where it would hold every other reply
     way = ckpt['direction']
     lock = asyncio.Lock()  # one generation at a time: they share the model (and the global RNG a seed sets)
-    app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None)
+    app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None, openapi_url=None)  # no API pages to serve
+    app.add_middleware(limit_body)
 
     class Message(BaseModel):
         role: Literal['user', 'assistant']
         content: str = Field(max_length=max_message_chars)
 
-    class Sampling(BaseModel):
-        temperature: float | None = Field(None, ge=0)
-        top_k: int | None = Field(None, ge=0)
-        max_tokens: int | None = Field(None, ge=1)
-        seed: int | None = None
+    class Sampling(BaseModel):  # every field bounded here: what is out of bounds is a 400 before a reply starts
+        temperature: float | None = Field(None, ge=0, allow_inf_nan=False)  # near 0 is greedy (model.sample_next)
+        top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # past the vocabulary (or a retriever's pool): all of it
+        max_tokens: int | None = Field(None, ge=1, le=2**31 - 1)  # and capped by --max_new_tokens
+        seed: int | None = Field(None, ge=0, le=2**64 - 1)  # what torch.manual_seed takes
 
     class ChatRequest(Sampling):
         messages: list[Message] = Field(max_length=max_messages)
         direction: Literal['forward', 'backward'] | None = None
-        settings: dict[str, str | int | float] = {}
+        # the kind's settings, each checked by its chat_options; a text one is a message's length at most
+        settings: dict[str, Annotated[str, Field(max_length=max_message_chars)] | int | float] = {}
 
     class RewriteRequest(Sampling):
         draft: str = Field(max_length=max_message_chars)
@@ -135,10 +190,12 @@ def make_app(model, tok, ckpt, name, autocast=None):
 
     def stream(request, replies, rng_seed):
         """The event stream of a reply generator (text so far, each time it changes), generated in a thread that
-        stops when the client goes away."""
+        stops when the client goes away or at the deadline (max_seconds, then a last event with a note). Whatever the
+        generation raises ends the reply with an error event; the lock is let go in every case."""
         async def events():
             async with lock:
                 loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+                put = lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
 
                 def work():
                     try:
@@ -146,27 +203,38 @@ def make_app(model, tok, ckpt, name, autocast=None):
                         with autocast or nullcontext():
                             for text in replies():
                                 if stop.is_set():
-                                    break
-                                loop.call_soon_threadsafe(queue.put_nowait, {'text': text})
-                        loop.call_soon_threadsafe(queue.put_nowait, {'done': True})
-                    except ValueError as e:  # what a setting can't do here, e.g. a template too long for a reply
-                        loop.call_soon_threadsafe(queue.put_nowait, {'error': str(e)})
+                                    return
+                                put({'text': text})
+                        put({'done': True})
+                    except ValueError as e:  # what the model can't do with this request, e.g. a draft too long
+                        put({'error': str(e)})
+                    except Exception as e:  # a bug: said once in the server's log, and the server goes on
+                        log_failure('a reply', e)
+                        put({'error': f"the reply failed ({type(e).__name__}); the server's log says where"})
                 worker = threading.Thread(target=work, daemon=True)
                 worker.start()
+                deadline = time.monotonic() + max_seconds
                 try:
                     while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            yield sse({'done': True, 'note': f"cut at the server's limit of {max_seconds:g} s a reply"})
+                            break
                         try:
-                            event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                            event = await asyncio.wait_for(queue.get(), timeout=min(1.0, left))
                         except asyncio.TimeoutError:  # a slow step: still there?
                             if await request.is_disconnected():
                                 break
                             continue
-                        yield f"data: {json.dumps(event)}\n\n"
+                        yield sse(event)
                         if 'done' in event or 'error' in event:
                             break
                 finally:
-                    stop.set()  # a client gone mid-reply stops the generation at its next token
-                    await asyncio.to_thread(worker.join)
+                    stop.set()  # a client gone mid-reply (or the deadline) stops the generation at its next step
+                    await asyncio.to_thread(worker.join, max_seconds)
+                    if worker.is_alive():  # one step longer than a whole reply may take: let go of it, not of the server
+                        print(f"chat_web: a reply's step ran past {max_seconds:g} s after its end; left to finish alone",
+                              file=sys.stderr, flush=True)
         return StreamingResponse(events(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
 
     @app.get('/', response_class=HTMLResponse)
@@ -188,11 +256,8 @@ def make_app(model, tok, ckpt, name, autocast=None):
         history, why = history_of(req.messages)
         if why:
             return refuse(why)
-        unknown = set(req.settings) - set(can['settings'])
-        if unknown:
-            return refuse(f"unknown settings {sorted(unknown)}; this model takes {sorted(can['settings']) or 'none'}")
         try:
-            settings = {k: getattr(model, 'chat_settings')[k][0](v) for k, v in req.settings.items()}
+            settings = model.chat_options(tok, req.settings)  # the kind's bounds: the same check as chat.py's
             backward, marker = reading(way, req.direction or '')
         except ValueError as e:
             return refuse(str(e))
@@ -220,10 +285,19 @@ def make_app(model, tok, ckpt, name, autocast=None):
         if why:
             return refuse(why)
         async with lock:
-            found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+            try:
+                found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+            except Exception as e:  # a bug: said once in the server's log, and the server goes on
+                log_failure('a candidates list', e)
+                return JSONResponse({'error': f"listing candidates failed ({type(e).__name__})"}, status_code=500)
         return {'candidates': [[round(s, 4), t] for s, t in found]}
 
     return app
+
+
+def sse(event):
+    """One server-sent event of a dict."""
+    return f"data: {json.dumps(event)}\n\n"
 
 
 def read_events(lines):
