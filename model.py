@@ -549,8 +549,11 @@ def sequence_logprobs(model, seqs, starts, speakers=None):
 def tempered(logits, temperature):
     """logits / temperature (> 0), shifted so that the best is 0: however near 0 the temperature, the others fall
     towards -inf and never overflow to inf (inf - inf is the NaN that softmax would make), so a temperature near 0
-    is greedy, as 0 is. The shift changes no softmax and no argmax."""
-    return (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    is greedy, as 0 is. The shift changes no softmax and no argmax. A temperature the logits' dtype can't hold would
+    round to 0 (1e-300 in float32: 0 / 0 is NaN) or inf (1e300: -inf / inf is NaN): it divides as the nearest it
+    can hold, greedy or uniform all the same."""
+    f = torch.finfo(logits.dtype)
+    return (logits - logits.max(dim=-1, keepdim=True).values) / min(max(temperature, f.tiny), f.max)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
