@@ -123,8 +123,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-    from pydantic import BaseModel, Field
-    from typing import Annotated
+    from pydantic import BaseModel, Field, field_validator
 
     can = abilities(model, tok, ckpt, name)
     if can['chat']:
@@ -147,8 +146,15 @@ def make_app(model, tok, ckpt, name, autocast=None):
     class ChatRequest(Sampling):
         messages: list[Message] = Field(max_length=max_messages)
         direction: Literal['forward', 'backward'] | None = None
-        # the kind's settings, each checked by its chat_options; a text one is a message's length at most
-        settings: dict[str, Annotated[str, Field(max_length=max_message_chars)] | int | float] = {}
+        settings: dict[str, str | int | float] = {}  # the kind's, each checked by its chat_options
+
+        @field_validator('settings')
+        @classmethod
+        def short_texts(cls, settings):
+            long = [k for k, v in settings.items() if isinstance(v, str) and len(v) > max_message_chars]
+            if long:
+                raise ValueError(f"{long[0]} may have at most {max_message_chars} characters, as a message may")
+            return settings
 
     class RewriteRequest(Sampling):
         draft: str = Field(max_length=max_message_chars)
@@ -218,7 +224,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
                     while True:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                            yield sse({'done': True, 'note': f"cut at the server's limit of {max_seconds:g} s a reply"})
+                            yield sse({'done': True, 'note': f"cut here: a reply may take {max_seconds:g} s at most (--max_seconds)"})
                             break
                         try:
                             event = await asyncio.wait_for(queue.get(), timeout=min(1.0, left))

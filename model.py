@@ -941,6 +941,8 @@ def parse_template(template):
     pieces = []
     for k, part in enumerate(parts):
         if k % 2:
+            if part and len(part) > 18:  # int() of 4,300 digits or more raises; none of it fits a reply anyway
+                raise ValueError(f"a blank ___{{{part[:8]}...}} of {len(part)} digits is longer than any reply")
             pieces.append(('blank', int(part) if part else None))
         elif part.rstrip() if k + 1 < len(parts) else part:
             pieces.append(('text', part.rstrip() if k + 1 < len(parts) else part))
