@@ -282,11 +282,12 @@ def test_no_temperature_makes_nan_probabilities(temperature):
         assert torch.isfinite(logits.gather(1, got)).all()  # never a banned token
 
 
-def test_imr_refinement_near_zero_is_its_greedy_refinement(chat_tok):
+@pytest.mark.parametrize('temperature', [1e-300, 5e-324])
+def test_imr_refinement_near_zero_is_its_greedy_refinement(chat_tok, temperature):
     model = tiny_chatbert('chatbert_imr', chat_tok)
     context, mask = model.context(chat_tok, [('user', 'hello')]), chat_tok.special('<|mask|>')
     greedy = list(model.refine(context, 16, mask, steps=4, temperature=0))[-1]
-    assert torch.equal(list(model.refine(context, 16, mask, steps=4, temperature=1e-300))[-1], greedy)
+    assert torch.equal(list(model.refine(context, 16, mask, steps=4, temperature=temperature))[-1], greedy)
 
 
 # -----------------------------------------------------------------------------
