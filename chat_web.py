@@ -124,6 +124,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field, field_validator
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     can = abilities(model, tok, ckpt, name)
     if can['chat']:
@@ -173,6 +174,14 @@ def make_app(model, tok, ckpt, name, autocast=None):
         else:
             why = '; '.join('.'.join(str(p) for p in e['loc'][1:]) + ': ' + e['msg'] for e in errors)
         return JSONResponse({'error': why}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        """Every other refusal like the ones above, {"error": why}; a body that won't parse says why (a latin-1 byte,
+        a number of 5,000 digits, JSON nested too deep)."""
+        cause = exc.__cause__ if exc.status_code == 400 else None
+        why = f"the body isn't JSON this server can read: {' '.join(str(cause).split())[:200]}" if cause else exc.detail
+        return JSONResponse({'error': why}, status_code=exc.status_code, headers=exc.headers)
 
     def refuse(what):
         return JSONResponse({'error': what}, status_code=400)

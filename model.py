@@ -462,7 +462,8 @@ class GPT(nn.Module):
         anything is generated, so that no setting can hold a reply for long; a kind adds what needs its tokenizer."""
         unknown = set(settings) - set(self.chat_settings)
         if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; this model takes {sorted(self.chat_settings) or 'none'}")
+            named = sorted(unknown)[:5] + ([f'and {len(unknown) - 5} more'] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown settings {named}; this model takes {sorted(self.chat_settings) or 'none'}")
         out = {}
         for name, value in settings.items():
             kind, rule, what = self.chat_settings[name]
