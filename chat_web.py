@@ -9,7 +9,8 @@ Endpoints where nanochat's chat_web.py has them, and two more:
   POST /chat/completions  {"messages": [{"role": "user"|"assistant", "content": "..."}, ...]} and optionally
                           "temperature", "top_k", "max_tokens", "seed", "direction" (a bidirectional model's way for
                           this turn) and "settings" (the kind's chat settings, e.g. {"steps": 8}) -> an event stream
-                          of {"text": the reply so far}, ending with {"done": true} (or {"error": why})
+                          of {"text": the reply so far}, ending with {"done": true} (or {"error": why}; a reply cut at
+                          --max_seconds ends {"done": true, "note": why})
   POST /rewrite           {"draft": "..."} and the same sampling fields -> the rewrite, streamed the same way
   POST /candidates        {"messages": [...], "k": 5} -> {"candidates": [[score, text], ...]} (a retrieval model)
 The reply is chat.py's (chat.reply_stream: the same rendering, truncation and stopping, each kind's own
@@ -18,9 +19,10 @@ candidates, chat_settings), never from its kind's name. Messages are in reading 
 is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
 stops its generation at the next token.
 No request can hold the server: every field and setting is bounded before a reply starts (a 400 that says which and
-why; the kind's settings by its chat_options), a body over --max_body_bytes is a 413 before it is read whole, a reply
-ends at --max_seconds with a note, and whatever a generation raises ends that reply with an error event (and one
-line in the server's log). What is slow to make for a model (ChatBERT-RA's response pool) is made at start.
+why; the kind's settings by its chat_options, as in chat.py), a body over --max_body_bytes is a 413 before it is read
+whole (one still arriving after BODY_SECONDS a 408), a reply ends at --max_seconds with a note, and whatever a
+generation raises ends that reply with an error event (and one line in the server's log). What is slow to make for a
+model (ChatBERT-RA's response pool) is made at start, never under the lock.
 """
 
 import os
@@ -51,7 +53,7 @@ max_message_chars: '[1, inf)' = 2000  # the longest message (or draft) a request
 max_messages: '[1, inf)' = 64  # the longest history a request may hold
 max_seconds: '(0, inf)' = 60.0  # a reply still being generated after this long ends there, with a note
 max_body_bytes: '[1, inf)' = 65536  # a request body over this is refused (413) before it is read whole
-seed = 1337  # a request's default seed: the same seed and history give chat.py's reply
+seed: '[0, 9223372036854775807]' = 1337  # a request's default: the same seed and history give chat.py's reply
 device = 'auto'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0
@@ -60,7 +62,7 @@ load_requests: '[1, inf)' = 5  # the load test's requests per client, one after 
 # -----------------------------------------------------------------------------
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARROWS = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}
-BODY_SECONDS = 10  # a request body still arriving after this long is refused (408): a slow sender holds a connection, no more
+BODY_SECONDS = 10  # a request body still arriving after this long is a 408: a slow sender holds its connection, no more
 
 
 def abilities(model, tok, ckpt, name):
@@ -142,7 +144,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
         temperature: float | None = Field(None, ge=0, allow_inf_nan=False)  # near 0 is greedy (model.sample_next)
         top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # past the vocabulary (or a retriever's pool): all of it
         max_tokens: int | None = Field(None, ge=1, le=2**31 - 1)  # and capped by --max_new_tokens
-        seed: int | None = Field(None, ge=0, le=2**64 - 1)  # what torch.manual_seed takes
+        seed: int | None = Field(None, ge=0, le=2**63 - 1)  # torch.manual_seed takes up to 2**64 - 1
 
     class ChatRequest(Sampling):
         messages: list[Message] = Field(max_length=max_messages)
@@ -233,7 +235,8 @@ def make_app(model, tok, ckpt, name, autocast=None):
                     while True:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                            yield sse({'done': True, 'note': f"cut here: a reply may take {max_seconds:g} s at most (--max_seconds)"})
+                            note = f"cut here: a reply may take {max_seconds:g} s at most (--max_seconds)"
+                            yield sse({'done': True, 'note': note})
                             break
                         try:
                             event = await asyncio.wait_for(queue.get(), timeout=min(1.0, left))
@@ -247,7 +250,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
                 finally:
                     stop.set()  # a client gone mid-reply (or the deadline) stops the generation at its next step
                     await asyncio.to_thread(worker.join, max_seconds)
-                    if worker.is_alive():  # one step longer than a whole reply may take: let go of it, not of the server
+                    if worker.is_alive():  # a step longer than a whole reply may take: let go of it, not the server
                         print(f"chat_web: a reply's step ran past {max_seconds:g} s after its end; left to finish alone",
                               file=sys.stderr, flush=True)
         return StreamingResponse(events(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})

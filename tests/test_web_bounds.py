@@ -133,7 +133,8 @@ BOUNDS = [  # (id, kind, the request's fields beyond the messages, a part of the
     ('top_k-huge', 'gpt', b'"top_k": 100000000000000000000000000000', 'top_k: Input should be less than or equal to 2147483647'),
     ('top_k-negative', 'gpt', b'"top_k": -1', 'top_k'),
     ('max_tokens-huge', 'gpt', b'"max_tokens": 1e30', 'max_tokens'),
-    ('seed-2**64', 'gpt', b'"seed": 18446744073709551616', 'seed: Input should be less than or equal to 18446744073709551615'),
+    ('seed-2**64', 'gpt', b'"seed": 18446744073709551616', 'seed: Input should be less than or equal to 9223372036854775807'),
+    ('seed-2**63', 'gpt', b'"seed": 9223372036854775808', 'seed'),
     ('seed-negative', 'gpt', b'"seed": -1', 'seed'),
     ('seed-float', 'gpt', b'"seed": 1.5', 'seed'),
     ('gpt-takes-no-settings', 'gpt', b'"settings": {"steps": 3}', "unknown settings ['steps']; this model takes none"),
@@ -347,7 +348,7 @@ async function check(resp) {
   try { return await stream('/x', {}, () => {}); } catch (e) { return 'threw: ' + e.message; }
 }
 (async () => console.log(JSON.stringify([
-  await check(new Response(JSON.stringify({error: 'seed: Input should be less than or equal to 18446744073709551615'}), {status: 400})),
+  await check(new Response(JSON.stringify({error: 'seed: Input should be less than or equal to 9223372036854775807'}), {status: 400})),
   await check(new Response(JSON.stringify({error: 'the request body is over 65,536 bytes'}), {status: 413})),
   await check(new Response('data: {"text": "hi"}\\n\\ndata: {"done": true, "note": "cut at the limit"}\\n\\n')),
   await check(new Response('data: {"text": "hi"}\\n\\ndata: {"error": "the reply failed (RuntimeError)"}\\n\\n')),
@@ -363,7 +364,7 @@ def test_the_page_says_why_a_request_was_refused_or_cut():
     proc = subprocess.run([NODE, '-e', PAGE_STREAM_CASES], input=source, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [
-        'threw: seed: Input should be less than or equal to 18446744073709551615',
+        'threw: seed: Input should be less than or equal to 9223372036854775807',
         'threw: the request body is over 65,536 bytes',
         ['hi', 'cut at the limit'],
         'threw: the reply failed (RuntimeError)',
