@@ -110,6 +110,7 @@ if __name__ == '__main__':
         model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
         if chat_refused := cannot_chat(model, tok, ckpt, out_dir):
             die(chat_refused)
+        model.prepare_chat(tok)  # e.g. ChatBERT-RA's response pool: made now, not in the middle of the first reply
         way = ckpt['direction']
         arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
         commands = ['/' + k for k in model.chat_settings] + (['/top K'] if hasattr(model, 'candidates') else [])
@@ -145,12 +146,12 @@ if __name__ == '__main__':
             continue
         name, _, value = text[1:].partition(' ')
         if text.startswith('/') and name in getattr(model, 'chat_settings', {}):
-            kind, what = model.chat_settings[name]
-            try:
-                settings[name] = kind(value.strip()) if value.strip() else kind()
+            kind, _, what = model.chat_settings[name]
+            try:  # the kind's own check, the web's too: converted, in its bounds, a template that fits a reply
+                settings = model.chat_options(tok, {**settings, name: value.strip() or kind()})
                 print(f"({name} = {settings[name]!r}: {what})")
-            except ValueError:
-                print(f"(/{name} takes a {kind.__name__}: {what})")
+            except ValueError as e:
+                print(f"(/{e})")  # each reason starts with the setting's name: (/steps must be in [0, 32], ...)
             continue
         if text.startswith('/top') and hasattr(model, 'candidates'):
             k = int(value) if value.strip().isdigit() else 5

@@ -9,7 +9,8 @@ Endpoints where nanochat's chat_web.py has them, and two more:
   POST /chat/completions  {"messages": [{"role": "user"|"assistant", "content": "..."}, ...]} and optionally
                           "temperature", "top_k", "max_tokens", "seed", "direction" (a bidirectional model's way for
                           this turn) and "settings" (the kind's chat settings, e.g. {"steps": 8}) -> an event stream
-                          of {"text": the reply so far}, ending with {"done": true} (or {"error": why})
+                          of {"text": the reply so far}, ending with {"done": true} (or {"error": why}; a reply cut at
+                          --max_seconds ends {"done": true, "note": why})
   POST /rewrite           {"draft": "..."} and the same sampling fields -> the rewrite, streamed the same way
   POST /candidates        {"messages": [...], "k": 5} -> {"candidates": [[score, text], ...]} (a retrieval model)
 The reply is chat.py's (chat.reply_stream: the same rendering, truncation and stopping, each kind's own
@@ -17,6 +18,11 @@ reply_stream), and what the page offers comes from what the model provides (repl
 candidates, chat_settings), never from its kind's name. Messages are in reading order; backward, the newest message
 is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
 stops its generation at the next token.
+No request can hold the server: every field and setting is bounded before a reply starts (a 400 that says which and
+why; the kind's settings by its chat_options, as in chat.py), a body over --max_body_bytes is a 413 before it is read
+whole (one still arriving after BODY_SECONDS a 408), a reply ends at --max_seconds with a note, and whatever a
+generation raises ends that reply with an error event (and one line in the server's log). What is slow to make for a
+model (ChatBERT-RA's response pool) is made at start, never under the lock.
 """
 
 import os
@@ -25,6 +31,7 @@ import json
 import time
 import asyncio
 import threading
+import traceback
 from contextlib import nullcontext
 from typing import Literal
 
@@ -44,7 +51,9 @@ top_k: '[0, inf)' = 50
 top_p: '(0, 1]' = 0.95
 max_message_chars: '[1, inf)' = 2000  # the longest message (or draft) a request may hold
 max_messages: '[1, inf)' = 64  # the longest history a request may hold
-seed = 1337  # a request's default seed: the same seed and history give chat.py's reply
+max_seconds: '(0, inf)' = 60.0  # a reply still being generated after this long ends there, with a note
+max_body_bytes: '[1, inf)' = 65536  # a request body over this is refused (413) before it is read whole
+seed: '[0, 9223372036854775807]' = 1337  # a request's default: the same seed and history give chat.py's reply
 device = 'auto'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0
@@ -53,6 +62,7 @@ load_requests: '[1, inf)' = 5  # the load test's requests per client, one after 
 # -----------------------------------------------------------------------------
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARROWS = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}
+BODY_SECONDS = 10  # a request body still arriving after this long is a 408: a slow sender holds its connection, no more
 
 
 def abilities(model, tok, ckpt, name):
@@ -62,38 +72,92 @@ def abilities(model, tok, ckpt, name):
     can = {'chat': not why_not,
            'rewrite': hasattr(model, 'rewrite_stream') and 'rewrite' in (ckpt.get('formats') or []),
            'candidates': not why_not and hasattr(model, 'candidates'),
-           'settings': {k: [t.__name__, what] for k, (t, what) in getattr(model, 'chat_settings', {}).items()}}
+           'settings': {k: [t.__name__, what, rule] for k, (t, rule, what) in getattr(model, 'chat_settings', {}).items()}}
     if not (can['chat'] or can['rewrite']):
         die(f"not supported by this checkpoint: {why_not}")
     return can
 
 
+def log_failure(what, e):
+    """One line in the server's log for an exception nobody expected: what failed, with what, and where."""
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ''
+    print(f"chat_web: {what} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}{at}", file=sys.stderr, flush=True)
+
+
+def limit_body(app):
+    """ASGI middleware: a request's body is read here, whole, before the app sees it, and refused if it is over
+    max_body_bytes (a 413 by its Content-Length before a byte is read; a chunked one as soon as it passes the limit) or
+    still arriving after BODY_SECONDS (a 408). The app then reads it from memory."""
+    from starlette.responses import JSONResponse
+
+    async def limited(scope, receive, send):
+        if scope['type'] != 'http':
+            return await app(scope, receive, send)
+        refuse = lambda status, why: JSONResponse({'error': why}, status_code=status)(scope, receive, send)
+        too_large = f"the request body is over {max_body_bytes:,} bytes (chat_web.py --max_body_bytes)"
+        length = dict(scope['headers']).get(b'content-length', b'')
+        if length.isdigit() and int(length) > max_body_bytes:
+            return await refuse(413, too_large)
+        chunks, size, more, until = [], 0, True, time.monotonic() + BODY_SECONDS
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, until - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await refuse(408, f"the request body took over {BODY_SECONDS} s to arrive")
+            if message['type'] != 'http.request':
+                return  # the client went away
+            chunks.append(message.get('body', b''))
+            size, more = size + len(chunks[-1]), message.get('more_body', False)
+            if size > max_body_bytes:
+                return await refuse(413, too_large)
+        body = [{'type': 'http.request', 'body': b''.join(chunks), 'more_body': False}]
+
+        async def replay():  # the body, then what the client does next (going away, say)
+            return body.pop() if body else await receive()
+        await app(scope, replay, send)
+    return limited
+
+
 def make_app(model, tok, ckpt, name, autocast=None):
-    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals."""
+    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals.
+    What is slow to make for the model (model.prepare_chat: ChatBERT-RA's response pool) is made here, at start."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, field_validator
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     can = abilities(model, tok, ckpt, name)
+    if can['chat']:
+        model.prepare_chat(tok)  # before any request: never under the lock, where it would hold every other reply
     way = ckpt['direction']
     lock = asyncio.Lock()  # one generation at a time: they share the model (and the global RNG a seed sets)
-    app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None)
+    app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None, openapi_url=None)  # no API pages to serve
+    app.add_middleware(limit_body)
 
     class Message(BaseModel):
         role: Literal['user', 'assistant']
         content: str = Field(max_length=max_message_chars)
 
-    class Sampling(BaseModel):
-        temperature: float | None = Field(None, ge=0)
-        top_k: int | None = Field(None, ge=0)
-        max_tokens: int | None = Field(None, ge=1)
-        seed: int | None = None
+    class Sampling(BaseModel):  # every field bounded here: what is out of bounds is a 400 before a reply starts
+        temperature: float | None = Field(None, ge=0, allow_inf_nan=False)  # near 0 is greedy (model.sample_next)
+        top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # past the vocabulary (or a retriever's pool): all of it
+        max_tokens: int | None = Field(None, ge=1, le=2**31 - 1)  # and capped by --max_new_tokens
+        seed: int | None = Field(None, ge=0, le=2**63 - 1)  # torch.manual_seed takes up to 2**64 - 1
 
     class ChatRequest(Sampling):
         messages: list[Message] = Field(max_length=max_messages)
         direction: Literal['forward', 'backward'] | None = None
-        settings: dict[str, str | int | float] = {}
+        settings: dict[str, str | int | float] = {}  # the kind's, each checked by its chat_options
+
+        @field_validator('settings')
+        @classmethod
+        def short_texts(cls, settings):
+            long = [k for k, v in settings.items() if isinstance(v, str) and len(v) > max_message_chars]
+            if long:
+                raise ValueError(f"{long[0]} may have at most {max_message_chars} characters, as a message may")
+            return settings
 
     class RewriteRequest(Sampling):
         draft: str = Field(max_length=max_message_chars)
@@ -112,6 +176,14 @@ def make_app(model, tok, ckpt, name, autocast=None):
         else:
             why = '; '.join('.'.join(str(p) for p in e['loc'][1:]) + ': ' + e['msg'] for e in errors)
         return JSONResponse({'error': why}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        """Every other refusal like the ones above, {"error": why}; a body that won't parse says why (a latin-1 byte,
+        a number of 5,000 digits, JSON nested too deep)."""
+        cause = exc.__cause__ if exc.status_code == 400 else None
+        why = f"the body isn't JSON this server can read: {' '.join(str(cause).split())[:200]}" if cause else exc.detail
+        return JSONResponse({'error': why}, status_code=exc.status_code, headers=exc.headers)
 
     def refuse(what):
         return JSONResponse({'error': what}, status_code=400)
@@ -135,10 +207,12 @@ def make_app(model, tok, ckpt, name, autocast=None):
 
     def stream(request, replies, rng_seed):
         """The event stream of a reply generator (text so far, each time it changes), generated in a thread that
-        stops when the client goes away."""
+        stops when the client goes away or at the deadline (max_seconds, then a last event with a note). Whatever the
+        generation raises ends the reply with an error event; the lock is let go in every case."""
         async def events():
             async with lock:
                 loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+                put = lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
 
                 def work():
                     try:
@@ -146,27 +220,39 @@ def make_app(model, tok, ckpt, name, autocast=None):
                         with autocast or nullcontext():
                             for text in replies():
                                 if stop.is_set():
-                                    break
-                                loop.call_soon_threadsafe(queue.put_nowait, {'text': text})
-                        loop.call_soon_threadsafe(queue.put_nowait, {'done': True})
-                    except ValueError as e:  # what a setting can't do here, e.g. a template too long for a reply
-                        loop.call_soon_threadsafe(queue.put_nowait, {'error': str(e)})
+                                    return
+                                put({'text': text})
+                        put({'done': True})
+                    except ValueError as e:  # what the model can't do with this request, e.g. a draft too long
+                        put({'error': str(e)})
+                    except Exception as e:  # a bug: said once in the server's log, and the server goes on
+                        log_failure('a reply', e)
+                        put({'error': f"the reply failed ({type(e).__name__}); the server's log says where"})
                 worker = threading.Thread(target=work, daemon=True)
                 worker.start()
+                deadline = time.monotonic() + max_seconds
                 try:
                     while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            note = f"cut here: a reply may take {max_seconds:g} s at most (--max_seconds)"
+                            yield sse({'done': True, 'note': note})
+                            break
                         try:
-                            event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                            event = await asyncio.wait_for(queue.get(), timeout=min(1.0, left))
                         except asyncio.TimeoutError:  # a slow step: still there?
                             if await request.is_disconnected():
                                 break
                             continue
-                        yield f"data: {json.dumps(event)}\n\n"
+                        yield sse(event)
                         if 'done' in event or 'error' in event:
                             break
                 finally:
-                    stop.set()  # a client gone mid-reply stops the generation at its next token
-                    await asyncio.to_thread(worker.join)
+                    stop.set()  # a client gone mid-reply (or the deadline) stops the generation at its next step
+                    await asyncio.to_thread(worker.join, max_seconds)
+                    if worker.is_alive():  # a step longer than a whole reply may take: let go of it, not the server
+                        print(f"chat_web: a reply's step ran past {max_seconds:g} s after its end; left to finish alone",
+                              file=sys.stderr, flush=True)
         return StreamingResponse(events(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
 
     @app.get('/', response_class=HTMLResponse)
@@ -188,11 +274,8 @@ def make_app(model, tok, ckpt, name, autocast=None):
         history, why = history_of(req.messages)
         if why:
             return refuse(why)
-        unknown = set(req.settings) - set(can['settings'])
-        if unknown:
-            return refuse(f"unknown settings {sorted(unknown)}; this model takes {sorted(can['settings']) or 'none'}")
         try:
-            settings = {k: getattr(model, 'chat_settings')[k][0](v) for k, v in req.settings.items()}
+            settings = model.chat_options(tok, req.settings)  # the kind's bounds: the same check as chat.py's
             backward, marker = reading(way, req.direction or '')
         except ValueError as e:
             return refuse(str(e))
@@ -220,10 +303,19 @@ def make_app(model, tok, ckpt, name, autocast=None):
         if why:
             return refuse(why)
         async with lock:
-            found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+            try:
+                found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+            except Exception as e:  # a bug: said once in the server's log, and the server goes on
+                log_failure('a candidates list', e)
+                return JSONResponse({'error': f"listing candidates failed ({type(e).__name__})"}, status_code=500)
         return {'candidates': [[round(s, 4), t] for s, t in found]}
 
     return app
+
+
+def sse(event):
+    """One server-sent event of a dict."""
+    return f"data: {json.dumps(event)}\n\n"
 
 
 def read_events(lines):

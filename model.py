@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from common import check_value
 from tokenizer import SPEAKERS, decode_growing, render_context, render_prompt, render_response, render_rewrite, speaker_ids
 
 
@@ -453,7 +454,33 @@ class GPT(nn.Module):
     # the web page), score a text token by token (eval_directions.py), embed texts (embed.py)
     can = ('sample', 'chat', 'score')
     usage = "sample from it: python sample.py --out_dir={out_dir}"  # what to do with it, where a script can't help
-    chat_settings = {}  # {name: (type, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name)
+    # {name: (type, rule, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name, the page's
+    # boxes); rule: the interval a number must be in, as a config key's annotation ('[0, 32]'), or None
+    chat_settings = {}
+
+    def chat_options(self, tok, settings):
+        """settings {name: value as typed or sent} converted to their types and checked against their rules, for
+        reply_stream; or a ValueError that names the setting and says why. chat.py and the web check here, before
+        anything is generated, so that no setting can hold a reply for long; a kind adds what needs its tokenizer."""
+        unknown = set(settings) - set(self.chat_settings)
+        if unknown:
+            named = sorted(unknown)[:5] + ([f'and {len(unknown) - 5} more'] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown settings {named}; this model takes {sorted(self.chat_settings) or 'none'}")
+        out = {}
+        for name, value in settings.items():
+            kind, rule, what = self.chat_settings[name]
+            try:
+                out[name] = kind(value)
+            except (TypeError, ValueError, OverflowError):  # 'many', 1e400 (inf), a 5,000-digit number
+                raise ValueError(f"{name} takes a {kind.__name__}: {what}") from None
+            why = rule and check_value(out[name], rule)
+            if why:
+                raise ValueError(f"{name} must be {why}, got {out[name]!r}: {what}")
+        return out
+
+    def prepare_chat(self, tok):
+        """What chatting needs that is slow to make (ChatBERT-RA's response pool): made here, once, before the first
+        reply, so that no reply waits for it (chat.py and the web call it at start)."""
 
     @torch.no_grad()
     def reply_stream(self, tok, history, max_new_tokens=128, temperature=0.7, top_k=50, top_p=0.95,
@@ -522,11 +549,22 @@ def sequence_logprobs(model, seqs, starts, speakers=None):
     return (logp * (y >= 0)).sum(1).tolist()
 
 
+def tempered(logits, temperature):
+    """logits / temperature (> 0), shifted so that the best is 0: however near 0 the temperature, the others fall
+    towards -inf and never overflow to inf (inf - inf is the NaN that softmax would make), so a temperature near 0
+    is greedy, as 0 is. The shift changes no softmax and no argmax. A temperature the logits' dtype can't hold would
+    round to 0 (1e-300 in float32: 0 / 0 is NaN) or inf (1e300: -inf / inf is NaN): it divides as the nearest it
+    can hold, greedy or uniform all the same."""
+    f = torch.finfo(logits.dtype)
+    return (logits - logits.max(dim=-1, keepdim=True).values) / min(max(temperature, f.tiny), f.max)
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token (B, 1) from last-position logits (B, vocab). top_k 0/None and top_p 1.0/None cut nothing."""
+    """Pick the next token (B, 1) from last-position logits (B, vocab). top_k 0/None and top_p 1.0/None cut nothing.
+    Every sampler of nanolab picks here (sample.py, chat.py, the web chat, RL's rollouts)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
+    logits = tempered(logits, temperature)
     if top_k:  # None or 0: no cut
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float('inf')
@@ -720,6 +758,9 @@ class ChatBERTRA(ChatBERT):
             self.pool = retrieval.ResponsePool.for_checkpoint(self, tok, self.ckpt)
         return self.pool
 
+    def prepare_chat(self, tok):
+        self.response_pool(tok)  # embedding every training response takes minutes the first time: before any reply
+
     @torch.no_grad()
     def candidates(self, tok, history, k):
         """The k best responses of the pool for history, [(cosine, text)], best first."""
@@ -751,9 +792,22 @@ class ChatBERTRA(ChatBERT):
 
 class ChatBERTIMR(ChatBERT):
     MASK_SHOWN = '░'  # how a still-masked position looks in a reply that is filling in
-    chat_settings = {'steps': (int, "refinement steps; 0: one token a step"),
-                     'blocks': (int, "semi-autoregressive blocks, filled left to right; 1: the whole reply at once"),
-                     'template': (str, "a reply with ___ blanks to fill (FIB), e.g. I think ___ is ___{2}; none: free replies")}
+
+    @property
+    def chat_settings(self):
+        L = self.config.response_len  # a reply's tokens: more steps or blocks than that would commit nothing
+        return {'steps': (int, f'[0, {L}]', f"refinement steps; 0 or {L}: one token a step"),
+                'blocks': (int, f'[1, {L}]', "semi-autoregressive blocks, filled left to right; 1: the whole reply at once"),
+                'template': (str, None, "a reply with ___ blanks to fill (FIB), e.g. I think ___ is ___{2}; none: free replies")}
+
+    def chat_options(self, tok, settings):
+        out = super().chat_options(tok, settings)
+        if out.get('template'):
+            try:
+                check_template(tok, parse_template(out['template']), self.config.response_len - 1)
+            except ValueError as e:
+                raise ValueError(f"template: {e}") from None
+        return out
 
     def forward(self, idx, targets=None, weights=None):
         """weights (B, T): each target's weight, 1/(t B L) on a masked response token (data.MaskedPairs), so the
@@ -791,7 +845,7 @@ class ChatBERTIMR(ChatBERT):
                 pred = logits.argmax(-1)
             else:  # Gumbel-max in float64: float32 noise measurably lowers diversity (MDLM)
                 gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-300, 1.0)))
-                pred = (logits / temperature + gumbel).argmax(-1)
+                pred = (tempered(logits, temperature) + gumbel).argmax(-1)
             confidence = logits.log_softmax(-1).gather(-1, pred[..., None])[..., 0].masked_fill(~masked, -math.inf)
             k, n = s - first, last - first  # this block's k-th of n steps commits its share of the block's tokens
             commit = confidence.topk((hi - lo) * (k + 1) // n - (hi - lo) * k // n, dim=-1).indices
@@ -849,6 +903,7 @@ class ChatBERTIMR(ChatBERT):
     def fill_stream(self, tok, history, template, iterations=4):
         """Yield the filled template as Mask-Predict refines it, after choosing each bare blank's length."""
         pieces = parse_template(template)
+        check_template(tok, pieces, self.config.response_len - 1)
         chosen = [n for kind, n in pieces if kind == 'blank']
         lengths = [n or self.BLANK_LENGTHS[0] for n in chosen]
         for j in (j for j, n in enumerate(chosen) if n is None):  # in turn, the others as they stand
@@ -890,6 +945,8 @@ def parse_template(template):
     pieces = []
     for k, part in enumerate(parts):
         if k % 2:
+            if part and len(part) > 18:  # int() of 4,300 digits or more raises; none of it fits a reply anyway
+                raise ValueError(f"a blank ___{{{part[:8]}...}} of {len(part)} digits is longer than any reply")
             pieces.append(('blank', int(part) if part else None))
         elif part.rstrip() if k + 1 < len(parts) else part:
             pieces.append(('text', part.rstrip() if k + 1 < len(parts) else part))
@@ -898,6 +955,14 @@ def parse_template(template):
     if any(kind == 'blank' and n == 0 for kind, n in pieces):
         raise ValueError("a blank ___{n} needs n >= 1")
     return pieces
+
+
+def check_template(tok, pieces, room):
+    """A ValueError unless the template's words and blanks (a bare ___ at its shortest, one token) fit in room tokens,
+    said before any ids are made: a ___{10**15} would be a MemoryError in template_ids."""
+    n = sum(len(tok.encode(text)) if kind == 'text' else text or 1 for kind, text in pieces)
+    if n > room:
+        raise ValueError(f"the template takes {n} tokens with its blanks; a reply has room for {room}")
 
 
 def template_ids(tok, pieces, lengths):

@@ -131,8 +131,8 @@ def test_every_chatbert_kind_chats_through_its_own_reply_stream(kind, chat_tok):
         assert model.MASK_SHOWN in texts[0] and model.MASK_SHOWN not in texts[-1] and len(texts) > 2
         filled = events(c.post('/chat/completions', json={**body, 'settings': {'template': 'I think ___ is good'}}))
         assert filled[-1] == {'done': True} and filled[-2]['text'].startswith('I think') and filled[-2]['text'].endswith('is good')
-        too_long = events(c.post('/chat/completions', json={**body, 'settings': {'template': 'I think ___ ' * 8}}))
-        assert 'a reply has room for' in too_long[-1]['error']  # what a setting can't do: an error event, not a crash
+        too_long = c.post('/chat/completions', json={**body, 'settings': {'template': 'I think ___ ' * 8}})
+        assert too_long.status_code == 400 and 'a reply has room for' in too_long.json()['error']  # before it starts
         bad = c.post('/chat/completions', json={**body, 'settings': {'steps': 'many'}})
         assert bad.status_code == 400
     if kind == 'chatbert_ra':
