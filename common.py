@@ -339,8 +339,8 @@ def why_failed(e):
     """An I/O error's reason in a few words ('No space left on device'). torch.save reports a failed write as a
     RuntimeError raised while handling the OSError, and h5py names the errno in its message."""
     cause = e if isinstance(e, OSError) else e.__context__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror + (f": {cause.filename}" if cause.filename else '')
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno) + (f": {cause.filename}" if cause.filename else '')
     errno = re.search(r'errno = (\d+)', str(e))
     if errno:
         return os.strerror(int(errno[1]))
@@ -359,6 +359,8 @@ def write_atomic(path, write, advice):
     file. A kill mid-write leaves the old file whole. A write that fails (a full disk, a read-only folder) removes
     its .tmp and stops with one line: what failed, why, and `advice`, what to do."""
     tmp = path + '.tmp'
+    if not_a_file(path):  # the rename would replace it: a folder fails, a device (/dev/full) would be lost
+        die(f"could not write {path}: it is a {not_a_file(path)}, not a file; move it away or write elsewhere")
     try:
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         with open(tmp, 'wb') as f:
@@ -411,11 +413,19 @@ def read_log(path):
 
 def check_writable(path, folder, what, advice):
     """One line, before anything is written, if path (a folder if `folder`, else a file) can't be written: it is
-    the other kind, a parent is a file, or the nearest existing folder is read-only. `what` names the path (the
-    key that set it); `advice` says what to do."""
-    kind = 'folder' if folder else 'file'
-    if os.path.exists(path) and os.path.isdir(path) != folder:
-        die(f"{what}={path} is a {'file' if folder else 'folder'}, not a {kind}; {advice}")
+    empty or something else (a file replacing a device would be worse than an error), a parent is a file, or the
+    nearest existing folder is read-only. `what` names the path (the key that set it); `advice` says what to do."""
+    if not path:
+        die(f"{what} is empty; {advice}")
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a path to make; a parent that is a file is said below
+    except OSError as e:  # a name too long, a symlink loop, ...
+        die(f"{what}={path} can't be used ({e.strerror}); {advice}")
+    kind, found = 'folder' if folder else 'file', not_a_file(path) or 'file'
+    if os.path.exists(path) and found != kind:
+        die(f"{what}={path} is a {found}, not a {kind}; {advice}")
     parent = os.path.abspath(path if folder else os.path.dirname(path) or '.')
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -423,6 +433,13 @@ def check_writable(path, folder, what, advice):
         die(f"{what}={path} can't be made: {parent} is a file, not a folder; {advice}")
     if not os.access(parent, os.W_OK):
         die(f"{what}={path} can't be written: {parent} is read-only; {advice}")
+
+
+def not_a_file(path):
+    """What path is if it exists and is not a regular file: 'folder' or 'device or pipe'; else None."""
+    if not os.path.exists(path) or os.path.isfile(path):
+        return None
+    return 'folder' if os.path.isdir(path) else 'device or pipe'
 
 
 def human_bytes(n):

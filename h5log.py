@@ -58,6 +58,7 @@ class H5Log:
         # starts, hence the shapes up front. The new file replaces the old one only once it holds the kept rows.
         self.handles, self.series = [], {}  # every h5py object of the file, held until close: see abandon
         try:
+            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)  # --hdf5_log=logs/run.h5
             self.f = h5py.File(path + '.tmp', 'w', libver='latest')
             self.handles.append(self.f)
             for name, shape in shapes.items():
@@ -128,9 +129,8 @@ def read_kept(path, resume_iter):
     """{series: (iter, value)} of the rows of the log at path up to resume_iter: a killed run may have logged past its
     last checkpoint, and one stopped by a full disk may have left a row half written (a series' iter no longer
     rising, or its two datasets of different lengths), so each series keeps its leading rising rows."""
-    import h5py
     kept = {}
-    with h5py.File(path, 'r', swmr=True) as old:
+    with open_closed_or_killed(path) as old:
         for name in json.loads(old.attrs['schema']):
             its, values = old[name]['iter'][:], old[name]['value']
             its = its[:min(len(its), len(values))]
@@ -139,6 +139,19 @@ def read_kept(path, resume_iter):
             k = len(its) if ok.all() else int(np.argmin(ok))
             kept[name] = its[:k], values[:k]
     return kept
+
+
+def open_closed_or_killed(path):
+    """A log no run is writing, read-only. A plain open checks the file at once (a truncated or damaged one fails
+    here); only a log whose run never closed it (killed, or abandoned on a full disk) needs SWMR, which kept it
+    consistent. Not SWMR first: its reader retries what it can't read, for minutes."""
+    import h5py
+    try:
+        return h5py.File(path, 'r')
+    except OSError as e:
+        if 'already open for write' not in str(e):
+            raise
+    return h5py.File(path, 'r', swmr=True)
 
 
 def probe_bytes(model, rows, block, element_size):

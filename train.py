@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops, peak_memory_mb,
                     save_checkpoint, write_meta, load_checkpoint, build_model, write_atomic, append_line, read_log,
-                    check_writable, check_memory, why_failed)
+                    check_writable, check_memory, why_failed, not_a_file)
 from model import MODELS
 from data import SOURCES, pick_dataset
 import h5log
@@ -132,16 +132,18 @@ if not eval_only:  # out_dir, and the files the run writes there, can be written
     check_writable(out_dir, True, '--out_dir', "pass a folder: a new one for a new run, or a run's own to resume it "
                    "(to start from a checkpoint file's weights: --init_from=FILE)")
     for name in ('ckpt.pt', 'meta.json', 'log.jsonl', 'best.pt', hdf5_log):
-        if name and os.path.isdir(os.path.join(out_dir, name)):
-            die(f"{os.path.join(out_dir, name)} is a folder, where the run writes a file; move it away")
+        if name and not_a_file(os.path.join(out_dir, name)):
+            die(f"{os.path.join(out_dir, name)} is a {not_a_file(os.path.join(out_dir, name))}, where the run "
+                f"writes a file; move it away")
 ckpt = None  # the checkpoint a run starts from: its own (resume) or its parent's (fine-tuning)
 if init_from == 'resume':
     # a resumed run is the same run: its config comes from the checkpoint, and only RESUMABLE keys may change
     ckpt = load_checkpoint(out_dir)
-    if not {'optimizer', 'scaler', 'rng', 'data', 'config'} <= ckpt.keys():
-        die(f"{ckpt['path']} holds weights without the optimizer state a run resumes from (a best.pt keeps the "
-            f"weights only); fine-tune from it in a new folder (--init_from={ckpt['path']} --out_dir=NEW), or "
-            f"resume its run from the run's own ckpt.pt")
+    missing = sorted({'optimizer', 'scaler', 'rng', 'data', 'config'} - ckpt.keys())
+    if missing:  # a best.pt keeps the weights only; a foreign checkpoint may lack more
+        die(f"{ckpt['path']} has no {'optimizer state' if 'optimizer' in missing else ' or '.join(missing)}, so a "
+            f"run can't resume from it; fine-tune from it in a new folder (--init_from={ckpt['path']} --out_dir=NEW), "
+            f"or resume its run from the run's own ckpt.pt")
     changed = []
     for k, saved in ckpt['config'].items():
         if k not in KEYS or saved == globals()[k] or k in ('out_dir', 'init_from'):
@@ -157,7 +159,7 @@ elif init_from != 'scratch':
     # fine-tuning: the parent's architecture and direction, whatever the config says; a conflicting key is
     # refused, not ignored
     ckpt = load_checkpoint(init_from)
-    inherited = {'model_kind': ckpt['model_kind'], 'direction': ckpt['config'].get('direction', 'forward'), **ckpt['model_args']}
+    inherited = {'model_kind': ckpt['model_kind'], 'direction': ckpt.get('config', {}).get('direction', 'forward'), **ckpt['model_args']}
     for k in sorted(inherited.keys() & set(KEYS) - {'dropout', 'block_size'}):  # these two may change
         if k in explicit and inherited[k] != globals()[k]:
             die(f"{explicit[k]} conflicts with {init_from}'s {k}={inherited[k]!r}: a fine-tuned model keeps its "
@@ -288,7 +290,7 @@ def check_memory_fits(model):
         return
     params = sum(p.numel() for p in model.parameters())
     tokens = max(split_batch(c['gradient_accumulation_steps'], c['batch_size'])[1] * c['block_size'] for _, c in curriculum())
-    blocks = len(h5log.layers(model))
+    blocks = len(h5log.layers(model)) if not eval_only else min(1, len(h5log.layers(model)))  # no_grad keeps one's
     processes = int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if device_type == 'cpu' else 1  # a CPU's memory is shared
     check_memory(f"training {model_kind} ({params:,} parameters; {tokens:,} tokens a micro-step through {blocks} "
                  f"blocks of width {model_args.get('n_embd', 0)})",

@@ -3,6 +3,7 @@ a run in one line with its last checkpoint whole and no .tmp, and the run resume
 and training goes on; a torn log.jsonl line is left out with a note; a config that can't fit in memory, a resumed
 best.pt and an out_dir that can't be a folder are refused in one line before anything is written."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -231,7 +232,7 @@ def test_resuming_a_best_pt_says_one_line(workdir, best_pt, tmp_path, where):
         shutil.copy(best_pt / 'best.pt', out / 'ckpt.pt')
     before = snapshot(tmp_path)
     line = the_one_line(train(workdir, out, '--init_from=resume', '--max_iters=30', check=False))
-    want = 'is a file, not a folder' if where == 'the-file' else 'holds weights without the optimizer state'
+    want = 'is a file, not a folder' if where == 'the-file' else 'has no optimizer state, so a run can\'t resume from it'
     assert want in line and '--init_from=' in line
     assert snapshot(tmp_path) == before
 
@@ -275,6 +276,8 @@ def test_a_huge_accumulation_is_not_refused(workdir, char_data, tmp_path):  # mi
 
 
 OUT_DIRS = [
+    ('empty', lambda tmp: '', '--out_dir is empty'),
+    ('a-name-too-long', lambda tmp: tmp / ('x' * 300), "--out_dir={tmp}/" + 'x' * 300 + " can't be used (File name too long)"),
     ('a-file', lambda tmp: (tmp / 'f').write_text('x') and tmp / 'f', '--out_dir={tmp}/f is a file, not a folder'),
     ('through-a-file', lambda tmp: (tmp / 'f').write_text('x') and tmp / 'f' / 'run',
      "--out_dir={tmp}/f/run can't be made: {tmp}/f is a file"),
@@ -290,6 +293,26 @@ def test_an_out_dir_that_cannot_be_a_folder_says_one_line(workdir, char_data, tm
     line = the_one_line(train(workdir, out, '--max_iters=2', check=False))
     assert line.startswith(message.replace('{tmp}', str(tmp_path)))
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('name', ['log.h5', 'ckpt.pt'])
+def test_a_pipe_where_the_run_writes_a_file_says_one_line(workdir, char_data, tmp_path, name):
+    # a pipe (or a device: /dev/full) is not replaced by the run's file, nor opened (a pipe would block)
+    (tmp_path / 'run').mkdir()
+    os.mkfifo(tmp_path / 'run' / name)
+    line = the_one_line(train(workdir, tmp_path / 'run', '--max_iters=2', check=False))
+    assert line == f'{tmp_path}/run/{name} is a device or pipe, where the run writes a file; move it away'
+
+
+def test_a_truncated_hdf5_log_is_left_and_resume_goes_on_without_it(workdir, char_run, tmp_path):
+    out = tmp_path / 'out'
+    shutil.copytree(char_run, out)
+    with open(out / 'log.h5', 'r+b') as f:  # not SWMR's minutes of retries: a plain open fails at once
+        f.truncate(20_000)
+    proc = train(workdir, out, '--init_from=resume', '--max_iters=22')
+    assert f"note: the HDF5 log is off for this run: {out}/log.h5 can't be read (OSError: " in proc.stdout
+    assert (out / 'log.h5').stat().st_size == 20_000  # left as it was
+    assert [r['iter'] for r in read_log(out) if 'loss' in r] == list(range(1, 23))
 
 
 def test_a_read_only_out_dir_says_one_line(workdir, char_data, tmpfs):
@@ -328,3 +351,5 @@ def test_plot_makes_a_missing_folder_and_refuses_what_it_cannot_write(char_run, 
     assert proc.returncode == 0 and (tmp_path / 'new' / 'loss.png').is_file(), proc.stderr[-2000:]
     assert "matplotlib can't write .xyz files" in the_one_line(run('plot.py', char_run, f'--out={tmp_path}/loss.xyz'))
     assert 'is a folder, not a file' in the_one_line(run('plot.py', char_run, f'--out={tmp_path}'))
+    os.mkfifo(tmp_path / 'pipe.png')
+    assert 'is a device or pipe, not a file' in the_one_line(run('plot.py', char_run, f'--out={tmp_path}/pipe.png'))
