@@ -78,8 +78,10 @@ class H5Log:
             atexit.register(self.close_at_exit)
         except BaseException:
             self.abandon()
-            if os.path.isfile(path + '.tmp'):
+            try:
                 os.remove(path + '.tmp')
+            except OSError:
+                pass
             raise
 
     def write(self, it, **values):

@@ -268,7 +268,6 @@ for start, c in curriculum():
                 f"{', '.join(sorted(METRICS))}")
 
 
-
 def meta_model(build):
     """build() on the meta device, which allocates nothing: a model's size before it is made. None for a kind that
     can't be built there (its memory is then not checked); a ValueError (a bad config) is raised as building would."""
@@ -292,7 +291,7 @@ def check_memory_fits(model):
     tokens = max(split_batch(c['gradient_accumulation_steps'], c['batch_size'])[1] * c['block_size'] for _, c in curriculum())
     blocks = len(h5log.layers(model)) if not eval_only else min(1, len(h5log.layers(model)))  # no_grad keeps one's
     processes = int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if device_type == 'cpu' else 1  # a CPU's memory is shared
-    check_memory(f"training {model_kind} ({params:,} parameters; {tokens:,} tokens a micro-step through {blocks} "
+    check_memory(f"{'evaluating' if eval_only else 'training'} {model_kind} ({params:,} parameters; {tokens:,} tokens a micro-step through {blocks} "
                  f"blocks of width {model_args.get('n_embd', 0)})",
                  params * (4 if eval_only else 16) + 8 * tokens * model_args.get('n_embd', 0) * blocks, device,
                  "lower batch_size (raise gradient_accumulation_steps to keep the global batch), block_size, or the "
