@@ -309,13 +309,11 @@ def synchronize(device_type):
 # checkpoints: torch weights + a human-readable meta.json beside them
 
 
-def save_checkpoint(out_dir, ckpt, name='ckpt.pt'):
-    """Write out_dir/name atomically: a crash mid-write leaves the previous checkpoint intact. Then, for the run's
-    own ckpt.pt, meta.json."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, name)
-    torch.save(ckpt, path + '.tmp')
-    os.replace(path + '.tmp', path)
+def save_checkpoint(out_dir, ckpt, name='ckpt.pt', advice='free some space, then run again'):
+    """Write out_dir/name atomically: a kill or a full disk mid-write leaves the previous checkpoint intact, and a
+    write that fails stops with one line ending in `advice` (write_atomic). Then, for the run's own ckpt.pt,
+    meta.json."""
+    write_atomic(os.path.join(out_dir, name), lambda f: torch.save(ckpt, f), advice)
     if name == 'ckpt.pt':
         write_meta(out_dir, ckpt)
 
@@ -326,10 +324,9 @@ def write_meta(out_dir, ckpt):
     programs read ckpt.pt."""
     meta = {k: ckpt.get(k) for k in ('model_kind', 'direction', 'model_args', 'iter_num', 'best_val_loss', 'parent', 'config')}
     meta['tokenizer'] = ckpt['tokenizer'].get('kind')
-    path = os.path.join(out_dir, 'meta.json')
-    with open(path + '.tmp', 'w') as f:
-        json.dump(meta, f, indent=2)
-    os.replace(path + '.tmp', path)
+    write_atomic(os.path.join(out_dir, 'meta.json'), lambda f: f.write(json.dumps(meta, indent=2).encode()),
+                 f"{os.path.join(out_dir, 'ckpt.pt')}, which it describes, is whole: free some space, then continue "
+                 f"with --init_from=resume, which rewrites meta.json")
 
 
 def load_checkpoint(path, device='cpu'):
@@ -493,3 +490,150 @@ def make_hint(path, otherwise):
         return f"make it with {' && '.join(cmds)} ({steps[-1][1]})" if steps else otherwise
     except Exception:
         return otherwise
+
+
+# writes that can fail, and memory that can run out: one line that says what and what to do, and nothing half-written
+
+
+def why_failed(e):
+    """An I/O error's reason in a few words ('No space left on device'). torch.save reports a failed write as a
+    RuntimeError raised while handling the OSError, and h5py names the errno in its message."""
+    cause = e if isinstance(e, OSError) else e.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno) + (f": {cause.filename}" if cause.filename else '')
+    errno = re.search(r'errno = (\d+)', str(e))
+    if errno:
+        return os.strerror(int(errno[1]))
+    return textwrap.shorten(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}", 160, placeholder=' ...')
+
+
+def remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def write_atomic(path, write, advice):
+    """Write a file through path.tmp and a rename, its folder made if missing; write(f) writes to the open binary
+    file. A kill mid-write leaves the old file whole. A write that fails (a full disk, a read-only folder) removes
+    its .tmp and stops with one line: what failed, why, and `advice`, what to do."""
+    tmp = path + '.tmp'
+    if not_a_file(path):  # the rename would replace it: a folder fails, a device (/dev/full) would be lost
+        die(f"could not write {path}: it is a {not_a_file(path)}, not a file; move it away or write elsewhere")
+    try:
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk can fail here, not before: the bytes are down before the rename
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save: RuntimeError
+        remove_quietly(tmp)
+        die(f"could not write {path} ({why_failed(e)}); {advice}")
+
+
+def append_line(path, line, advice):
+    """Append one line to a log. A write that fails cuts the file back to where it was, so no torn line is left
+    (a full disk frees the space for that), and stops with one line ending in `advice`."""
+    data = (line + '\n').encode()
+    try:
+        with open(path, 'ab', buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                while data:  # an unbuffered write may write part and return how much
+                    data = data[f.write(data):]
+            except OSError:
+                f.truncate(end)
+                raise
+    except OSError as e:
+        die(f"could not append to {path} ({why_failed(e)}); {advice}")
+
+
+def read_log(path):
+    """The rows of a log.jsonl, a JSON object a line. A torn last line, which a run killed or a disk filled
+    mid-write leaves, is left out with a note; any other line that isn't a JSON object stops with one line."""
+    with open(path, encoding='utf-8', errors='replace') as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    rows = []
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif n == lines[-1][0] and row is None:
+            print0(f"note: {path} ends in a torn line (a run stopped mid-write), left out: {textwrap.shorten(line, 60)!r}")
+        else:
+            die(f"{path}:{n} is not a JSON object ({textwrap.shorten(line, 60, placeholder=' ...')!r}); a log holds "
+                f"one per line: fix or delete that line")
+    return rows
+
+
+def check_writable(path, folder, what, advice):
+    """One line, before anything is written, if path (a folder if `folder`, else a file) can't be written: it is
+    empty or something else (a file replacing a device would be worse than an error), a parent is a file, or the
+    nearest existing folder is read-only. `what` names the path (the key that set it); `advice` says what to do."""
+    if not path:
+        die(f"{what} is empty; {advice}")
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # a path to make; a parent that is a file is said below
+    except OSError as e:  # a name too long, a symlink loop, ...
+        die(f"{what}={path} can't be used ({e.strerror}); {advice}")
+    kind, found = 'folder' if folder else 'file', not_a_file(path) or 'file'
+    if os.path.exists(path) and found != kind:
+        die(f"{what}={path} is a {found}, not a {kind}; {advice}")
+    parent = os.path.abspath(path if folder else os.path.dirname(path) or '.')
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        die(f"{what}={path} can't be made: {parent} is a file, not a folder; {advice}")
+    if not os.access(parent, os.W_OK):
+        die(f"{what}={path} can't be written: {parent} is read-only; {advice}")
+
+
+def not_a_file(path):
+    """What path is if it exists and is not a regular file: 'folder' or 'device or pipe'; else None."""
+    if not os.path.exists(path) or os.path.isfile(path):
+        return None
+    return 'folder' if os.path.isdir(path) else 'device or pipe'
+
+
+def human_bytes(n):
+    for unit in ('bytes', 'KB', 'MB', 'GB', 'TB'):
+        if n < 1000 or unit == 'TB':
+            return f"{n:,.0f} {unit}" if unit == 'bytes' else f"{n:,.1f} {unit}"
+        n /= 1000
+
+
+def available_memory(device):
+    """Bytes free for new allocations on device: CUDA's free memory; on a CPU, Linux's MemAvailable, within the
+    cgroup's limit if there is one; None where unknown (MPS, macOS, Windows): callers then skip their check."""
+    if device.startswith('cuda'):
+        return torch.cuda.mem_get_info(device)[0]
+    if device != 'cpu':
+        return None
+    try:
+        with open('/proc/meminfo') as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable:'))
+    except (OSError, ValueError, StopIteration):
+        return None
+    try:  # a container's own limit (cgroup v2), often lower than the machine's
+        with open('/sys/fs/cgroup/memory.max') as f, open('/sys/fs/cgroup/memory.current') as g:
+            limit = f.read().strip()
+            free = min(free, int(limit) - int(g.read())) if limit != 'max' else free
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def check_memory(what, nbytes, device, advice, processes=1):
+    """One line before a huge allocation: if what takes nbytes (a lower bound) and the device has less available
+    (a CPU's shared by this machine's processes), say both and `advice`. Nothing where the memory is unknown."""
+    free = available_memory(device)
+    if free is not None and nbytes > free / processes:
+        die(f"{what} would take at least {human_bytes(nbytes)}, and {device} has {human_bytes(free)} available"
+            + (f" for {processes} processes" if processes > 1 else '') + f"; {advice}")

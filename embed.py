@@ -19,7 +19,7 @@ from itertools import chain
 import numpy as np
 import torch
 
-from common import build_model, cannot, configure, die, load_checkpoint, set_threads
+from common import build_model, cannot, check_writable, configure, die, load_checkpoint, set_threads, write_atomic
 from data import pad_bags
 from prepare.common import read_text_file
 from tokenizer import NgramTokenizer
@@ -28,7 +28,7 @@ from tokenizer import NgramTokenizer
 out_dir = 'out-approximator'  # the trained student (train.py config/approximator.py)
 text = ''  # text, query: the text to embed or search with
 file = ''  # file, index: a text file, one text per line
-output = ''  # file: where the vectors go (.npy); default: <file>.npy
+output = ''  # file: where the vectors go (.npy, added if missing; a missing folder is made); default: <file>.npy
 index = ''  # index, query: the index's path (.faiss and .json); default: out_dir/index
 k: '[1, inf)' = 5  # query: how many lines to show
 format: ('onnx', 'torchscript') = 'onnx'  # export
@@ -153,9 +153,11 @@ def main():
     elif cmd == 'file':
         lines = read_lines(file)
         output = output or os.path.splitext(file)[0] + '.npy'
+        output += '' if output.endswith('.npy') else '.npy'  # as np.save names it, so "wrote" says the real name
+        # a missing folder is made (you said where the vectors go); one that can't be stops here, before the work
+        check_writable(output, False, '--output', 'name a .npy file in a folder you can write')
         v = np.concatenate([emb.embed(lines[i:i + 8192], batch_size) for i in range(0, len(lines), 8192)])
-        output += '' if output.endswith('.npy') else '.npy'  # np.save would add it
-        np.save(output, v)
+        write_atomic(output, lambda f: np.save(f, v), 'free some space, then run again')
         print(f"wrote {output}: {v.shape[0]:,} unit vectors of {v.shape[1]}")
     elif cmd == 'index':
         from retrieval import ResponsePool

@@ -16,6 +16,7 @@ so a killed run leaves a readable file; a resumed run cuts every series back to 
 
 import os
 import json
+import atexit
 
 import numpy as np
 import torch
@@ -43,45 +44,123 @@ SCHEMA = {
 
 
 class H5Log:
+    """A write that fails (a full disk) raises, and the log is then abandoned, never closed (see abandon): the
+    caller turns the log off and the run goes on. The file keeps the rows flushed before the failure."""
 
     def __init__(self, path, config, shapes, resume_iter=None):
         """A new log at path, or, resuming, the old one's rows up to resume_iter and then the new ones.
-        shapes: {series: the shape of one value}, every series the run will write (series_shapes)."""
+        shapes: {series: the shape of one value}, every series the run will write (series_shapes).
+        The old log can't be read: OSError (nothing written). The new one can't be written: the error (abandoned)."""
         import h5py  # only needed when logging; train.py checks it is there
-        kept = {}  # a killed run may have logged past its last checkpoint: only rows up to resume_iter stay
-        if resume_iter is not None and os.path.isfile(path):
-            with h5py.File(path, 'r', swmr=True) as old:
-                for name in json.loads(old.attrs['schema']):
-                    k = int(np.searchsorted(old[name]['iter'][:], resume_iter, side='right'))
-                    kept[name] = old[name]['iter'][:k], old[name]['value'][:k]
+        kept = read_kept(path, resume_iter) if resume_iter is not None and os.path.isfile(path) else {}
         # SWMR (single writer, multiple readers) orders HDF5's writes so that the file on disk is always
         # consistent: it can be read while the run writes, and after a kill. Every series must exist before it
         # starts, hence the shapes up front. The new file replaces the old one only once it holds the kept rows.
-        self.f = h5py.File(path + '.tmp', 'w', libver='latest')
-        for name, shape in shapes.items():
-            g = self.f.create_group(name)
-            it, value = kept.get(name, (np.zeros(0, dtype=np.int64), np.zeros((0, *shape), dtype=np.float32)))
-            g.create_dataset('iter', data=it, maxshape=(None,), dtype=np.int64, chunks=(256,), compression='gzip')
-            g.create_dataset('value', data=value, maxshape=(None, *shape), dtype=np.float32,
-                             chunks=(max(1, 4096 // max(1, int(np.prod(shape)))), *shape), compression='gzip')
-            g.attrs['description'] = SCHEMA.get(name, '')
-        self.f.attrs['schema'] = json.dumps({k: v for k, v in SCHEMA.items() if k in shapes})
-        self.f.attrs['config'] = json.dumps(config, default=str)
-        self.f.swmr_mode = True
-        os.replace(path + '.tmp', path)
+        self.handles, self.series = [], {}  # every h5py object of the file, held until close: see abandon
+        try:
+            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)  # --hdf5_log=logs/run.h5
+            self.f = h5py.File(path + '.tmp', 'w', libver='latest')
+            self.handles.append(self.f)
+            for name, shape in shapes.items():
+                g = self.f.create_group(name)
+                it, value = kept.get(name, (np.zeros(0, dtype=np.int64), np.zeros((0, *shape), dtype=np.float32)))
+                self.series[name] = (
+                    g.create_dataset('iter', data=it, maxshape=(None,), dtype=np.int64, chunks=(256,), compression='gzip'),
+                    g.create_dataset('value', data=value, maxshape=(None, *shape), dtype=np.float32,
+                                     chunks=(max(1, 4096 // max(1, int(np.prod(shape)))), *shape), compression='gzip'))
+                self.handles += [g, *self.series[name]]
+                g.attrs['description'] = SCHEMA.get(name, '')
+            self.f.attrs['schema'] = json.dumps({k: v for k, v in SCHEMA.items() if k in shapes})
+            self.f.attrs['config'] = json.dumps(config, default=str)
+            self.f.swmr_mode = True
+            self.f.flush()  # a full disk fails here if not before
+            os.replace(path + '.tmp', path)
+            atexit.register(self.close_at_exit)
+        except BaseException:
+            self.abandon()
+            try:
+                os.remove(path + '.tmp')
+            except OSError:
+                pass
+            raise
 
     def write(self, it, **values):
         """Append one row per series: write(100, **{'train/loss': 2.3}). Vectors keep their shape."""
-        for name, value in values.items():
-            g = self.f[name]
-            n = g['iter'].shape[0]
-            for d, v in (('iter', it), ('value', value)):
-                g[d].resize(n + 1, axis=0)
-                g[d][n] = v
-        self.f.flush()  # a killed run keeps every row written so far
+        try:
+            for name, value in values.items():
+                for d, v in zip(self.series[name], (it, value)):
+                    n = d.shape[0]
+                    d.resize(n + 1, axis=0)
+                    d[n] = v
+            self.f.flush()  # a killed run keeps every row written so far
+        except BaseException:
+            self.abandon()
+            raise
 
     def close(self):
+        """Close the file; if its last flush fails (a full disk), abandon it instead and raise."""
+        if not self.handles:  # closed or abandoned
+            return
+        try:
+            self.f.flush()  # what can fail, first: HDF5 can't close a file after a failed write (see abandon)
+        except BaseException:
+            self.abandon()
+            raise
         self.f.close()
+        self.handles, self.series = [], {}
+
+    def close_at_exit(self):
+        """A run that stops early (common.die, an exception) closes its log here, before Python frees the handles:
+        on a full disk, closing them that way segfaults, where close() abandons the file."""
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def abandon(self):
+        """Drop the file without closing it. After a write fails, HDF5 can't close the file: closing it, or any
+        handle of it (as Python does when it frees them, at the latest when the process exits), segfaults. So the
+        handles are kept alive, unclosed, until the process ends."""
+        import ctypes
+        for handle in self.handles:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
+        self.handles, self.series = [], {}
+
+
+def read_kept(path, resume_iter):
+    """{series: (iter, value)} of the rows of the log at path up to resume_iter: a killed run may have logged past its
+    last checkpoint, and one stopped by a full disk may have left a row half written (a series' iter no longer
+    rising, or its two datasets of different lengths), so each series keeps its leading rising rows."""
+    kept = {}
+    with open_closed_or_killed(path) as old:
+        for name in json.loads(old.attrs['schema']):
+            its, values = old[name]['iter'][:], old[name]['value']
+            its = its[:min(len(its), len(values))]
+            ok = its <= resume_iter
+            ok[1:] &= np.diff(its) > 0
+            k = len(its) if ok.all() else int(np.argmin(ok))
+            kept[name] = its[:k], values[:k]
+    return kept
+
+
+def open_closed_or_killed(path):
+    """A log no run is writing, read-only. A plain open checks the file at once (a truncated or damaged one fails
+    here); only a log whose run never closed it (killed, or abandoned on a full disk) needs SWMR, which kept it
+    consistent. Not SWMR first: its reader retries what it can't read, for minutes."""
+    import h5py
+    try:
+        return h5py.File(path, 'r')
+    except OSError as e:
+        if 'already open for write' not in str(e):
+            raise
+    return h5py.File(path, 'r', swmr=True)
+
+
+def probe_bytes(model, rows, block, element_size):
+    """A lower bound of the memory the probe takes at once: the attention of one layer, (rows, heads, block, block),
+    in the autocast dtype and then as float32 probabilities. 0 for a model without blocks."""
+    blocks = layers(model)
+    return rows * blocks[0].attn.n_head * block ** 2 * (element_size + 4) if blocks else 0
 
 
 def series_shapes(model, probe_batch, autocast):

@@ -7,13 +7,13 @@ $ python plot.py out-bench/* --out=ablation.png           # several runs, one fi
 """
 
 import os
-import sys
-import json
 import argparse
 
 import matplotlib
 matplotlib.use('Agg')  # no display needed
 import matplotlib.pyplot as plt
+
+from common import check_writable, die, read_log, write_atomic
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('runs', nargs='+', metavar='OUT_DIR', help="train.py out_dirs, each holding a log.jsonl")
@@ -22,13 +22,14 @@ args = parser.parse_args()
 out = args.out or os.path.join(args.runs[0], 'loss.png')
 for run in args.runs:
     if not os.path.isfile(os.path.join(run, 'log.jsonl')):
-        sys.exit(f"{os.path.join(run, 'log.jsonl')} not found: is {run} a train.py out_dir?")
+        die(f"{os.path.join(run, 'log.jsonl')} not found: is {run} a train.py out_dir?")
+check_writable(out, False, '--out', 'name a .png file in a folder you can write')  # a missing folder is made
+fmt = os.path.splitext(out)[1].lstrip('.').lower() or 'png'
+if fmt not in plt.figure().canvas.get_supported_filetypes():
+    die(f"--out={out}: matplotlib can't write .{fmt} files; name a .png (or .pdf, .svg) file")
 print(f"plotting {len(args.runs)} run(s) into {out}")
 
-logs = {}
-for run in args.runs:
-    with open(os.path.join(run, 'log.jsonl')) as f:
-        logs[run] = [json.loads(line) for line in f if line.strip()]
+logs = {run: read_log(os.path.join(run, 'log.jsonl')) for run in args.runs}  # a torn last line is left out, with a note
 # what a kind measures at each eval beyond its loss (train.py logs it as val_<name>)
 quality = sorted({k for rows in logs.values() for r in rows for k in r
                   if k.startswith('val_') and k not in ('val_loss', 'val_ppl') and '/' not in k})
@@ -53,5 +54,5 @@ for ax, title in zip(axes, ('train loss', 'val loss', 'val quality')):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(out, dpi=120)
+write_atomic(out, lambda f: fig.savefig(f, format=fmt, dpi=120), 'free some space, then run again')
 print(f"wrote {out}")

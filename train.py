@@ -28,7 +28,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops, peak_memory_mb,
-                    save_checkpoint, write_meta, load_checkpoint, build_model)
+                    save_checkpoint, write_meta, load_checkpoint, build_model, write_atomic, append_line, read_log,
+                    check_writable, check_memory, why_failed, not_a_file)
 from model import MODELS
 from data import SOURCES, pick_dataset
 import h5log
@@ -127,10 +128,22 @@ explicit = configure(globals(), sys.argv[1:])  # {key: where it was set}
 # -----------------------------------------------------------------------------
 # every check before anything is written: a run that stops here leaves out_dir exactly as it was
 
+if not eval_only:  # out_dir, and the files the run writes there, can be written
+    check_writable(out_dir, True, '--out_dir', "pass a folder: a new one for a new run, or a run's own to resume it "
+                   "(to start from a checkpoint file's weights: --init_from=FILE)")
+    for name in ('ckpt.pt', 'meta.json', 'log.jsonl', 'best.pt', hdf5_log):
+        if name and not_a_file(os.path.join(out_dir, name)):
+            die(f"{os.path.join(out_dir, name)} is a {not_a_file(os.path.join(out_dir, name))}, where the run "
+                f"writes a file; move it away")
 ckpt = None  # the checkpoint a run starts from: its own (resume) or its parent's (fine-tuning)
 if init_from == 'resume':
     # a resumed run is the same run: its config comes from the checkpoint, and only RESUMABLE keys may change
     ckpt = load_checkpoint(out_dir)
+    missing = sorted({'optimizer', 'scaler', 'rng', 'data', 'config'} - ckpt.keys())
+    if missing:  # a best.pt keeps the weights only; a foreign checkpoint may lack more
+        die(f"{ckpt['path']} has no {'optimizer state' if 'optimizer' in missing else ' or '.join(missing)}, so a "
+            f"run can't resume from it; fine-tune from it in a new folder (--init_from={ckpt['path']} --out_dir=NEW), "
+            f"or resume its run from the run's own ckpt.pt")
     changed = []
     for k, saved in ckpt['config'].items():
         if k not in KEYS or saved == globals()[k] or k in ('out_dir', 'init_from'):
@@ -146,7 +159,7 @@ elif init_from != 'scratch':
     # fine-tuning: the parent's architecture and direction, whatever the config says; a conflicting key is
     # refused, not ignored
     ckpt = load_checkpoint(init_from)
-    inherited = {'model_kind': ckpt['model_kind'], 'direction': ckpt['config'].get('direction', 'forward'), **ckpt['model_args']}
+    inherited = {'model_kind': ckpt['model_kind'], 'direction': ckpt.get('config', {}).get('direction', 'forward'), **ckpt['model_args']}
     for k in sorted(inherited.keys() & set(KEYS) - {'dropout', 'block_size'}):  # these two may change
         if k in explicit and inherited[k] != globals()[k]:
             die(f"{explicit[k]} conflicts with {init_from}'s {k}={inherited[k]!r}: a fine-tuned model keeps its "
@@ -254,16 +267,53 @@ for start, c in curriculum():
             die(f"advance_when{' in phases[' + str(start) + ']' if start else ''} names '{k}'; it can use "
                 f"{', '.join(sorted(METRICS))}")
 
+
+def meta_model(build):
+    """build() on the meta device, which allocates nothing: a model's size before it is made. None for a kind that
+    can't be built there (its memory is then not checked); a ValueError (a bad config) is raised as building would."""
+    try:
+        with torch.device('meta'):
+            return build()
+    except ValueError:
+        raise
+    except Exception:
+        return None
+
+
+def check_memory_fits(model):
+    """One line, before a step allocates it, if the memory of training `model` (a real one or a meta_model) surely
+    can't fit: a huge model, batch_size or block_size. The sizes are lower bounds: float32 weights, gradients and
+    AdamW's two moments (16 bytes a parameter), 8 bytes a token, width and block kept for backward, and the
+    attention matrices the HDF5 log's probe forms; a run refused could never run, one that passes still may not."""
+    if model is None:
+        return
+    params = sum(p.numel() for p in model.parameters())
+    tokens = max(split_batch(c['gradient_accumulation_steps'], c['batch_size'])[1] * c['block_size'] for _, c in curriculum())
+    blocks = len(h5log.layers(model)) if not eval_only else min(1, len(h5log.layers(model)))  # no_grad keeps one's
+    processes = int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if device_type == 'cpu' else 1  # a CPU's memory is shared
+    check_memory(f"{'evaluating' if eval_only else 'training'} {model_kind} ({params:,} parameters; {tokens:,} tokens a micro-step through {blocks} "
+                 f"blocks of width {model_args.get('n_embd', 0)})",
+                 params * (4 if eval_only else 16) + 8 * tokens * model_args.get('n_embd', 0) * blocks, device,
+                 "lower batch_size (raise gradient_accumulation_steps to keep the global batch), block_size, or the "
+                 "model's size", processes)
+    if hdf5_log and master_process and not eval_only:
+        check_memory(f"the HDF5 log's probe (the attention of {config['batch_size']} rows x {config['block_size']:,} "
+                     f"tokens, each layer)", h5log.probe_bytes(model, config['batch_size'], config['block_size'], ptdtype.itemsize),
+                     device, "lower block_size or batch_size, or run without the HDF5 log: --hdf5_log=''", processes)
+
+
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
 iter_num, best_val_loss, parent, tokens_seen, formats = 0, 1e9, None, 0, []  # formats: see below
 entered, stale = [], 0  # the iteration each phase began at; evals since val loss last improved (patience)
+saved_iter = None  # the iteration of out_dir's checkpoint: what a failed write says to resume from
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
     model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
     model_args.update({k: v for k, v in getattr(data, 'model_args', {}).items() if k in {f.name for f in fields(config_cls)}})
     try:
+        check_memory_fits(meta_model(lambda: model_cls(config_cls(**model_args))))
         model = model_cls(config_cls(**model_args))
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
         die(f"{model_kind}: {e}")
@@ -286,9 +336,11 @@ else:
             f"continue with --block_size={model_args['block_size']} or less")
     ckpt['model_args'] = model_args
     model = build_model(ckpt)
+    check_memory_fits(model)
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
         iter_num, best_val_loss, entered = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
+        saved_iter = iter_num
         tokens_seen, stale = ckpt.get('tokens_seen', 0), ckpt.get('stale_evals', 0)
         start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
     else:
@@ -431,13 +483,64 @@ def rng_states():
 LOG = os.path.join(out_dir, 'log.jsonl')
 
 
+def resume_advice():
+    """What to do after a write failed: the run can go on from its last checkpoint, which a failed write leaves whole."""
+    if saved_iter is None:
+        return "no checkpoint is saved yet: free some space, then run again"
+    return (f"{os.path.join(out_dir, 'ckpt.pt')} of iter {saved_iter} is whole: free some space, then continue "
+            f"with --init_from=resume")
+
+
 def log(entry):
-    """Append to out_dir/log.jsonl (plot.py draws it) and wandb."""
+    """Append to out_dir/log.jsonl (plot.py draws it) and wandb. An append that fails (a full disk) stops the run
+    with one line and no torn line: the run then resumes from its last checkpoint, the log cut back to it, and
+    loses nothing, where going on would leave a gap in the log."""
     if master_process and not eval_only:
-        with open(LOG, 'a') as f:
-            f.write(json.dumps(entry) + '\n')
+        append_line(LOG, json.dumps(entry), f"the run stops at iter {iter_num}; {resume_advice()}")
         if wandb_log:
             wandb.log(entry)
+
+
+def h5_write(it, **values):
+    """Append to the HDF5 log. The log is extra: a write that fails (a full disk) turns it off with one line, and
+    training goes on."""
+    global h5
+    try:
+        h5.write(it, **values)
+    except Exception as e:
+        h5 = None
+        print0(f"note: the HDF5 log {H5_PATH} stopped at iter {it} ({why_failed(e)}); training goes on without it, "
+               f"log.jsonl and the checkpoints as before")
+
+
+def save(improved):
+    """Save the checkpoint (and best.pt), then say so. Rank 0 writes; every rank then learns whether it could, so a
+    write that fails (a full disk) stops all processes with rank 0's one line, where rank 0 stopping alone would
+    leave the others to fail at their next collective with a traceback."""
+    global saved_iter
+    ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
+            'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
+            'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
+            'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'formats': formats, 'rng': rng_states(),
+            'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
+    best = keep_best and improved
+    failed = None
+    if master_process:
+        try:
+            save_checkpoint(out_dir, ckpt, advice=resume_advice())
+            saved_iter = iter_num
+            if best:  # the weights to use, apart from the state to resume from
+                save_checkpoint(out_dir, {k: v for k, v in ckpt.items() if k not in ('optimizer', 'scaler', 'rng')},
+                                'best.pt', resume_advice())
+        except SystemExit as e:  # common.die's one line: what failed, why, what to do
+            failed = e
+    if ddp:
+        flag = torch.tensor(failed is not None, dtype=torch.int32, device=device)
+        dist.broadcast(flag, 0)
+        failed = failed or (SystemExit(1) if flag.item() else None)
+    if failed:
+        raise failed
+    print0(f"saved checkpoint to {out_dir}" + (" (and best.pt)" if best else ''))
 
 
 def stop_if_not_finite(what, value):
@@ -485,13 +588,11 @@ if master_process and not eval_only:
                 os.remove(os.path.join(out_dir, name))
     kept = []  # a new run starts a new log; a resumed one keeps what was logged up to its checkpoint
     if init_from == 'resume' and os.path.isfile(LOG):
-        with open(LOG) as f:
-            kept = [line for line in f if line.strip() and json.loads(line).get('iter', 0) <= iter_num]
+        kept = [row for row in read_log(LOG) if row.get('iter', 0) <= iter_num]
         write_meta(out_dir, ckpt)  # meta.json may be one save behind ckpt.pt if the run was killed between them
-    with open(LOG + '.tmp', 'w') as f:
-        f.writelines(kept)
-    os.replace(LOG + '.tmp', LOG)
+    write_atomic(LOG, lambda f: f.write(''.join(json.dumps(row) + '\n' for row in kept).encode()), resume_advice())
 h5 = None  # the HDF5 research log, rank 0's
+H5_PATH = os.path.join(out_dir, hdf5_log)
 if hdf5_log and master_process and not eval_only:
     try:
         import h5py  # noqa: F401 (only to know it is there)
@@ -501,7 +602,12 @@ if hdf5_log and master_process and not eval_only:
         # fixed, from val, in the base config's shape: the same all run, whatever phase a resume lands in
         probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2), config['batch_size'], config['block_size'])
         shapes = h5log.series_shapes(raw_model, probe_batch, autocast) | {f'train/{k}': () for k in getattr(data, 'STATS', ())}
-        h5 = h5log.H5Log(os.path.join(out_dir, hdf5_log), config, shapes, iter_num if init_from == 'resume' else None)
+        try:
+            h5 = h5log.H5Log(H5_PATH, config, shapes, iter_num if init_from == 'resume' else None)
+        except Exception as e:  # the log is extra: a run goes on without it
+            print0(f"note: the HDF5 log is off for this run: {H5_PATH} "
+                   + (f"can't be read ({why_failed(e)}); move it away to start a new one" if init_from == 'resume'
+                      and os.path.exists(H5_PATH) else f"can't be written ({why_failed(e)})"))
 ckpt = None  # free up memory
 if wandb_log and master_process:
     import wandb
@@ -526,7 +632,7 @@ while True:
         stop_if_not_finite('the eval loss', metrics['train_loss'] + metrics['val_loss'])
         log({'iter': iter_num, **metrics, 'lr': lr, 't': time.time() - t_start})  # t: wall s since training began
         if h5:
-            h5.write(iter_num, **{'eval/train_loss': metrics['train_loss'], 'eval/val_loss': metrics['val_loss']},
+            h5_write(iter_num, **{'eval/train_loss': metrics['train_loss'], 'eval/val_loss': metrics['val_loss']},
                      **h5log.probe(raw_model, probe_batch, autocast))
         if sample_prompts and master_process:
             with autocast:
@@ -540,17 +646,7 @@ while True:
         best_val_loss = min(best_val_loss, metrics['val_loss'])
         stale = 0 if improved else stale + 1
         if (improved or always_save_checkpoint) and iter_num > 0 and not eval_only:
-            ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-                    'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
-                    'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
-                    'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'formats': formats, 'rng': rng_states(),
-                    'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}
-            if master_process:
-                print0(f"saving checkpoint to {out_dir}" + (" (and best.pt)" if keep_best and improved else ''))
-                save_checkpoint(out_dir, ckpt)
-                if keep_best and improved:  # the weights to use, apart from the state to resume from
-                    save_checkpoint(out_dir, {k: v for k, v in ckpt.items() if k not in ('optimizer', 'scaler', 'rng')}, 'best.pt')
-            ckpt = None
+            save(improved)
         t0 += time.time() - t_eval  # ms/iter below counts training alone
         if patience and stale >= patience and not eval_only:
             print0(f"early stop at iter {iter_num}: val loss has not improved for {stale} evals (patience={patience})")
@@ -597,7 +693,7 @@ while True:
         mfu = raw_model.estimate_mfu(tokens_per_iter / world_size, dt, peak)
         stats = source_stats()
         if h5:  # before the print: a killed run's log holds every step it printed
-            h5.write(iter_num, **{'train/loss': lossf, 'train/lr': lr, 'train/ms_per_iter': dt * 1000,
+            h5_write(iter_num, **{'train/loss': lossf, 'train/lr': lr, 'train/ms_per_iter': dt * 1000,
                                   'train/tokens_per_s': tokens_per_iter / dt}, **norms, **{f'train/{k}': v for k, v in stats.items()})
         print0(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, " + ''.join(f"{k} {v:.3f}, " for k, v in stats.items())
                + f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s"
@@ -606,7 +702,10 @@ while True:
              'tok_s': tokens_per_iter / dt, 'mem_mb': peak_memory_mb(device_type), 't': t1 - t_start})
 
 if h5:
-    h5.close()
+    try:
+        h5.close()
+    except Exception as e:
+        print0(f"note: the HDF5 log {H5_PATH} could not be closed ({why_failed(e)}); it holds the rows written before")
 if ddp:
     # the DDP wrapper must be gone before its process group, or gloo can abort the process at exit
     del model

@@ -84,3 +84,19 @@ def test_training_goes_on_without_h5py(workdir, char_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count('h5py is not installed, so the HDF5 research log is off') == 1
     assert (tmp_path / 'ckpt.pt').exists() and not (tmp_path / 'log.h5').exists()
+
+
+def test_resume_keeps_each_series_rows_up_to_the_first_torn_one(tmp_path):
+    # a full disk can leave a row half written: its iter not rising, or iter and value of different lengths
+    from h5log import H5Log
+    log = H5Log(str(tmp_path / 'log.h5'), {}, {'train/loss': (), 'eval/val_loss': ()})
+    for it in (1, 2, 3, 4):
+        log.write(it, **{'train/loss': float(it), 'eval/val_loss': float(it)})
+    for d, length in ((log.series['train/loss'][0], 5), (log.series['eval/val_loss'][0], 6)):
+        d.resize(length, axis=0)  # train/loss: iter 0 after 4, no value; eval/val_loss: two iters without values
+    log.series['eval/val_loss'][0][4:] = [5, 6]
+    log.close()
+    H5Log(str(tmp_path / 'log.h5'), {}, {'train/loss': (), 'eval/val_loss': ()}, resume_iter=10).close()
+    s = series(tmp_path / 'log.h5')
+    assert s['train/loss'][0].tolist() == [1, 2, 3, 4] and s['train/loss'][1].tolist() == [1, 2, 3, 4]
+    assert s['eval/val_loss'][0].tolist() == [1, 2, 3, 4]
