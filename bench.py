@@ -22,7 +22,7 @@ import subprocess
 
 import torch
 
-from common import configure, die, setup_device, load_checkpoint, build_model, synchronize
+from common import configure, die, setup_device, load_checkpoint, build_model, synchronize, read_log
 
 # -----------------------------------------------------------------------------
 bench_iters: '[0, inf)' = 100  # training iterations to time (quick, few evals); 0: the config's own max_iters and evals
@@ -60,8 +60,7 @@ def train(out_dir, extra):
     print(' '.join(cmd), flush=True)
     if subprocess.run(cmd).returncode:
         die(f"train.py failed (its message is above); bench.py passes it every argument but --bench_*")
-    with open(os.path.join(out_dir, 'log.jsonl')) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_log(os.path.join(out_dir, 'log.jsonl'))
     steps = [r for r in rows if 'ms' in r][1:]  # the first interval holds the first eval and warmup
     evals = [r for r in rows if 'val_loss' in r]
     return {'out_dir': out_dir, 'iters': evals[-1]['iter'], 'train_ms_per_iter': round(statistics.mean(r['ms'] for r in steps), 2),

@@ -185,12 +185,13 @@ def table(results):
 def plot(results, path):
     """The reward (mean of the training rollouts) and the greedy test pass@1 during each RL run."""
     import matplotlib
+    from common import read_log
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {'forward': 'tab:blue', 'backward': 'tab:red', 'bidirectional': 'tab:purple'}
     for r in results:
-        log = [json.loads(line) for line in open(os.path.join(r['run'], 'log.jsonl'))]
+        log = read_log(os.path.join(r['run'], 'log.jsonl'))
         name = os.path.basename(os.path.normpath(r['run']))
         train = [(e['iter'], e['reward']) for e in log if 'reward' in e]
         axes[0].plot(*zip(*train), color=colors.get(r['direction']), alpha=0.8, label=name)

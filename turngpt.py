@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, read_config_file
+from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, read_config_file, read_log
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -52,9 +52,8 @@ METRICS = ['val_loss', 'response_ppl', 'hits@1/20', 'distinct_1', 'distinct_2', 
            'coherence', 'analogy_top1', 'analogy_rank_init', 'analogy_rank']
 
 
-def read_log(run):
-    with open(os.path.join(run, 'log.jsonl')) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def run_log(run):
+    return read_log(os.path.join(run, 'log.jsonl'))
 
 
 def evaluate(run):
@@ -66,7 +65,7 @@ def evaluate(run):
     path = os.path.join(run, ckpt_name) if os.path.isfile(os.path.join(run, ckpt_name)) else run
     ckpt = load_checkpoint(path, device)
     model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
-    rows = read_log(run)
+    rows = run_log(run)
     evals = [r for r in rows if 'val_loss' in r]
     init = next((r for r in evals if r['iter'] == 0 and 'analogy/top1_excl' in r), {})
     res = {'run': run, 'checkpoint': ckpt['path'], 'iter': ckpt['iter_num'], 'val_loss': ckpt['best_val_loss'],

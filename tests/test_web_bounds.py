@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 import chat
 import chat_web
