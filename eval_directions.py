@@ -295,9 +295,9 @@ if __name__ == '__main__':
         # the multiple-choice items, or why this model can't do a task (skipped); a model that can do none stops here
         tok = Tokenizer(ckpt['tokenizer'])
         ckpt['items'] = {t: task_items(t, tok, ckpt['model_args'].get('block_size', 0), mc_items, seed) for t in task_list if t != 'loss'}
-        cannot = [f"{t}: {i or 'no item fits the block'}" for t, i in ckpt['items'].items() if isinstance(i, str) or not i]
-        if 'loss' not in task_list and len(cannot) == len(ckpt['items']):
-            die(f"{ckpt['path']} can do none of --tasks={tasks} ({'; '.join(cannot)}); evaluate it on its own held-out text with --tasks=loss")
+        undoable = [f"{t}: {i or 'no item fits the block'}" for t, i in ckpt['items'].items() if isinstance(i, str) or not i]
+        if 'loss' not in task_list and len(undoable) == len(ckpt['items']):
+            die(f"{ckpt['path']} can do none of --tasks={tasks} ({'; '.join(undoable)}); evaluate it on its own held-out text with --tasks=loss")
     summaries = [evaluate(ckpt, len(ckpts) > 1) for ckpt in ckpts]
     if len(summaries) > 1:
         print(f"\ndirection transfer:\n{transfer_table(summaries)}")

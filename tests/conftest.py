@@ -15,6 +15,24 @@ torch.set_num_threads(1)  # see helpers.ENV
 from prepare.common import write_dataset  # noqa: E402
 from tokenizer import render_conversation, train_bpe  # noqa: E402
 
+
+def pytest_addoption(parser):
+    parser.addoption('--slow', action='store_true', help="also run the slow end-to-end tests (marked 'slow')")
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: a slow end-to-end test; the default suite skips it, --slow runs it')
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default suite stays under 10 minutes on 2 cores: tests marked slow run with --slow."""
+    if not config.getoption('--slow'):
+        skip = pytest.mark.skip(reason='slow end-to-end test: run it with --slow')
+        for item in items:
+            if 'slow' in item.keywords:
+                item.add_marker(skip)
+
+
 # made-up chats: user and assistant alternate, the user opens
 CONVERSATIONS = [
     [('user', 'hello'), ('assistant', 'hi! how are you?'), ('user', 'good, thanks'), ('assistant', 'glad to hear it')],

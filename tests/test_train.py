@@ -174,10 +174,10 @@ def test_a_nan_loss_stops_the_run_without_saving(workdir, char_data, tmp_path):
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason='torch.distributed is unavailable')
 def test_readme_torchrun_cpu_line_runs_as_written(workdir, char_data, tmp_path):
-    # README: OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 train.py config/shakespeare_char_cpu.py
+    # README: OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 train.py config/shakespeare_char_cpu.py --out_dir=out-ddp
     line = next(l for l in (REPO / 'README.md').read_text().splitlines() if 'torchrun' in l and 'shakespeare_char_cpu' in l)
     cmd = line.split('#')[0].split()
-    assert cmd[:4] == ['OMP_NUM_THREADS=1', 'torchrun', '--standalone', '--nproc_per_node=2'] and cmd[4:] == ['train.py', 'config/shakespeare_char_cpu.py']
+    assert cmd[:4] == ['OMP_NUM_THREADS=1', 'torchrun', '--standalone', '--nproc_per_node=2'] and cmd[4:] == ['train.py', 'config/shakespeare_char_cpu.py', '--out_dir=out-ddp']
     data = workdir / 'data' / 'shakespeare_char'
     if not data.exists():
         data.symlink_to(char_data)

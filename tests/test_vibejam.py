@@ -55,7 +55,7 @@ def test_folder_errors_are_one_clear_line(tmp_path):
     with pytest.raises(SystemExit, match='no .txt or .md'):
         folder_documents(str(tmp_path / 'empty'))
     (tmp_path / 'bad').mkdir()
-    (tmp_path / 'bad' / 'a.txt').write_bytes(b'\xff\xfe not utf-8 \xff')
+    (tmp_path / 'bad' / 'a.txt').write_bytes(b'\xff not utf-8 \xff')
     with pytest.raises(SystemExit, match=r"a.txt: not UTF-8 text \(line 1, byte 1: 0xff\)"):  # where, as every text input says
         folder_documents(str(tmp_path / 'bad'))
 
