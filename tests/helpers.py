@@ -38,3 +38,11 @@ def read_log(out_dir):
 def train_losses(out_dir):
     """{iter: train loss} from the per-iteration rows of a run's log."""
     return {row['iter']: row['loss'] for row in read_log(out_dir) if 'loss' in row}
+
+
+def sampled(cases, keep=2):
+    """Parametrize cases for a class of bad input: the first `keep` run in the default suite, so every class is still
+    covered there, and the rest, each a subprocess of a few seconds, only with --slow (tests/conftest.py)."""
+    import pytest
+    return [case if i < keep else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+            for i, case in enumerate(cases)]

@@ -9,7 +9,7 @@ import pytest
 
 from common import configure
 from conftest import CONVERSATIONS
-from helpers import REPO, TINY, run, train
+from helpers import REPO, TINY, run, train, sampled
 from prepare.common import read_text_file
 from test_bad_input import snapshot, the_one_line
 
@@ -209,7 +209,7 @@ ENTRY_CASES = [('prepare.text', 'nul'), ('prepare.text', 'latin-1'), ('prepare.t
                ('embed-file', 'a-fifo')]  # the last four: fuzz, not in the issue
 
 
-@pytest.mark.parametrize('point, bad', ENTRY_CASES, ids=[f'{p}-{b}' for p, b in ENTRY_CASES])
+@pytest.mark.parametrize('point, bad', sampled(ENTRY_CASES), ids=[f'{p}-{b}' for p, b in ENTRY_CASES])
 def test_every_text_entry_point_refuses_a_bad_file_in_one_line(point, bad, tmp_path, char_run, chat_run, approx_files_run):
     make, message = next(c[1:] for c in BAD_FILES if c[0] == bad)
     path = tmp_path / 'in.txt'
@@ -245,7 +245,7 @@ VOCABS = [('missing', lambda p: p.unlink(), 'vocab.h5 is missing'),
           ('other-tables', lambda p: __import__('h5py').File(p, 'w').close(), "vocab.h5 is unreadable (\"Unable to synchronously open object (object 'entry'")]
 
 
-@pytest.mark.parametrize('spoil, message', [c[1:] for c in VOCABS], ids=[c[0] for c in VOCABS])
+@pytest.mark.parametrize('spoil, message', sampled([c[1:] for c in VOCABS]), ids=[c[0] for c in VOCABS])
 def test_a_vocabulary_that_does_not_open_names_it_and_the_prepare_command(approx_workdir, tmp_path, spoil, message):
     from prepare.approximator import read_vocab
     shutil.copytree(approx_workdir / 'data' / 'approximator', tmp_path / 'approximator')
@@ -310,7 +310,7 @@ KINDS = [('chat.py', [], 'approx', "(approximator) doesn't chat; embed with it: 
          ('embed.py', ['text', '--text=hi'], 'imr', "(chatbert_imr) doesn't embed texts")]
 
 
-@pytest.mark.parametrize('script, args, kind, message', KINDS, ids=[f'{s}-{k}' for s, _, k, _ in KINDS])
+@pytest.mark.parametrize('script, args, kind, message', sampled(KINDS), ids=[f'{s}-{k}' for s, _, k, _ in KINDS])
 def test_a_checkpoint_of_the_wrong_kind_is_refused_by_its_kind(script, args, kind, message, approx_files_run,
                                                              imr_files_run, char_run, workdir, tmp_path):
     out = tmp_path / 'run'
@@ -328,7 +328,7 @@ PREPARES = [('prepare.text', ['{input}']), ('prepare.chitchat', []), ('prepare.h
             ('prepare.chatbert', []), ('prepare.approximator', []), ('prepare.vibejam', []), ('prepare.arith', [])]
 
 
-@pytest.mark.parametrize('script, args', PREPARES, ids=[p for p, _ in PREPARES])
+@pytest.mark.parametrize('script, args', sampled(PREPARES), ids=[p for p, _ in PREPARES])
 def test_every_prepare_refuses_a_prepared_folder(script, args, char_data, tmp_path):
     out = tmp_path / 'prepared'
     shutil.copytree(char_data, out)

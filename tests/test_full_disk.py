@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from common import available_memory
-from helpers import ENV, REPO, TINY, TORCHRUN, read_log, run, train, train_losses
+from helpers import ENV, REPO, TINY, TORCHRUN, read_log, run, train, train_losses, sampled
 from test_bad_input import snapshot, the_one_line
 
 # char_run's arguments: 20 iterations, checkpoints at 10 and 20
@@ -88,7 +88,7 @@ WRITES = [
 ]
 
 
-@pytest.mark.parametrize('name, after, args, message, saved, said', WRITES, ids=[f'{w[0]}-after-{w[1]}' for w in WRITES])
+@pytest.mark.parametrize('name, after, args, message, saved, said', sampled(WRITES), ids=[f'{w[0]}-after-{w[1]}' for w in WRITES])
 def test_a_failed_write_stops_in_one_line_and_the_run_resumes_exactly(workdir, char_run, tmp_path, name, after, args,
                                                                      message, saved, said):
     out = tmp_path / 'out'
@@ -261,7 +261,7 @@ HUGE = [
 ]
 
 
-@pytest.mark.parametrize('args, message, need', [h[1:] for h in HUGE], ids=[h[0] for h in HUGE])
+@pytest.mark.parametrize('args, message, need', sampled([h[1:] for h in HUGE]), ids=[h[0] for h in HUGE])
 def test_a_config_that_cannot_fit_in_memory_says_one_line(workdir, long_data, tmp_path, args, message, need):
     if (available_memory('cpu') or 0) > need:
         pytest.skip('this machine has the memory')
@@ -286,7 +286,7 @@ OUT_DIRS = [
 ]
 
 
-@pytest.mark.parametrize('make, message', [o[1:] for o in OUT_DIRS], ids=[o[0] for o in OUT_DIRS])
+@pytest.mark.parametrize('make, message', sampled([o[1:] for o in OUT_DIRS]), ids=[o[0] for o in OUT_DIRS])
 def test_an_out_dir_that_cannot_be_a_folder_says_one_line(workdir, char_data, tmp_path, make, message):
     out = make(tmp_path)
     before = snapshot(tmp_path)

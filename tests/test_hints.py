@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import common
-from helpers import ENV, REPO, TINY, run
+from helpers import ENV, REPO, TINY, run, sampled
 from prepare.common import write_dataset
 from test_bad_input import snapshot, the_one_line
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_conversation
@@ -46,7 +46,7 @@ MISSING_DATA = [
 ]
 
 
-@pytest.mark.parametrize('args, line', MISSING_DATA, ids=[a[0] for a, _ in MISSING_DATA])
+@pytest.mark.parametrize('args, line', sampled(MISSING_DATA), ids=[a[0] for a, _ in MISSING_DATA])
 def test_missing_data_names_its_prepare_commands(tmp_path, args, line):
     assert the_one_line(script(tmp_path, 'train.py', config(args[0]), *args[1:], '--device=cpu')) == line
 
@@ -77,7 +77,7 @@ MISSING_RUNS = [
 ]
 
 
-@pytest.mark.parametrize('args, line', MISSING_RUNS, ids=[' '.join(a)[:40] for a, _ in MISSING_RUNS])
+@pytest.mark.parametrize('args, line', sampled(MISSING_RUNS), ids=[' '.join(a)[:40] for a, _ in MISSING_RUNS])
 def test_missing_run_names_its_train_command(tmp_path, args, line):
     assert the_one_line(script(tmp_path, *args)) == line
 
