@@ -110,6 +110,18 @@ def bidir_chat_run(workdir, chat_data):
     return out
 
 
+
+@pytest.fixture(scope='session')
+def imr_run(workdir, chat_tok):
+    """A tiny ChatBERT-IMR run (2 iterations; 16 context and 8 response tokens) on pairs of the made-up conversations."""
+    from prepare.chatbert import write_pairs
+    data = workdir / 'data' / 'imr_pairs'
+    write_pairs(str(data), chat_tok, {'train': CONVERSATIONS, 'val': CONVERSATIONS}, 16, 8, source='tests')
+    out = workdir / 'out-imr'
+    train(workdir, out, '--model_kind=chatbert_imr', '--causal=False', '--data_source=masked_pairs', '--block_size=24',
+          '--batch_size=8', '--max_iters=2', '--eval_interval=2', '--eval_iters=1', dataset='imr_pairs')
+    return out
+
 # -----------------------------------------------------------------------------
 # the BERT approximator: made-up chat messages and a toy teacher a tiny student can learn
 

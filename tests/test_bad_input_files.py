@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from common import configure
-from conftest import CONVERSATIONS
 from helpers import REPO, TINY, run, train, sampled
 from prepare.common import read_text_file
 from test_bad_input import snapshot, the_one_line
@@ -286,18 +285,6 @@ def test_train_on_a_garbage_tokenizer_says_one_line(char_data, tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-@pytest.fixture(scope='module')
-def imr_files_run(workdir, chat_tok, tmp_path_factory):
-    """A tiny ChatBERT-IMR run (2 iterations), this file's own."""
-    from prepare.chatbert import write_pairs
-    data = workdir / 'data' / 'pairs_files'
-    if not data.exists():
-        write_pairs(str(data), chat_tok, {'train': CONVERSATIONS, 'val': CONVERSATIONS}, 16, 8, source='tests')
-    out = tmp_path_factory.mktemp('imr_files')
-    train(workdir, out, '--model_kind=chatbert_imr', '--causal=False', '--data_source=masked_pairs', '--block_size=24',
-          '--batch_size=8', '--max_iters=2', '--eval_interval=2', '--eval_iters=1', dataset='pairs_files')
-    return out
-
 
 # (script, its args, the run it is pointed at, a part of the one line)
 KINDS = [('chat.py', [], 'approx', "(approximator) doesn't chat; embed with it: python embed.py text"),
@@ -312,9 +299,9 @@ KINDS = [('chat.py', [], 'approx', "(approximator) doesn't chat; embed with it: 
 
 @pytest.mark.parametrize('script, args, kind, message', sampled(KINDS), ids=[f'{s}-{k}' for s, _, k, _ in KINDS])
 def test_a_checkpoint_of_the_wrong_kind_is_refused_by_its_kind(script, args, kind, message, approx_files_run,
-                                                             imr_files_run, char_run, workdir, tmp_path):
+                                                             imr_run, char_run, workdir, tmp_path):
     out = tmp_path / 'run'
-    shutil.copytree({'approx': approx_files_run, 'imr': imr_files_run, 'gpt': char_run}[kind], out)
+    shutil.copytree({'approx': approx_files_run, 'imr': imr_run, 'gpt': char_run}[kind], out)
     before = snapshot(out)
     line = the_one_line(run(script, *args, f'--out_dir={out}', '--device=cpu', cwd=workdir, stdin='hi\n'))
     assert message.replace('{run}', str(out)) in line

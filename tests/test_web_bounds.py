@@ -17,7 +17,7 @@ import torch
 
 import chat
 import chat_web
-from helpers import REPO, run, train
+from helpers import REPO, run
 from model import sample_next, tempered
 from test_chat_web import ckpt_of, client, events, say, tiny_chatbert, tiny_gpt
 
@@ -305,24 +305,11 @@ def test_the_scripts_sample_greedily_at_a_temperature_near_zero(chat_run, script
     assert strip(near.stdout) == strip(zero.stdout)  # greedy, as 0 is
 
 
-@pytest.fixture(scope='module')
-def imr_checkpoint(workdir, chat_tok, tmp_path_factory):
-    """A one-iteration ChatBERT-IMR run (response_len 8) on pairs of the made-up conversations."""
-    from conftest import CONVERSATIONS
-    from prepare.chatbert import write_pairs
-    data = workdir / 'data' / 'web_bounds_pairs'
-    if not data.exists():
-        write_pairs(str(data), chat_tok, {'train': CONVERSATIONS, 'val': CONVERSATIONS}, 16, 8, source='tests')
-    out = tmp_path_factory.mktemp('imr-bounds')
-    train(workdir, out, '--model_kind=chatbert_imr', '--data_source=masked_pairs', '--causal=False', '--block_size=24',
-          '--max_iters=1', '--eval_interval=1', '--eval_iters=1', dataset='web_bounds_pairs')
-    return out
 
-
-def test_chat_py_refuses_a_setting_out_of_bounds_in_one_line_and_goes_on(imr_checkpoint, tmp_path):
+def test_chat_py_refuses_a_setting_out_of_bounds_in_one_line_and_goes_on(imr_run, tmp_path):
     said = ['/template I think ___{1000000000000000}', '/template ___{' + '9' * 5000 + '}', '/steps 100000', '/blocks 0', '/steps 1e400',
             '/template ' + '___ ' * 20, '/steps 4', 'hello', '/quit']
-    proc = run('chat.py', f'--out_dir={imr_checkpoint}', '--device=cpu', stdin='\n'.join(said) + '\n', cwd=tmp_path)
+    proc = run('chat.py', f'--out_dir={imr_run}', '--device=cpu', stdin='\n'.join(said) + '\n', cwd=tmp_path)
     assert proc.returncode == 0 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     notes = re.findall(r'You: (\(.*\))', proc.stdout)
     assert notes[:7] == [
