@@ -10,7 +10,7 @@ offline), each with a worked solution whose last line is the answer, "#### 42", 
 problems(split, n, level) is deterministic, and a problem's split is a hash of its question, so the train and
 test problems never share a question. check(text, answer) reads the final line exactly: anything else (no final
 line, a wrong number, text after the number) scores 0. prepare/arith.py renders the problems as conversations for
-SFT; data.Rollouts samples answers to them for RL; rl.py measures pass@k.
+SFT; dataloader.Rollouts samples answers to them for RL; projects/rl/eval.py measures pass@k.
 """
 
 import hashlib

@@ -15,12 +15,15 @@ import textwrap
 import difflib
 import tokenize
 import traceback
+import subprocess
 from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from prepare.common import read_text_file  # the one check of a text file a user hands us
+
+REPO = os.path.dirname(os.path.abspath(__file__))  # the repo root, where train.py and config/ are
 
 # -----------------------------------------------------------------------------
 # one-line errors
@@ -35,6 +38,24 @@ def print0(*args, **kwargs):
     """print on rank 0 only, so torchrun's N processes don't say everything N times"""
     if int(os.environ.get('RANK', 0)) == 0:
         print(*args, **kwargs)
+
+
+def command(script, *args, nproc=1):
+    """The command line that runs a root script ('train.py') or a module ('projects.backward.eval') with this
+    Python; under torchrun on nproc processes when nproc > 1."""
+    launcher = [sys.executable] + (['-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [])
+    return [*launcher, *([os.path.join(REPO, script)] if script.endswith('.py') else ['-m', script]), *map(str, args)]
+
+
+def launch(script, *args, nproc=1, log=None, threads=0):
+    """Run command(script, *args) in the current directory and return its exit code: the one way the sweeps and
+    pipelines (arrow, lineage, the A/Bs, bench) start runs. Output goes to log (an open file) or the terminal;
+    threads > 0 caps each process's OpenMP threads, for runs side by side on a few cores."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')]))}
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+    return subprocess.run(command(script, *args, nproc=nproc), stdout=log, stderr=subprocess.STDOUT if log else None,
+                          env=env).returncode
 
 # -----------------------------------------------------------------------------
 # configurator: nanoGPT's idea (a config file, then --key=value, over a script's globals), with
@@ -352,8 +373,8 @@ def load_checkpoint(path, device='cpu'):
 # what a script can ask of a model kind (each kind's `can`, model.py), and how a refusal says it
 NEEDS = {'sample': "has no text to continue",
          'chat': "doesn't chat",
-         'score': "can't score a text token by token, which eval_directions.py needs (a GPT)",
-         'embed': "doesn't embed texts; embed.py embeds with an approximator (python train.py config/approximator.py)"}
+         'score': "can't score a text token by token, which projects/backward/eval.py needs (a GPT)",
+         'embed': "doesn't embed texts; projects/approximator/embed.py embeds with an approximator (python train.py config/approximator.py)"}
 
 
 def cannot(ckpt, need, name):
@@ -386,13 +407,13 @@ def build_model(ckpt):
 # hints: the commands that make a missing dataset or run. Every config's docstring names them, a label and a
 # command a line (more commands on the indented lines below it):
 #     Prepare: python -m prepare.chitchat               makes data/<module>, or its --out=data/NAME ('none': no data)
-#     Train:   python train.py config/quickstart.py     makes the config's out_dir, or its --out_dir; an experiment.py
+#     Train:   python train.py config/quickstart.py     makes the config's out_dir, or its --out_dir; an projects/backward/lineage.py
 #                                                       line makes experiments/<name>-<phase> for each of its phases
 # so a missing data/NAME or run is made by the config that names it, and what that command needs (the data/ dirs it
 # names, the datasets and the parent run it trains on) is made before it, where missing. Text after two spaces or
 # ' #' is a comment.
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config')
+CONFIG_DIR = os.path.join(REPO, 'config')
 
 
 def config_steps(path):
@@ -418,11 +439,11 @@ def step_targets(cmd, configs):
     """(what a config command makes, what it needs first): data/ dirs and runs, as paths relative to the repo."""
     words = shlex.split(cmd)
     opts = {w[2:].partition('=')[0]: w.partition('=')[2] for w in words if w.startswith('--')}
-    if '-m' in words:  # python -m prepare.X
-        out = opts.get('out', f"data/{words[words.index('-m') + 1].removeprefix('prepare.')}")
+    module = words[words.index('-m') + 1] if '-m' in words else ''
+    if module.startswith('prepare.'):  # python -m prepare.X
+        out = opts.get('out', f"data/{module.removeprefix('prepare.')}")
         return [out], [v for v in opts.values() if v.startswith('data/') and v != out]
-    script = next(os.path.basename(w) for w in words if w.endswith('.py'))
-    if script == 'experiment.py':  # each phase a run of config/<recipe>_<phase>.py
+    if module == 'projects.backward.lineage':  # each phase a run of config/<recipe>_<phase>.py
         phases = opts.get('phases', 'base,mid,sft').split(',')
         name = opts.get('name') or opts.get('direction', 'forward')
         vals = [configs.get(f"config/{opts.get('recipe', 'lineage')}_{p}.py", ({}, {}))[0] for p in phases]
@@ -483,9 +504,9 @@ def make_hint(path, otherwise):
         order = sorted(configs, key=lambda c: (c not in asked, datasets(configs[c][0])[0] != path))
         steps = plan(path, configs, order, set())
         cmds = list(dict.fromkeys(cmd for cmd, _ in steps))
-        exp = re.fullmatch(r'experiments/(.+)-(base|mid|sft|rl)', path)  # one no config names: experiment.py's naming
+        exp = re.fullmatch(r'experiments/(.+)-(base|mid|sft|rl)', path)  # one no config names: the lineage script's naming
         if exp and not steps:
-            return (f"it is phase {exp[2]} of experiment {exp[1]}: make it with python experiment.py --name={exp[1]} and "
+            return (f"it is phase {exp[2]} of experiment {exp[1]}: make it with python -m projects.backward.lineage --name={exp[1]} and "
                     f"the --phases up to {exp[2]} (and --recipe, --direction or --parent) it ran with")
         return f"make it with {' && '.join(cmds)} ({steps[-1][1]})" if steps else otherwise
     except Exception:

@@ -30,7 +30,7 @@ SCHEMA = {
     'train/grad_norm': 'gradient norm of the whole model, before clipping',
     'train/grad_norm_per_layer': 'gradient norm of each transformer block (one column per block, in order), before clipping',
     'eval/train_loss': 'mean loss on the fixed train eval batches',
-    'train/reward': "RL: mean reward of the training rollouts since the last log (data.Rollouts)",
+    'train/reward': "RL: mean reward of the training rollouts since the last log (dataloader.Rollouts)",
     'train/answer_tokens': 'RL: mean length of the sampled answers, in tokens',
     'train/kl': "RL: mean k1 estimate of KL(policy || SFT parent) per answer (0 unless data_args kl > 0)",
     'train/signal': 'RL: share of groups whose rewards differ (the others have zero advantage)',

@@ -345,7 +345,7 @@ class GPT(nn.Module):
         # targets of -1 are ignored: loss only where a project wants it (a reply, a rewrite, a masked token)
         if weights is None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        else:  # sum(weight x -log p): RL's policy gradient, weights the advantages (data.Rollouts)
+        else:  # sum(weight x -log p): RL's policy gradient, weights the advantages (dataloader.Rollouts)
             nll = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1, reduction='none')
             loss = (nll * weights.view(-1)).sum()
         return logits, loss
@@ -451,7 +451,7 @@ class GPT(nn.Module):
     # -- chatting: every model kind that chats provides reply_stream and score_replies; chat.py, the web page and
     # the conversation metrics call them, never a kind by name. history is [(role, text), ...], oldest first
     # what scripts may ask of this kind (common.cannot): continue a text (sample.py), reply to a conversation (chat.py,
-    # the web page), score a text token by token (eval_directions.py), embed texts (embed.py)
+    # the web page), score a text token by token (projects/backward/eval.py), embed texts (projects/approximator/embed.py)
     can = ('sample', 'chat', 'score')
     usage = "sample from it: python sample.py --out_dir={out_dir}"  # what to do with it, where a script can't help
     # {name: (type, rule, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name, the page's
@@ -1027,12 +1027,12 @@ class BagSelfAttention(nn.Module):
 
 class Approximator(nn.Module):
     can = ('embed',)  # it embeds text: nothing to sample or chat with
-    usage = "embed with it: python embed.py text --out_dir={out_dir} --text='hi there' (embed.py --help)"
+    usage = "embed with it: python -m projects.approximator.embed text --out_dir={out_dir} --text='hi there' (projects/approximator/embed.py --help)"
 
     def __init__(self, config):
         super().__init__()
         self.config = c = config
-        # the teacher's vector of each entry: frozen, filled from vocab.h5 (data.BagSource.init_model) or a checkpoint
+        # the teacher's vector of each entry: frozen, filled from vocab.h5 (dataloader.BagSource.init_model) or a checkpoint
         self.register_buffer('vectors', torch.zeros(c.vocab_size, c.teacher_dim, dtype=torch.float16))
         self.unk = nn.Parameter(torch.zeros(c.teacher_dim))   # <|unk|>'s vector (id 0), learned
         self.sink = nn.Parameter(torch.zeros(c.teacher_dim))  # in every bag: an empty text has a vector, and

@@ -3,7 +3,7 @@ Chatting by retrieval: replies that people wrote, chosen for the conversation at
 ResponsePool: every distinct training response, embedded once by a ChatBERT-RA model (model.ChatBERTRA) and
     searched with a Faiss index; saved beside the checkpoint, so later chats load it in a second.
 BM25Chat: no model at all. The training turn most like your message, by BM25 (bm25s), and the reply it got:
-    chat.py --demo, and the lexical baseline of chatbert.py's table.
+    chat.py --demo, and the lexical baseline of projects/chatbert/eval.py's table.
 """
 import json
 import os
@@ -17,7 +17,7 @@ from model import sample_next
 
 
 class ResponsePool:
-    """Unit vectors of texts (ChatBERT-RA's responses, embed.py's lines) in an exact inner-product index (cosine:
+    """Unit vectors of texts (ChatBERT-RA's responses, projects/approximator/embed.py's lines) in an exact inner-product index (cosine:
     the vectors are unit length), and the texts."""
 
     def __init__(self, index, texts):

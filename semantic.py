@@ -17,7 +17,6 @@ Coverage with data/chitchat's 4,096-token BPE (python semantic.py data/chitchat)
     picked among 2,245 word tokens; a random table scores top1 0, rank ~1,100, distance_rel ~2.0
 """
 import math
-import sys
 
 import torch
 from torch.nn import functional as F
@@ -255,13 +254,3 @@ def heatmap(table, tok, words, path, title=''):
     fig.savefig(path, dpi=100, bbox_inches='tight')
     plt.close(fig)
 
-
-if __name__ == '__main__':
-    # coverage on a prepared dataset's tokenizer: python semantic.py data/chitchat
-    from tokenizer import Tokenizer
-    tok = Tokenizer.load(f"{sys.argv[1] if len(sys.argv) > 1 else 'data/chitchat'}/tokenizer.json")
-    for split in ('first', 'skip'):
-        print(f"split={split!r}: " + describe_init(semantic_init(torch.zeros(tok.vocab_size, 8), tok, split=split)))
-    result = analogy_eval(torch.randn(tok.vocab_size, 16), tok)
-    print(f"analogies: {result['n']} usable of {len(ANALOGIES)}, among {result['candidates']} candidate words; "
-          f"unusable: {[q for q in ANALOGIES if q not in result['used']]}")

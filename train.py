@@ -10,7 +10,7 @@ Resume a run where it stopped (its config comes from its checkpoint):
 $ python train.py --out_dir=out-quickstart --init_from=resume --max_iters=3000
 Fine-tune another run's model (base -> mid -> sft): --init_from=out-base
 
-What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in data.py
+What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in dataloader.py
 (SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (logits, loss).
 """
 
@@ -31,7 +31,7 @@ from common import (configure, config_keys, set_key, lookup, die, print0, setup_
                     save_checkpoint, write_meta, load_checkpoint, build_model, write_atomic, append_line, read_log,
                     check_writable, check_memory, why_failed, not_a_file)
 from model import MODELS
-from data import SOURCES, pick_dataset
+from dataloader import SOURCES, pick_dataset
 import h5log
 from chat import sample_replies
 
@@ -58,7 +58,7 @@ wandb_run_name = 'run'
 # data
 dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script; evaluation (val_loss, best checkpoint) is on it
 data_mix = {}  # {dataset: weight}: what training draws from, micro-batch by micro-batch; {} is {dataset: 1}
-data_source = 'tokens'  # a name in data.SOURCES
+data_source = 'tokens'  # a name in dataloader.SOURCES
 data_args = {}  # what the data source takes beyond the common arguments, e.g. RL's {'samples': 8, 'temperature': 1.0}
 direction: ('forward', 'backward', 'bidirectional') = 'forward'  # the order the model reads documents in; saved in the checkpoint
 backward_frac: '[0, 1]' = 0.5  # bidirectional: the share of each batch's rows read backward

@@ -3,10 +3,10 @@ The BERT approximator (README "Approximator"): a DeepSets + attention-pooling st
 the chitchat messages as bags of words, n-grams and skip-grams: 3.3M learned parameters (1.9M of them the entries'
 own 64-dim vectors), 3,000 iterations of 256 messages in 6 minutes on one CPU thread. It reaches val cosine 0.848 to
 the teacher and in-batch Spearman 0.769; on the test messages Spearman 0.768, cosine 0.841 and 75% of the teacher's
-next-turn Recall@10 (python approximator.py).
+next-turn Recall@10 (python -m projects.approximator.eval).
 Prepare: python -m prepare.approximator    # the 30k-entry vocabulary and the teacher's vectors of ~250k texts (~15 min, once)
 Train:   python train.py config/approximator.py
-Measure: python approximator.py            # Spearman, cosine, retrieval beside the teacher and model2vec
+Measure: python -m projects.approximator.eval            # Spearman, cosine, retrieval beside the teacher and model2vec
 """
 out_dir = 'out-approximator'
 dataset = 'approximator'

@@ -4,7 +4,7 @@ The RL task's recipe, phase base (optional): the problems as plain text (no chat
 Prepare: python -m prepare.arith
          python -m prepare.arith --format=plain --out=data/arith_plain --tokenizer=data/arith
 Train:   python train.py config/arith_base.py
-         python experiment.py --recipe=arith --phases=base,mid,sft,rl --direction=backward --name=arith-bw4
+         python -m projects.backward.lineage --recipe=arith --phases=base,mid,sft,rl --direction=backward --name=arith-bw4
 """
 
 out_dir = 'out-arith-base'

@@ -1,11 +1,11 @@
 """
-The RL task's recipe, phase rl (CPU): GRPO-style RL from the sft parent (init_from, set by experiment.py), whose
+The RL task's recipe, phase rl (CPU): GRPO-style RL from the sft parent (init_from, set by projects/backward/lineage.py), whose
 architecture, tokenizer and direction it keeps. Each iteration samples 8 answers to each of 4 level-1/2 problems
-(data.Rollouts), rewards an answer 1 if its final line '#### N' is right, and takes a policy-gradient step with the
+(dataloader.Rollouts), rewards an answer 1 if its final line '#### N' is right, and takes a policy-gradient step with the
 group-normalized rewards as advantages. val_pass1 is the greedy pass@1 on 200 test problems at each eval.
 Prepare: python -m prepare.arith
 Train:   python train.py config/arith_rl.py --init_from=out-arith-sft
-         python experiment.py --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
 """
 
 out_dir = 'out-arith-rl'

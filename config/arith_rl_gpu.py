@@ -4,7 +4,7 @@ available (data_args kl, off by default as in nanochat). Start it from a bigger 
 run this file as its rl phase, cp config/arith_rl_gpu.py config/arith_rl.py first), or alone (the first):
 Prepare: python -m prepare.arith
 Train:   python train.py config/arith_rl_gpu.py --init_from=experiments/arith-gpu-sft
-         python experiment.py --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512
 """
 
 out_dir = 'out-arith-rl-gpu'

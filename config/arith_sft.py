@@ -1,12 +1,12 @@
 """
-The RL task's recipe (experiment.py --recipe=arith), phase sft: a small char GPT learns arithmetic word problems
+The RL task's recipe (projects/backward/lineage.py --recipe=arith), phase sft: a small char GPT learns arithmetic word problems
 (arith.py) as conversations, the loss on the worked solutions. From scratch it is the lineage's first phase; after
 arith_base/arith_mid it fine-tunes. It stops while it still errs, so the rl phase has something to learn.
 Prepare: python -m prepare.arith
 Train:   python train.py config/arith_sft.py    (alone; any --direction)
-         python experiment.py --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw
-         python experiment.py --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
-         python experiment.py --recipe=arith --phases=sft,rl --direction=bidirectional --name=arith-bi
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=bidirectional --name=arith-bi
 Measure: python rl.py --runs=experiments/arith-fw-rl,experiments/arith-bw-rl,experiments/arith-bi-rl
 """
 

@@ -1,9 +1,9 @@
 """
 The arrow of time on GPUs at the source's depths: d20 here (nanochat's shape, n_embd = 64 x depth in heads of
-128), block 1024, on FineWeb-Edu through prepare.hf; arrow.py also runs d12 and d26 from it.
+128), block 1024, on FineWeb-Edu through prepare.hf; projects/backward/arrow.py also runs d12 and d26 from it.
 Prepare: python -m prepare.hf HuggingFaceFW/fineweb-edu --config=sample-10BT --split='train[:2%]' --tokenizer=bpe --vocab_size=32768 --out=data/fineweb
 Train:   torchrun --standalone --nproc_per_node=8 train.py config/arrow_gpu.py --direction=backward
-Study:   python arrow.py --sizes=d12,d20,d26 --seeds=1 --workers=1
+Study:   python -m projects.backward.arrow --sizes=d12,d20,d26 --seeds=1 --workers=1
 Not run here (this project's machines have no GPU): sized from nanochat's d20, untested at this scale.
 """
 

@@ -1,6 +1,6 @@
 """
 The arrow of time, CPU, small: a 2-layer, 64-wide BPE GPT (0.3M parameters) on the chitchat conversations as
-plain text, 800 iterations of 16 x 128 tokens (1.6M tokens). arrow.py trains it forward, backward and
+plain text, 800 iterations of 16 x 128 tokens (1.6M tokens). projects/backward/arrow.py trains it forward, backward and
 bidirectional with 3 seeds (and config/arrow_medium.py likewise) and compares their bits per byte.
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat

@@ -1,7 +1,7 @@
 """
 ChatBERT's autoregressive baseline: the core's GPT (4 layers, 128 wide, as the ChatBERT models) on the same
 chitchat conversations and tokenizer, with the same wall-clock budget on 2 CPU cores (~15 minutes, one thread).
-It learns every turn of whole conversations left to right; chatbert.py scores it on the same held-out test pairs.
+It learns every turn of whole conversations left to right; projects/chatbert/eval.py scores it on the same held-out test pairs.
 It reaches val loss 4.04 (whole conversations); on the test pairs response perplexity 37.8, R@1/20 0.114, coherence
 0.260, and bland greedy replies ("I'm not sure").
 Prepare: python -m prepare.chitchat

@@ -9,7 +9,7 @@ Prepare: python -m prepare.chitchat
          python -m prepare.chatbert --tokenizer=data/chitchat
 Train:   python train.py config/chatbert_imr.py
 Chat:    python chat.py --out_dir=out-chatbert-imr   (/steps N: refinement steps; /template I think ___ is ___: FIB)
-Measure: python chatbert.py   (the results table of every approach)
+Measure: python -m projects.chatbert.eval   (the results table of every approach)
 """
 
 out_dir = 'out-chatbert-imr'

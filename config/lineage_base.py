@@ -1,13 +1,13 @@
 """
 Lineage, phase 1 of 3: base. A 4-layer, 128-wide BPE GPT on the chitchat conversations as plain text (no role
-tokens), the "pretraining" of a base -> mid -> sft lineage; experiment.py runs the three in order, in any
-direction (the experiment.py lines below, as README "Backward LMs" runs them).
+tokens), the "pretraining" of a base -> mid -> sft lineage; projects/backward/lineage.py runs the three in order, in any
+direction (the projects/backward/lineage.py lines below, as README "Backward LMs" runs them).
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat
 Train:   python train.py config/lineage_base.py    (alone, in any --direction)
-         python experiment.py --phases=base,mid,sft --direction=forward --name=fw
-         python experiment.py --phases=base,mid,sft --direction=backward --name=bw
-         python experiment.py --phases=base,mid,sft --direction=bidirectional --name=bi
+         python -m projects.backward.lineage --phases=base,mid,sft --direction=forward --name=fw
+         python -m projects.backward.lineage --phases=base,mid,sft --direction=backward --name=bw
+         python -m projects.backward.lineage --phases=base,mid,sft --direction=bidirectional --name=bi
 About 3 minutes on 2 CPU cores; see README (Backward LMs) for the losses it reaches.
 """
 

@@ -1,5 +1,5 @@
 """
-Lineage, phase 2 of 3: mid. Continues a base run (init_from, set by experiment.py) on the same conversations
+Lineage, phase 2 of 3: mid. Continues a base run (init_from, set by projects/backward/lineage.py) on the same conversations
 rendered with role tokens (<|user|>, <|assistant|>), so the model learns the chat format; the architecture and
 direction are the parent's. About 1.5 minutes on 2 CPU cores.
 Prepare: python -m prepare.chitchat

@@ -18,7 +18,7 @@ Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat
 Train:   python train.py config/turngpt.py
 Chat:    python chat.py --out_dir=out-turngpt
-Measure: python turngpt.py --out_dir=out-turngpt   (conversation metrics, analogies, dashboard PNG)
+Measure: python -m projects.turngpt.eval --out_dir=out-turngpt   (conversation metrics, analogies, dashboard PNG)
 """
 
 out_dir = 'out-turngpt'

@@ -13,7 +13,7 @@ Train:   python train.py config/vibejam_rewrite.py
 Measured (one CPU thread each; seeds 1337 and 1338): the rewrite tokens' val loss falls from 1.385 to 0.229 and
 0.237 nats a character (char, ~30 min), and from 4.45 to 0.836 and 0.822 a token (BPE, ~14 min). At 1,500
 iterations (0.288/0.303 and 0.977/0.946) the rewrites kept less of the content than the drafts themselves did;
-python vibejam.py measures it. Greedy, the char and BPE runs (1337) both turn "Yes, I am going to the store. Do you want anything? I do
+python -m projects.vibejam.eval measures it. Greedy, the char and BPE runs (1337) both turn "Yes, I am going to the store. Do you want anything? I do
 not know what to get." into "Yeah, I am going to the store. Do you want anything? I don't know what to get".
 """
 
@@ -30,6 +30,6 @@ block_size = 256  # a pair: Draft, its up to 100 characters, Rewrite, the same a
 dropout = 0.1
 
 learning_rate = 2e-3  # 5e-4 barely moved in 800 iterations (BPE val 4.355 -> 4.125); 2e-3 learns to copy and restyle
-max_iters = 4000  # 1,500 already copies and restyles, but loses content (chrF below the draft's): vibejam.py
+max_iters = 4000  # 1,500 already copies and restyles, but loses content (chrF below the draft's): projects/vibejam/eval.py
 min_lr = 2e-4
 warmup_iters = 50

@@ -12,7 +12,7 @@ backward (tokenizer.orient reverses each document) the last question, then the s
 That is how chat.py asks each direction for a reply: forward after the newest turn, backward before the oldest.
 The mask (sft, the default) puts the loss on the solution and the turn token that ends it.
 Also written: problems_train.jsonl and problems_test.jsonl ({question, solution, answer, level} a line), which
-data.Rollouts samples rollouts for and rl.py evaluates on; val.bin is the test problems' conversations.
+dataloader.Rollouts samples rollouts for and rl.py evaluates on; val.bin is the test problems' conversations.
 """
 import argparse
 import json

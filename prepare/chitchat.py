@@ -57,7 +57,7 @@ def most_engaged(convs, frac):
 
 def render(tok, turns, fmt):
     """(ids, mask) of one conversation: mask marks the assistant's text, the spans an sft model learns to write
-    (data.TokenStream also counts the token after each span: the model learns to end its turn)."""
+    (dataloader.TokenStream also counts the token after each span: the model learns to end its turn)."""
     if fmt == 'plain':
         ids = [tok.bos] + tok.encode('\n'.join(text for _, text in turns))
         return ids, None

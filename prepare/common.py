@@ -30,7 +30,7 @@ def read_text(src):
 
 
 # -----------------------------------------------------------------------------
-# text files: every text a user hands a script (prepare.text, embed.py file/index, sample.py's FILE:) is read
+# text files: every text a user hands a script (prepare.text, projects/approximator/embed.py file/index, sample.py's FILE:) is read
 # and checked here, once, the same way
 
 
@@ -161,7 +161,7 @@ def dtype_for(vocab_size):
 def write_dataset(out, tok, splits, source, masks=None, **extra):
     """splits: {'train': [ids, ...], 'val': [ids, ...]}, each a list of documents (lists or arrays of token ids),
     concatenated into <out>/<split>.bin. masks, if given, holds a uint8 array per document for some splits:
-    <out>/<split>_mask.bin, 1 on the spans the model learns to write (see data.TokenStream). extra goes into
+    <out>/<split>_mask.bin, 1 on the spans the model learns to write (see dataloader.TokenStream). extra goes into
     meta.json as is."""
     for split, docs in splits.items():  # before anything is written: a failed prepare leaves no half dataset
         if not any(len(d) for d in docs):

@@ -113,7 +113,7 @@ def corrupt(text, rng, neutral=1.0, expand=1.0, normalize=1.0, word_drop=0.0, sh
 
 def render_pair(tok, draft, rewrite):
     """(ids, mask) of one pair as a document: <|bos|>Draft:\n{draft}\nRewrite:\n{rewrite}, the mask 1 on the rewrite
-    (its tokens, and through data.TokenStream the next document's <|bos|>, the end marker, are the targets)."""
+    (its tokens, and through dataloader.TokenStream the next document's <|bos|>, the end marker, are the targets)."""
     prompt, target = render_rewrite(tok, draft), tok.encode(rewrite)
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 

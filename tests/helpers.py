@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / 'shared' / 'data' / 'tinyshakespeare.txt'
 # one thread: tiny models are no faster on two, and OpenMP threads spin badly when the cores are busy
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}  # project scripts run as python -m projects.X.Y from any cwd
 # a tiny GPT that trains in milliseconds an iteration on a CPU
 TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16',
         '--batch_size=4', '--eval_iters=2', '--log_interval=1']

@@ -1,6 +1,6 @@
 """The BERT approximator: its n-gram tokenizer (tokenizer.NgramTokenizer), the DeepSets student (model.Approximator),
-its data (prepare/approximator.py, data.BagSource), the teacher's cache (teacher.cached_embed), its training through
-train.py, and what a user does with it (embed.py, approximator.py, retrieval.ResponsePool). The teacher is a toy
+its data (prepare/approximator.py, dataloader.BagSource), the teacher's cache (teacher.cached_embed), its training through
+train.py, and what a user does with it (projects/approximator/embed.py, projects/approximator/eval.py, retrieval.ResponsePool). The teacher is a toy
 (conftest.toy_embed) everywhere but in one test of the real one."""
 import json
 import shutil
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import teacher
-from approximator import pair_spearman, quality, recall, retrieval_task, unit
+from projects.approximator.eval import pair_spearman, quality, recall, retrieval_task, unit
 from common import load_checkpoint
 from conftest import TOY_DIM, toy_embed, toy_splits
-from data import SOURCES, BagSource
-from embed import Embedder, export
+from dataloader import SOURCES, BagSource
+from projects.approximator.embedder import Embedder, export
 from helpers import REPO, read_log, run, train, train_losses
 from model import MODELS, Approximator, ApproximatorConfig, spearman
 from prepare.approximator import choose_entries, count_entries, read_vocab, teacher_text, write_vocab
@@ -331,7 +331,7 @@ def test_spearman_is_pearson_of_ranks():
 
 
 # -----------------------------------------------------------------------------
-# the data: prepare/approximator.py and data.BagSource
+# the data: prepare/approximator.py and dataloader.BagSource
 
 def test_vocab_round_trips_through_hdf5(tmp_path):
     entries = [('héllo', 'word', 5), ('how are you', 'ngram', 3), ('how _ you', 'skipgram', 2), ('😀', 'char', 1)]
@@ -576,7 +576,7 @@ def test_plot_draws_a_quality_panel_for_val_metrics(approx_run, tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# embed.py: what a user does with the student
+# projects/approximator/embed.py: what a user does with the student
 
 @pytest.fixture
 def emb(ckpt):
@@ -796,10 +796,10 @@ def test_embed_cli_index_then_query(approx_run, tmp_path):
     lines = TEXTS[:30]
     line = max(lines, key=len)  # a long line: no other line has its bag
     (tmp_path / 'lines.txt').write_text('\n'.join(lines) + '\n', encoding='utf-8')
-    proc = run('embed.py', 'index', f'--out_dir={out}', f'--file={tmp_path / "lines.txt"}', cwd=tmp_path)
+    proc = run('projects.approximator.embed', 'index', f'--out_dir={out}', f'--file={tmp_path / "lines.txt"}', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / 'index.faiss').is_file() and (out / 'index.json').is_file()
-    proc = run('embed.py', 'query', f'--out_dir={out}', f'--text={line}', '--k=3', cwd=tmp_path)
+    proc = run('projects.approximator.embed', 'query', f'--out_dir={out}', f'--text={line}', '--k=3', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = [r.split('  ', 1) for r in proc.stdout.strip().splitlines()[-3:]]
     assert found[0] == ['1.000', line] and all(t in lines for _, t in found)  # the line itself first, at cosine 1
@@ -809,7 +809,7 @@ def test_embed_cli_index_then_query(approx_run, tmp_path):
 def test_embed_cli_export(approx_run, tmp_path):
     out = tmp_path / 'run'
     shutil.copytree(approx_run, out)
-    proc = run('embed.py', 'export', f'--out_dir={out}', cwd=tmp_path)
+    proc = run('projects.approximator.embed', 'export', f'--out_dir={out}', cwd=tmp_path)
     assert proc.returncode == 0 and 'largest difference from PyTorch' in proc.stdout, proc.stderr[-3000:]
     assert (out / 'approximator.onnx').is_file()
 
@@ -817,5 +817,5 @@ def test_embed_cli_export(approx_run, tmp_path):
 def test_embed_cli_bad_input_says_one_line(approx_run, tmp_path):
     out = tmp_path / 'run'
     shutil.copytree(approx_run, out)
-    assert 'say what to do' in one_line(run('embed.py', f'--out_dir={out}', cwd=tmp_path))
-    assert 'no index at' in one_line(run('embed.py', 'query', f'--out_dir={out}', '--text=hi', cwd=tmp_path))
+    assert 'say what to do' in one_line(run('projects.approximator.embed', f'--out_dir={out}', cwd=tmp_path))
+    assert 'no index at' in one_line(run('projects.approximator.embed', 'query', f'--out_dir={out}', '--text=hi', cwd=tmp_path))

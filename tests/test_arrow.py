@@ -1,7 +1,7 @@
-"""arrow.py's aggregation on constructed results: the means, spreads and BW/FW - 1 it reports are the right ones."""
+"""projects/backward/arrow.py's aggregation on constructed results: the means, spreads and BW/FW - 1 it reports are the right ones."""
 import numpy as np
 
-from arrow import aggregate, plot_positions
+from projects.backward.arrow import aggregate, plot_positions
 
 
 def summary(fw, bw, buckets_fw=(3.0, 2.0), buckets_bw=(3.3, 2.1)):

@@ -201,27 +201,27 @@ def test_bpe_vocab_too_small_says_one_line(text, tmp_path):
 HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--threads']),
         ('sample.py', ['--out_dir', '--temperature', '--top_p', '--max_new_tokens']),
         ('chat.py', ['--out_dir', '--temperature', '--max_new_tokens', '--demo']),
-        ('chatbert.py', ['--runs', '--n_pairs', '--imr_steps', '--imr_blocks', '--templates']),
+        ('projects.chatbert.eval', ['--runs', '--n_pairs', '--imr_steps', '--imr_blocks', '--templates']),
         ('bench.py', ['--bench_iters', '--bench_target', '--bench_against']),
         ('plot.py', ['OUT_DIR', '--out']),
-        ('eval_directions.py', ['--out_dir', '--eval_tokens', '--tasks', '--mc_items']),
+        ('projects.backward.eval', ['--out_dir', '--eval_tokens', '--tasks', '--mc_items']),
         ('prepare.text', ['--tokenizer', '--vocab_size']),
         ('prepare.chitchat', ['--vocab_size']),
         ('prepare.hf', ['--field', '--split']),
         ('prepare.chatbert', ['--source', '--context_len', '--response_len']),
-        ('embed.py', ['--out_dir', '--text', '--file', '--k', '--format', '--quantize', '--cache_size']),
-        ('approximator.py', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
+        ('projects.approximator.embed', ['--out_dir', '--text', '--file', '--k', '--format', '--quantize', '--cache_size']),
+        ('projects.approximator.eval', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
         ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
         ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size']),
-        ('vibejam.py', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message']),
-        ('rl.py', ['--runs', '--per_level', '--k', '--temperature']),
+        ('projects.vibejam.eval', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message']),
+        ('projects.rl.eval', ['--runs', '--per_level', '--k', '--temperature']),
         ('prepare.arith', ['--format', '--train_per_level', '--gsm8k', '--tokenizer']),
         ('chat_web.py', ['--out_dir', '--host', '--port', '--max_new_tokens', '--max_message_chars', '--load_clients'])]
 
 
 @pytest.mark.parametrize('args', [['--judge=nope'], ['--message=hi', '--draft_from=nope']], ids=['table', 'message'])
 def test_vibejam_names_a_missing_run_before_any_work(tmp_path, args):
-    proc = run('vibejam.py', *args, cwd=tmp_path)
+    proc = run('projects.vibejam.eval', *args, cwd=tmp_path)
     assert the_one_line(proc).startswith('no run ') and not list(tmp_path.iterdir())
 
 

@@ -192,8 +192,8 @@ def run_files(char_run, tmp_path):
 def entry(point, path, tmp_path, char_run, chat_run, approx_files_run):
     """(script, args) that hand path to an entry point of text."""
     return {'prepare.text': ('prepare.text', [path, f'--out={tmp_path / "out"}']),
-            'embed-file': ('embed.py', ['file', f'--out_dir={approx_files_run}', f'--file={path}', f'--output={tmp_path / "out" / "v"}']),
-            'embed-index': ('embed.py', ['index', f'--out_dir={approx_files_run}', f'--file={path}', f'--index={tmp_path / "out" / "i"}']),
+            'embed-file': ('projects.approximator.embed', ['file', f'--out_dir={approx_files_run}', f'--file={path}', f'--output={tmp_path / "out" / "v"}']),
+            'embed-index': ('projects.approximator.embed', ['index', f'--out_dir={approx_files_run}', f'--file={path}', f'--index={tmp_path / "out" / "i"}']),
             'sample-start': ('sample.py', [f'--out_dir={char_run}', '--device=cpu', f'--start=FILE:{path}']),
             'sample-rewrite': ('sample.py', [f'--out_dir={chat_run}', '--device=cpu', '--zero_shot', f'--rewrite=FILE:{path}'])}[point]
 
@@ -228,7 +228,7 @@ def test_a_whitespace_draft_is_refused_as_the_web_refuses_it(chat_run):
 
 def test_embed_names_the_file_it_wrote(approx_files_run, tmp_path):
     (tmp_path / 'lines.txt').write_text('hello there\nhow are you\n', encoding='utf-8')
-    proc = run('embed.py', 'file', f'--out_dir={approx_files_run}', f'--file={tmp_path / "lines.txt"}',
+    proc = run('projects.approximator.embed', 'file', f'--out_dir={approx_files_run}', f'--file={tmp_path / "lines.txt"}',
                f'--output={tmp_path / "vectors"}', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"wrote {tmp_path / 'vectors.npy'}: 2 unit vectors" in proc.stdout and (tmp_path / 'vectors.npy').is_file()
@@ -287,14 +287,14 @@ def test_train_on_a_garbage_tokenizer_says_one_line(char_data, tmp_path):
 
 
 # (script, its args, the run it is pointed at, a part of the one line)
-KINDS = [('chat.py', [], 'approx', "(approximator) doesn't chat; embed with it: python embed.py text"),
+KINDS = [('chat.py', [], 'approx', "(approximator) doesn't chat; embed with it: python -m projects.approximator.embed text"),
          ('chat_web.py', [], 'approx', "not supported by this checkpoint: {run}'s model (approximator) doesn't chat"),
          ('sample.py', [], 'approx', "(approximator) has no text to continue; embed with it"),
          ('sample.py', [], 'imr', "(chatbert_imr) has no text to continue; chat with it: python chat.py --out_dir={run}"),
-         ('eval_directions.py', [], 'approx', "(approximator) can't score a text token by token, which eval_directions.py needs (a GPT)"),
-         ('eval_directions.py', ['--dataset=chat'], 'imr', "(chatbert_imr) can't score a text token by token"),
-         ('embed.py', ['text', '--text=hi'], 'gpt', "(gpt) doesn't embed texts; embed.py embeds with an approximator (python train.py config/approximator.py); sample from it"),
-         ('embed.py', ['text', '--text=hi'], 'imr', "(chatbert_imr) doesn't embed texts")]
+         ('projects.backward.eval', [], 'approx', "(approximator) can't score a text token by token, which projects/backward/eval.py needs (a GPT)"),
+         ('projects.backward.eval', ['--dataset=chat'], 'imr', "(chatbert_imr) can't score a text token by token"),
+         ('projects.approximator.embed', ['text', '--text=hi'], 'gpt', "(gpt) doesn't embed texts; projects/approximator/embed.py embeds with an approximator (python train.py config/approximator.py); sample from it"),
+         ('projects.approximator.embed', ['text', '--text=hi'], 'imr', "(chatbert_imr) doesn't embed texts")]
 
 
 @pytest.mark.parametrize('script, args, kind, message', sampled(KINDS), ids=[f'{s}-{k}' for s, _, k, _ in KINDS])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import CONVERSATIONS
-from data import SOURCES
+from dataloader import SOURCES
 from helpers import read_log, run, train
 from model import GPT, MODELS, ChatBERTIMR, GPTConfig, KVCache, parse_template, template_ids
 from prepare.chatbert import write_pairs

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common import build_model, load_checkpoint
-from data import TokenStream
+from dataloader import TokenStream
 from helpers import read_log, run
 
 

@@ -1,9 +1,9 @@
-"""data.py's TokenStream: windows, masks, ranks, and the three directions; tokenizer's per-document reversal."""
+"""dataloader.py's TokenStream: windows, masks, ranks, and the three directions; tokenizer's per-document reversal."""
 import numpy as np
 import pytest
 import torch
 
-from data import TokenStream
+from dataloader import TokenStream
 from prepare.common import write_dataset
 from tokenizer import Tokenizer, orient, reversal_index
 

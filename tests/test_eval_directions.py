@@ -1,4 +1,4 @@
-"""eval_directions.py: bits per byte on UTF-8 bytes, the same tokens scored in both directions, the multiple-choice
+"""projects/backward/eval.py: bits per byte on UTF-8 bytes, the same tokens scored in both directions, the multiple-choice
 wrapper against scoring reversed text by hand, next_turn items, and the script end to end on tiny trained runs."""
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import pytest
 from prepare.common import hub_unreachable
 import torch
 
-import eval_directions as ev
+from projects.backward import eval as ev
 from helpers import run, train
 from model import GPT, GPTConfig
 from tokenizer import char_tokenizer, render_conversation
@@ -145,7 +145,7 @@ def test_next_turn_items(chat_tok):
 
 
 def evaluate(workdir, *args):
-    proc = run('eval_directions.py', '--device=cpu', '--eval_tokens=200', *args, cwd=workdir)
+    proc = run('projects.backward.eval', '--device=cpu', '--eval_tokens=200', *args, cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout
 
@@ -189,8 +189,8 @@ def test_several_runs_make_one_transfer_table(workdir, char_runs, tmp_path):
 
 
 def test_bad_tasks_stop_with_one_line_and_write_nothing(workdir, char_run, tmp_path):
-    proc = run('eval_directions.py', f'--out_dir={char_run}', '--tasks=loss,bogus', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
+    proc = run('projects.backward.eval', f'--out_dir={char_run}', '--tasks=loss,bogus', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
     assert proc.returncode == 1 and proc.stderr.strip() == '--tasks=loss,bogus: the tasks are loss, next_turn, arc_easy, comma-separated'
-    proc = run('eval_directions.py', f'--out_dir={char_run}', '--dataset=nope', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
+    proc = run('projects.backward.eval', f'--out_dir={char_run}', '--dataset=nope', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
     assert proc.returncode == 1 and 'no prepared data in data/nope' in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'ev').exists()

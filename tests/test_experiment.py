@@ -1,4 +1,4 @@
-"""experiment.py: a base -> mid -> sft lineage of tiny runs, its links and report, and a branch."""
+"""projects/backward/lineage.py: a base -> mid -> sft lineage of tiny runs, its links and report, and a branch."""
 import hashlib
 import json
 
@@ -31,7 +31,7 @@ def sha256(path):
 
 
 def test_a_lineage_runs_its_phases_in_order_and_inherits_the_direction(lineage_data):
-    proc = run('experiment.py', '--phases=base,mid,sft', '--direction=backward', '--name=t', *ARGS, cwd=lineage_data)
+    proc = run('projects.backward.lineage', '--phases=base,mid,sft', '--direction=backward', '--name=t', *ARGS, cwd=lineage_data)
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = lineage_data / 'experiments'
     for phase, dataset in (('base', 'chitchat_plain'), ('mid', 'chitchat'), ('sft', 'chitchat_sft')):
@@ -50,16 +50,16 @@ def test_a_branch_from_mid_and_a_refused_direction(lineage_data):
     exp = lineage_data / 'experiments'
     if not (exp / 't-mid').exists():
         pytest.skip('needs the lineage of the test above')
-    proc = run('experiment.py', '--phases=sft', f'--parent={exp / "t-mid"}', '--name=t-branch', *ARGS, '--learning_rate=1e-4',
+    proc = run('projects.backward.lineage', '--phases=sft', f'--parent={exp / "t-mid"}', '--name=t-branch', *ARGS, '--learning_rate=1e-4',
                cwd=lineage_data)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((exp / 't-branch-sft' / 'config.json').read_text())['direction'] == 'backward'
-    proc = run('experiment.py', '--phases=sft', f'--parent={exp / "t-mid"}', '--name=t-fw', '--direction=forward', *ARGS,
+    proc = run('projects.backward.lineage', '--phases=sft', f'--parent={exp / "t-mid"}', '--name=t-fw', '--direction=forward', *ARGS,
                cwd=lineage_data)
     assert proc.returncode != 0 and "--direction=forward conflicts with" in proc.stderr
     assert not (exp / 't-fw-sft').exists()
 
 
 def test_unknown_phase_says_one_line(lineage_data):
-    proc = run('experiment.py', '--phases=base,pretrain', cwd=lineage_data)
+    proc = run('projects.backward.lineage', '--phases=base,pretrain', cwd=lineage_data)
     assert proc.returncode != 0 and proc.stderr.strip() == "unknown phase(s) pretrain; phases are base, mid, sft, rl, e.g. --phases=base,mid,sft"

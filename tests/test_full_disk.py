@@ -334,7 +334,7 @@ def approx_run(approx_workdir):
                                            ('', 'lines.npy')], ids=['missing-folder', 'no-suffix', 'default'])
 def test_embed_writes_its_output_where_it_says(approx_run, tmp_path, output, wrote):
     (tmp_path / 'lines.txt').write_text('hello there\nhow are you\n', encoding='utf-8')
-    proc = run('embed.py', 'file', f'--out_dir={approx_run}', '--file=lines.txt', f'--output={output}', cwd=tmp_path)
+    proc = run('projects.approximator.embed', 'file', f'--out_dir={approx_run}', '--file=lines.txt', f'--output={output}', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith(f'wrote {wrote}: 2 unit vectors')
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*.npy')) == [wrote]
@@ -342,7 +342,7 @@ def test_embed_writes_its_output_where_it_says(approx_run, tmp_path, output, wro
 
 def test_embed_output_that_cannot_be_written_says_one_line_before_the_work(approx_run, tmp_path):
     (tmp_path / 'lines.txt').write_text('hello there\n', encoding='utf-8')
-    proc = run('embed.py', 'file', f'--out_dir={approx_run}', '--file=lines.txt', '--output=lines.txt/v.npy', cwd=tmp_path)
+    proc = run('projects.approximator.embed', 'file', f'--out_dir={approx_run}', '--file=lines.txt', '--output=lines.txt/v.npy', cwd=tmp_path)
     assert the_one_line(proc).startswith(f"--output=lines.txt/v.npy can't be made: {tmp_path}/lines.txt is a file")
 
 

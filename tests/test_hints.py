@@ -69,9 +69,9 @@ MISSING_RUNS = [
     (['chat.py', '--out_dir=experiments/bi-sft'],
      "no checkpoint at experiments/bi-sft: make it with python -m prepare.chitchat && python -m prepare.chitchat "
      "--format=plain --out=data/chitchat_plain --tokenizer=data/chitchat && python -m prepare.chitchat --format=sft "
-     "--out=data/chitchat_sft --tokenizer=data/chitchat && python experiment.py --phases=base,mid,sft "
+     "--out=data/chitchat_sft --tokenizer=data/chitchat && python -m projects.backward.lineage --phases=base,mid,sft "
      "--direction=bidirectional --name=bi (config/lineage_base.py)"),
-    (['vibejam.py', '--message=hi', '--draft_from=out-arith-sft'],
+    (['projects.vibejam.eval', '--message=hi', '--draft_from=out-arith-sft'],
      "no run out-arith-sft: make it with python -m prepare.arith && python train.py config/arith_sft.py "
      "(config/arith_sft.py), or set --draft_from to runs you have"),
 ]
@@ -84,7 +84,7 @@ def test_missing_run_names_its_train_command(tmp_path, args, line):
 
 def test_vibejam_names_the_key_of_a_missing_rewrite_run(tmp_path):
     (tmp_path / 'out-quickstart').mkdir()  # the draft model is there; the BPE rewrite run is not
-    line = the_one_line(script(tmp_path, 'vibejam.py', '--message=hi', '--rewrite_runs=out-vibejam-rewrite-bpe'))
+    line = the_one_line(script(tmp_path, 'projects.vibejam.eval', '--message=hi', '--rewrite_runs=out-vibejam-rewrite-bpe'))
     assert line.startswith('no run out-vibejam-rewrite-bpe: make it with python -m prepare.vibejam --tokenizer=bpe')
     assert 'python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe --dataset=vibejam_rewrite_bpe' in line
     assert line.endswith('(config/vibejam_rewrite.py), or set --rewrite_runs to runs you have')
@@ -118,14 +118,14 @@ def test_a_prepare_script_names_the_prepare_its_tokenizer_needs(tmp_path, args, 
                                               "--out=data/chitchat_plain --tokenizer=data/chitchat (config/arrow_small.py)"),
     ('lineage_sft.py', 'data/chitchat_sft', "python -m prepare.chitchat && python -m prepare.chitchat --format=sft "
                                             "--out=data/chitchat_sft --tokenizer=data/chitchat (config/lineage_sft.py)"),
-    ('turngpt.py', 'data/chitchat_engaged', "python -m prepare.chitchat && python -m prepare.chitchat --engaged=0.1 "
+    ('projects.turngpt.eval', 'data/chitchat_engaged', "python -m prepare.chitchat && python -m prepare.chitchat --engaged=0.1 "
                                             "--out=data/chitchat_engaged --tokenizer=data/chitchat (config/turngpt.py)"),
     ('arrow_gpu.py', 'data/fineweb', "python -m prepare.hf HuggingFaceFW/fineweb-edu --config=sample-10BT "
                                      "--split='train[:2%]' --tokenizer=bpe --vocab_size=32768 --out=data/fineweb (config/arrow_gpu.py)"),
     ('lineage_mid.py', 'out-lineage-base', "python -m prepare.chitchat && python -m prepare.chitchat --format=plain "
                                            "--out=data/chitchat_plain --tokenizer=data/chitchat && python train.py "
                                            "config/lineage_base.py (config/lineage_base.py)"),
-    ('arith_rl.py', 'experiments/arith-bi-sft', "python -m prepare.arith && python experiment.py --recipe=arith --phases=sft,rl "
+    ('arith_rl.py', 'experiments/arith-bi-sft', "python -m prepare.arith && python -m projects.backward.lineage --recipe=arith --phases=sft,rl "
                                                 "--direction=bidirectional --name=arith-bi (config/arith_sft.py)"),
 ])
 def test_hint_names_what_makes_it_and_what_that_needs(tmp_path, monkeypatch, asked, target, hint):
@@ -149,7 +149,7 @@ def test_hints_from_any_directory_and_path_form(tmp_path, monkeypatch):
     assert common.make_hint('data/chitchat_turns', None) == (
         "make it with python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat (config/turngpt_gpu.py)")
     assert common.make_hint('experiments/nope-sft', None) == (
-        "it is phase sft of experiment nope: make it with python experiment.py --name=nope and the --phases up to sft "
+        "it is phase sft of experiment nope: make it with python -m projects.backward.lineage --name=nope and the --phases up to sft "
         "(and --recipe, --direction or --parent) it ran with")
     assert common.make_hint('experiments/nope', 'generic') == 'generic'
 
@@ -169,13 +169,13 @@ def arith_like_run(workdir):
 
 
 def test_eval_directions_refuses_a_task_the_model_cannot_do_in_one_line(workdir, arith_like_run, tmp_path):
-    proc = run('eval_directions.py', f'--out_dir={arith_like_run}', '--tasks=next_turn', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
+    proc = run('projects.backward.eval', f'--out_dir={arith_like_run}', '--tasks=next_turn', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
     line = the_one_line(proc)
     assert line.startswith(f"{arith_like_run}/ckpt.pt can do none of --tasks=next_turn (next_turn: the char tokenizer "
                            f"can't write chitchat's conversations (") and line.endswith('with --tasks=loss')
     assert not (tmp_path / 'ev').exists()
     # asked for both, it measures what it can and says what it skipped
-    proc = run('eval_directions.py', f'--out_dir={arith_like_run}', '--eval_tokens=50', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
+    proc = run('projects.backward.eval', f'--out_dir={arith_like_run}', '--eval_tokens=50', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
     assert proc.returncode == 0 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     assert "next_turn: skipped, the char tokenizer can't write chitchat's conversations" in proc.stdout
 
@@ -209,7 +209,7 @@ def flag_exists(words, flag):
     if '-m' in words:
         return f"'--{flag}'" in (REPO / (words[words.index('-m') + 1].replace('.', '/') + '.py')).read_text()
     scripts = [REPO / w for w in words if w.endswith('.py') and not w.startswith('config/')]
-    sources = scripts + ([REPO / 'train.py'] if scripts[0].name == 'experiment.py' else [])  # its other flags go to train.py
+    sources = scripts + ([REPO / 'train.py'] if scripts[0].name == 'projects.backward.lineage' else [])  # its other flags go to train.py
     return any(re.search(rf'^{flag}\b', s.read_text(), re.M) for s in sources)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import CONVERSATIONS
-from data import SOURCES
+from dataloader import SOURCES
 from helpers import read_log, train
 from prepare.chatbert import conversation_pairs, write_pairs
 from tokenizer import render_context, render_prompt, render_response

@@ -1,5 +1,5 @@
 """The RL phase: the arithmetic task and its checker, GRPO's pieces (rl.py), the rollouts source through train.py
-(exact resume, a direction's prompts), experiment.py's rl phase and rl.py's before/after table."""
+(exact resume, a direction's prompts), projects/backward/lineage.py's rl phase and projects/rl/eval.py's before/after table."""
 import json
 
 import numpy as np
@@ -226,11 +226,11 @@ def test_rollouts_need_prepared_problems(arith_data, sft_run, tmp_path):
 def test_experiment_runs_sft_then_rl_and_rl_py_compares_them(arith_data):
     args = [a for a in RL_TINY if not a.startswith('--warmup')] + ['--batch_size=8', '--max_iters=2', '--eval_interval=2',
                                                                     '--warmup_iters=0', '--dataset=arith_tiny', '--evaluate=False']
-    proc = run('experiment.py', '--recipe=arith', '--phases=sft,rl', '--direction=bidirectional', '--name=ar',
+    proc = run('projects.backward.lineage', '--recipe=arith', '--phases=sft,rl', '--direction=bidirectional', '--name=ar',
                *args, "--data_args={'samples': 4, 'max_new_tokens': 48, 'eval_problems': 4}", cwd=arith_data)
     # data_args reaches the sft phase too, whose token stream takes no such thing: the lineage stops there
     assert proc.returncode != 0 and "does not take data_args" in proc.stderr
-    proc = run('experiment.py', '--recipe=arith', '--phases=sft,rl', '--direction=bidirectional', '--name=ar', *args,
+    proc = run('projects.backward.lineage', '--recipe=arith', '--phases=sft,rl', '--direction=bidirectional', '--name=ar', *args,
                cwd=arith_data)
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = arith_data / 'experiments'
@@ -239,7 +239,7 @@ def test_experiment_runs_sft_then_rl_and_rl_py_compares_them(arith_data):
     assert json.loads((exp / 'ar-rl' / 'parent_link.json').read_text())['parent'] == str(exp / 'ar-sft')
     log = read_log(exp / 'ar-rl')
     assert {'val_pass1/forward', 'val_pass1/backward'} <= set(log[0])  # a bidirectional model is measured both ways
-    proc = run('rl.py', f'--runs={exp / "ar-rl"}', '--per_level=2', '--k=2', '--out=res', cwd=arith_data)
+    proc = run('projects.rl.eval', f'--runs={exp / "ar-rl"}', '--per_level=2', '--k=2', '--out=res', cwd=arith_data)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((arith_data / 'res.json').read_text())['results'][0]
     assert set(res['before']) == set(res['after']) == {'forward', 'backward'}
@@ -253,7 +253,7 @@ def test_experiment_runs_sft_then_rl_and_rl_py_compares_them(arith_data):
 
 
 def test_a_recipe_without_the_phase_says_one_line(arith_data):
-    proc = run('experiment.py', '--phases=sft,rl', cwd=arith_data)
+    proc = run('projects.backward.lineage', '--phases=sft,rl', cwd=arith_data)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("recipe 'lineage' has no rl phase")
     assert '--recipe=arith' in proc.stderr
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import CONVERSATIONS
-from data import SOURCES, pick_dataset
+from dataloader import SOURCES, pick_dataset
 from helpers import read_log, run, train, train_losses
 from model import GPT, GPTConfig
 from tokenizer import SPEAKERS, orient, render_conversation, reversal_index, speaker_ids

@@ -186,7 +186,7 @@ def test_sample_rewrites_with_a_rewrite_tuned_model_and_refuses_others(rewrite_r
 
 
 def test_rewrite_windows_start_at_a_pair_and_pairs_too_long_are_left_out(tmp_path, chat_tok, capsys):
-    from data import TokenStream
+    from dataloader import TokenStream
     from prepare.vibejam import write_pairs
     pairs = [(f'Hello there number {i}.', f'hey there {i}') for i in range(30)]
     long = ('Word ' * 60, 'word ' * 60)
@@ -201,9 +201,9 @@ def test_rewrite_windows_start_at_a_pair_and_pairs_too_long_are_left_out(tmp_pat
     assert (y[:, :prompt] == -1).all()  # and its first targets are the draft's, out of the loss
 
 
-# -- vibejam.py, the measurement
+# -- projects/vibejam/eval.py, the measurement
 def test_test_pieces_are_the_persons_held_out_text_and_reproducible():
-    import vibejam
+    import projects.vibejam.eval as vibejam
     from prepare.common import is_val
     from prepare.vibejam import chitchat_documents
     pieces = vibejam.test_pieces(40, seed=3)
@@ -217,7 +217,7 @@ def test_test_pieces_are_the_persons_held_out_text_and_reproducible():
 def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
     import math
     import torch
-    import vibejam
+    import projects.vibejam.eval as vibejam
     from model import GPT, GPTConfig
     from tokenizer import render_prompt
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
 
 
 def test_measure_rows_on_constructed_texts():
-    import vibejam
+    import projects.vibejam.eval as vibejam
 
     class Judge:  # every text equally likely per token: perplexity e
         def score_replies(self, tok, history, replies):

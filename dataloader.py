@@ -14,7 +14,6 @@ import json
 import numpy as np
 import torch
 
-import arith
 from common import die, make_hint
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 

@@ -2,9 +2,9 @@
 The arrow of time (Papadopoulos, Wenger & Hongler, ICML 2024) at CPU scale: is predicting text right to left
 harder than left to right, and can one model do both? Trains forward, backward and bidirectional GPTs on the
 same data and token budget, at several sizes and seeds, scores each on the same held-out text in bits per byte
-(eval_directions.py), and writes the comparison:
-$ python arrow.py                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~45 min on 2 cores
-$ python arrow.py --sizes=d12,d20,d26 --seeds=1 --workers=1       # the GPU configs, one run at a time
+(projects/backward/eval.py), and writes the comparison:
+$ python -m projects.backward.arrow                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~45 min on 2 cores
+$ python -m projects.backward.arrow --sizes=d12,d20,d26 --seeds=1 --workers=1       # the GPU configs, one run at a time
 -> arrow/results.md (the table), arrow/results.json, arrow/per_position.png (the gap by context position).
 Runs already finished in arrow/ are reused, so an interrupted study picks up where it stopped.
 """
@@ -12,12 +12,11 @@ Runs already finished in arrow/ are reused, so an interrupted study picks up whe
 import os
 import sys
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import configure, die, mean_std
+from common import configure, die, launch, mean_std
 
 # -----------------------------------------------------------------------------
 sizes = 'small,medium'  # names in SIZES
@@ -27,7 +26,6 @@ workers: '[1, inf)' = 2  # runs at a time; on CPU each gets one thread
 eval_tokens: '[1, inf)' = 100_000  # held-out tokens scored per reading direction
 out = 'arrow'  # where the runs and the results go
 # -----------------------------------------------------------------------------
-HERE = os.path.dirname(os.path.abspath(__file__))
 # size -> its config and overrides: two CPU sizes, and the source's GPU depths (n_embd = 64 x depth, heads of 128)
 SIZES = {'small': ('arrow_small.py', []), 'medium': ('arrow_medium.py', []),
          **{f'd{d}': ('arrow_gpu.py', [f'--n_layer={d}', f'--n_head={d // 2}', f'--n_embd={64 * d}']) for d in (12, 20, 26)}}
@@ -46,12 +44,11 @@ def train_and_evaluate(job):
         log = open(os.path.join(out, f'{size}-{way}-s{seed}.log'), 'w')
         overwrite = ['--overwrite=True'] if os.path.isdir(d) else []  # an unfinished run starts again
         config, overrides = SIZES[size]
-        for cmd in ([sys.executable, os.path.join(HERE, 'train.py'), os.path.join(HERE, 'config', config), *overrides,
-                     f'--direction={way}', f'--seed={seed}', f'--out_dir={d}', '--threads=1', *overwrite],
-                    [sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={d}', '--tasks=loss',
-                     f'--eval_tokens={eval_tokens}', '--threads=1']):
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
-                die(f"{' '.join(cmd[1:3])} failed for {d}: see {log.name}")
+        for cmd in (['train.py', f'config/{config}', *overrides, f'--direction={way}', f'--seed={seed}', f'--out_dir={d}',
+                     '--threads=1', *overwrite],
+                    ['projects.backward.eval', f'--out_dir={d}', '--tasks=loss', f'--eval_tokens={eval_tokens}', '--threads=1']):
+            if launch(*cmd, log=log):
+                die(f"{' '.join(cmd[:2])} failed for {d}: see {log.name}")
         print(f"done: {d}", flush=True)
     with open(summary) as f:
         return json.load(f)

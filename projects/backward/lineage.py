@@ -1,28 +1,27 @@
 """
 Run a lineage of training phases (base -> mid -> sft -> rl, or any part of it) as experiments, each phase a run of
 train.py started from the one before (init_from) and inheriting its direction:
-$ python experiment.py --phases=base,mid,sft --direction=backward --name=bw
+$ python -m projects.backward.lineage --phases=base,mid,sft --direction=backward --name=bw
    -> experiments/bw-base, experiments/bw-mid (parent: bw-base), experiments/bw-sft (parent: bw-mid)
 A recipe is the set of phase configs, config/<recipe>_<phase>.py: 'lineage' (chitchat) or 'arith', the RL task's
-(a char model that learns arithmetic word problems in sft, then improves by RL; rl.py measures it):
-$ python experiment.py --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
+(a char model that learns arithmetic word problems in sft, then improves by RL; projects/rl/eval.py measures it):
+$ python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
 Branch from any earlier experiment, e.g. a second sft from the same mid with another learning rate:
-$ python experiment.py --phases=sft --parent=experiments/bw-mid --name=bw-lowlr --learning_rate=2e-4
-Write one experiment's report again: python experiment.py --report=experiments/bw-sft
-Every argument that is not experiment.py's own goes to train.py for every phase (python train.py --help).
+$ python -m projects.backward.lineage --phases=sft --parent=experiments/bw-mid --name=bw-lowlr --learning_rate=2e-4
+Write one experiment's report again: python -m projects.backward.lineage --report=experiments/bw-sft
+Every argument that is not projects/backward/lineage.py's own goes to train.py for every phase (python train.py --help).
 
 An experiment directory holds train.py's run (ckpt.pt, meta.json, log.jsonl, <phase>.h5), config.json (the
 config the phase trained with), parent_link.json (the parent's path and the sha256 of the checkpoint it
-started from), evaluations/ (eval_directions.py) and RESEARCH_REPORT.md (config, lineage, curves, evaluations).
+started from), evaluations/ (projects/backward/eval.py) and RESEARCH_REPORT.md (config, lineage, curves, evaluations).
 """
 
 import os
 import sys
 import json
 import hashlib
-import subprocess
 
-from common import configure, die, load_checkpoint, make_hint
+from common import REPO, command, configure, die, launch, load_checkpoint, make_hint
 
 # -----------------------------------------------------------------------------
 phases = 'base,mid,sft'  # comma-separated, run in order, each from the one before
@@ -31,19 +30,18 @@ name = ''  # experiments/<name>-<phase>; default: the direction
 parent = ''  # an experiment (or any run) the first phase starts from; '' starts base from scratch
 direction = 'forward'  # 'forward' | 'backward' | 'bidirectional': the first phase's, when it has no parent
 nproc: '[1, inf)' = 1  # processes per phase: > 1 runs train.py under torchrun
-evaluate = True  # run eval_directions.py on every phase (of a recipe it applies to: EVALUATE below)
+evaluate = True  # run projects/backward/eval.py on every phase (of a recipe it applies to: EVALUATE below)
 report = ''  # only write this experiment's RESEARCH_REPORT.md again
 # -----------------------------------------------------------------------------
 PHASES = ('base', 'mid', 'sft', 'rl')
-# what measures a recipe's phases beyond their losses: eval_directions.py's tasks are chitchat's (next-turn), so only
-# the lineage's chitchat models run it; the arith recipe's runs are measured by rl.py (pass@1, pass@k)
+# what measures a recipe's phases beyond their losses: projects/backward/eval.py's tasks are chitchat's (next-turn), so only
+# the lineage's chitchat models run it; the arith recipe's runs are measured by projects/rl/eval.py (pass@1, pass@k)
 EVALUATE = {'lineage': True, 'arith': False}
-HERE = os.path.dirname(os.path.abspath(__file__))
 OWN = ('--phases=', '--recipe=', '--name=', '--parent=', '--direction=', '--nproc=', '--evaluate=', '--report=', '-h', '--help')
 
 
 def phase_config(phase):
-    return os.path.join(HERE, 'config', f'{recipe}_{phase}.py')
+    return os.path.join(REPO, 'config', f'{recipe}_{phase}.py')
 
 
 def sha256(path):
@@ -70,8 +68,9 @@ def write_report(run):
     ckpt = load_checkpoint(run)
     chain = lineage(run)
     runs = [r for r in reversed(chain) if os.path.isfile(os.path.join(r, 'log.jsonl'))]
-    subprocess.run([sys.executable, os.path.join(HERE, 'plot.py'), *runs, f"--out={os.path.join(run, 'curves.png')}"],
-                   check=True, stdout=subprocess.DEVNULL)
+    with open(os.devnull, 'w') as quiet:
+        if launch('plot.py', *runs, f"--out={os.path.join(run, 'curves.png')}", log=quiet):
+            die(f"plotting {run}'s curves failed: python plot.py {' '.join(runs)} says why")
     lines = [f"# Research report: {os.path.basename(os.path.normpath(run))}", '',
              f"- model: {ckpt['model_kind']}, direction **{ckpt['direction']}**, {ckpt['iter_num']} iterations, "
              f"best val loss {ckpt['best_val_loss']:.4f}",
@@ -98,13 +97,10 @@ def run_phase(phase, out_dir, parent, direction, train_args):
     """Train one phase with train.py (under torchrun for nproc > 1), then record its config and parent link.
     direction is passed only where asked for: a phase with a parent inherits the parent's."""
     parent_hash = sha256(os.path.join(parent, 'ckpt.pt')) if parent else None  # what this phase started from
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}']
-    cmd = [*launcher, os.path.join(HERE, 'train.py'), phase_config(phase), f'--out_dir={out_dir}',
-           f'--hdf5_log={phase}.h5', f'--init_from={parent or "scratch"}', *train_args]
-    if direction:
-        cmd.append(f'--direction={direction}')  # train.py refuses one that conflicts with the parent's
-    print(' '.join(cmd), flush=True)
-    if subprocess.run(cmd).returncode:
+    args = [phase_config(phase), f'--out_dir={out_dir}', f'--hdf5_log={phase}.h5', f'--init_from={parent or "scratch"}',
+            *train_args] + ([f'--direction={direction}'] if direction else [])  # train.py refuses one that conflicts with the parent's
+    print(' '.join(command('train.py', *args, nproc=nproc)), flush=True)
+    if launch('train.py', *args, nproc=nproc):
         die(f"phase {phase} failed (train.py's message is above); the phases before it are kept in experiments/")
     ckpt = load_checkpoint(out_dir)
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
@@ -113,11 +109,10 @@ def run_phase(phase, out_dir, parent, direction, train_args):
         with open(os.path.join(out_dir, 'parent_link.json'), 'w') as f:
             json.dump({'parent': os.path.abspath(parent), 'parent_sha256': parent_hash}, f, indent=2)
     if evaluate and EVALUATE.get(recipe, True):
-        proc = subprocess.run([sys.executable, os.path.join(HERE, 'eval_directions.py'), f'--out_dir={out_dir}'])
-        if proc.returncode:
-            print(f"note: eval_directions.py failed on {out_dir}; the run itself is fine")
+        if launch('projects.backward.eval', f'--out_dir={out_dir}'):
+            print(f"note: projects/backward/eval.py failed on {out_dir}; the run itself is fine")
     elif evaluate and phase == 'rl':
-        print(f"note: measure it with python rl.py --runs={out_dir} (pass@1 and pass@k, beside its parent)")
+        print(f"note: measure it with python -m projects.rl.eval --runs={out_dir} (pass@1 and pass@k, beside its parent)")
     write_report(out_dir)
 
 

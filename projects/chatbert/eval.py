@@ -2,12 +2,12 @@
 ChatBERT's results table (README "ChatBERT"): every approach on one held-out test set, the table the source's paper
 left blank. Rows: BM25 retrieval (no model), the GPT baseline, ChatBERT-ED, ChatBERT-RA, ChatBERT-IMR at several
 refinement step counts, and FIB (the IMR model filling templates made from the test replies).
-$ python chatbert.py        # -> chatbert_results.md, .json, .png (~10 min on 2 CPU cores)
+$ python -m projects.chatbert.eval        # -> chatbert_results.md, .json, .png (~10 min on 2 CPU cores)
 The test set: held-out (history, reply) pairs of chitchat's val conversations (the split every run trained
 without), one per conversation, the reply short enough for every model to score whole (response_len - 1 tokens).
 Every generating row replies greedily (temperature 0), so the table is reproducible.
 Train the runs first: python train.py config/chatbert_{gpt,ed,ra,imr}.py
-Mine FIB templates from the training replies: python chatbert.py --templates=20
+Mine FIB templates from the training replies: python -m projects.chatbert.eval --templates=20
 """
 
 import json

@@ -1,7 +1,7 @@
 """
 Evaluate forward, backward and bidirectional LMs on the same held-out text, in both reading directions:
-$ python eval_directions.py --out_dir=out-fw
-$ python eval_directions.py --out_dir=out-fw,out-bw --tasks=loss          # several: one direction-transfer table
+$ python -m projects.backward.eval --out_dir=out-fw
+$ python -m projects.backward.eval --out_dir=out-fw,out-bw --tasks=loss          # several: one direction-transfer table
 1. loss: bits per byte on the held-out text read forward and read backward (each document reversed, BOS first),
    and the mean NLL per context position bucket (the "arrow of time" gap).
 2. next_turn: which of 4 turns comes next in a held-out chitchat conversation (3 distractors by the same role,

@@ -2,9 +2,9 @@
 TurnGPT's evaluation (README "TurnGPT"). One run: the honest compression figures, semantic arithmetic in turn
 space at init and after training, the conversation metrics on held-out conversations (convmetrics.py), a turn-
 vector heatmap and a dashboard PNG:
-$ python turngpt.py --out_dir=out-turngpt            # -> out-turngpt/turngpt.json, turn_heatmap.png, dashboard.png
+$ python -m projects.turngpt.eval --out_dir=out-turngpt            # -> out-turngpt/turngpt.json, turn_heatmap.png, dashboard.png
 The A/B the source planned, each arm trained by train.py at the same token budget, several seeds, then measured:
-$ python turngpt.py --ab=True                        # -> ab-turngpt/results.md, results.json (~25 min on 2 cores)
+$ python -m projects.turngpt.eval --ab=True                        # -> ab-turngpt/results.md, results.json (~25 min on 2 cores)
 Arms differ from the full recipe (config/turngpt.py) in one thing each: the simple one-phase recipe, random init,
 E=8, dense embeddings, no speaker embeddings. Runs already finished in ab-turngpt/ are reused.
 """
@@ -12,14 +12,12 @@ E=8, dense embeddings, no speaker embeddings. Runs already finished in ab-turngp
 import os
 import sys
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, read_config_file, read_log
+from common import REPO, configure, die, launch, mean_std, setup_device, load_checkpoint, build_model, read_config_file, read_log
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -36,8 +34,7 @@ ab_scale: '(0, 1]' = 0.25  # the share of each recipe's iterations the A/B train
 ab_dir = 'ab-turngpt'
 workers: '[1, inf)' = 2  # A/B runs at a time; each gets one thread
 # -----------------------------------------------------------------------------
-HERE = os.path.dirname(os.path.abspath(__file__))
-FULL, SIMPLE = os.path.join(HERE, 'config', 'turngpt.py'), os.path.join(HERE, 'config', 'turngpt_simple.py')
+FULL, SIMPLE = os.path.join(REPO, 'config', 'turngpt.py'), os.path.join(REPO, 'config', 'turngpt_simple.py')
 # arm -> (config, overrides): the full recipe, and one change each
 ARMS = {
     'full (curriculum, semantic, E=32, speakers)': (FULL, []),
@@ -144,11 +141,11 @@ def train_and_evaluate(job):
     if not os.path.isfile(result):
         config, overrides = ARMS[arm]
         log = open(d + '.log', 'w')
-        for cmd in ([sys.executable, os.path.join(HERE, 'train.py'), config, *scaled(config), *overrides, f'--seed={s}',
-                     f'--out_dir={d}', '--threads=1', '--hdf5_log=', '--overwrite=True'],
-                    [sys.executable, os.path.abspath(__file__), f'--out_dir={d}', '--threads=1', f'--n_pairs={n_pairs}']):
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'}).returncode:
-                die(f"{os.path.basename(cmd[1])} failed for {d}: see {log.name}")
+        for cmd in (['train.py', config, *scaled(config), *overrides, f'--seed={s}', f'--out_dir={d}', '--threads=1',
+                     '--hdf5_log=', '--overwrite=True'],
+                    ['projects.turngpt.eval', f'--out_dir={d}', '--threads=1', f'--n_pairs={n_pairs}']):
+            if launch(*cmd, log=log, threads=1):
+                die(f"{cmd[0]} failed for {d}: see {log.name}")
     with open(result) as f:
         return arm, s, json.load(f)
 

@@ -1,10 +1,10 @@
 """
 The BERT approximator's evaluation (README "Approximator"): how well, and how fast, a student approximates its
 teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
-$ python approximator.py                      # quality on the held-out messages, failure cases -> approximator_results.*
-$ python approximator.py --ablations=True     # trains every ablation run through train.py, then tables them all
-$ python embed.py bench                       # speed and quality, one run -> bench/approximator.json, .md
-$ python approximator.py --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
+$ python -m projects.approximator.eval                      # quality on the held-out messages, failure cases -> approximator_results.*
+$ python -m projects.approximator.eval --ablations=True     # trains every ablation run through train.py, then tables them all
+$ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> bench/approximator.json, .md
+$ python -m projects.approximator.eval --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
 Quality, on held-out (test) chitchat messages, against the teacher:
   spearman: Spearman's correlation of the model's pairwise cosines with the teacher's, over every pair of
             n_sentences messages (what a similarity search ranks by);
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 import teacher as teachers
-from common import configure, die, load_checkpoint, mean_std
+from common import REPO, configure, die, launch, load_checkpoint, mean_std
+from projects.approximator.embedder import student_encoder
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-approximator'  # the student to evaluate
@@ -35,6 +36,8 @@ n_sentences: '[10, inf)' = 2000  # messages whose pairwise similarities are comp
 n_queries: '[10, inf)' = 1000
 n_candidates: '[100, inf)' = 10000
 n_worst: '[0, inf)' = 10  # the worst-approximated messages to show
+bench = False  # speed and quality of every encoder, one run -> bench/approximator.json, .md, .png
+bench_repeats: '[1, inf)' = 3  # bench: the best of this many timings
 ablations = False  # train the ablation runs (out-ablate-*) where missing, then table them
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
@@ -218,12 +221,6 @@ def model2vec_encoder(name):
     return lambda texts, batch=64: unit(np.asarray(m.encode(list(texts), batch_size=max(batch, 1)), dtype=np.float32))
 
 
-def student_encoder(path, quantize=False):
-    from embed import Embedder
-    emb = Embedder(load_checkpoint(path), quantize=quantize, cache_size=0)  # no cache: timings are of real work
-    return lambda texts, batch=64: emb.embed(texts, batch), emb
-
-
 def data_dir_of(path):
     return os.path.join('data', dataset or load_checkpoint(path)['config']['dataset'])
 
@@ -232,14 +229,14 @@ def peak_memory_mb(setup):
     """Peak resident memory (MB) of a fresh Python process that runs `setup` (source code) and embeds 1,000 messages."""
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's
     code = f"{setup}\nprint(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)"
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': REPO})
     if r.returncode:
         raise SystemExit(f"the memory probe failed: {r.stderr.strip().splitlines()[-1]}")
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def bench(path, n, repeats):
-    """embed.py bench: every encoder's speed and quality, in one run -> bench/approximator.json and .md."""
+def run_bench(path, n, repeats):
+    """--bench=True (or embed bench): every encoder's speed and quality, in one run -> bench/approximator.json and .md."""
     ckpt = load_checkpoint(path)
     name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(path)
     texts = [t for t, _, _ in held_out(data_dir)][:n]
@@ -260,7 +257,7 @@ def bench(path, n, repeats):
     # the deployed student is the int8 one: its speed and its quality are reported together
     tok_per_s = sentences_per_s(lambda t, b=64: emb.tok.encode_batch(t), texts, 64, repeats)  # tokenization alone
     setup = {'teacher': f"import teacher as t; m = t.load({name!r}); t.embed(m, {texts[:1000]!r})",
-             'student': f"import approximator as a; e, _ = a.student_encoder({path!r}, True); e({texts[:1000]!r})"}
+             'student': f"from projects.approximator.embedder import student_encoder as s; e, _ = s({path!r}, True); e({texts[:1000]!r})"}
     saved = io.BytesIO()  # what inference holds: the tables and rho, as torch.save writes them
     torch.save({'tables': student8_emb.model._sums or student8_emb.model._tables, 'rho': student8_emb.model.rho.state_dict()}, saved)
     t, s, s32, t8 = rows['teacher'], rows['student_int8'], rows['student'], rows['teacher_onnx_int8']
@@ -356,15 +353,17 @@ def ablation_runs():
         if not os.path.isfile(os.path.join('data', data, 'train_ids.npy')):
             args = PREPARE.get(data, [])
             print(f"-- preparing data/{data}")
-            subprocess.run([sys.executable, '-m', 'prepare.approximator', f'--out=data/{data}', *args], check=True)
+            if launch('prepare.approximator', f'--out=data/{data}', *args):
+                die(f"preparing data/{data} failed (its message is above)")
         runs[name] = []
         for s in seeds:
             run = f"out-ablate-{slug}-{s}"
             if not os.path.isfile(os.path.join(run, 'ckpt.pt')):
                 print(f"-- training {run}")
-                subprocess.run([sys.executable, 'train.py', 'config/approximator.py', f'--dataset={data}', f'--out_dir={run}',
-                                f'--max_iters={ablation_iters}', f'--seed={s}', '--patience=0', '--overwrite=True', *extra],
-                               check=True, stdout=subprocess.DEVNULL)
+                with open(run + '.log', 'w') as log:
+                    if launch('train.py', 'config/approximator.py', f'--dataset={data}', f'--out_dir={run}',
+                              f'--max_iters={ablation_iters}', f'--seed={s}', '--patience=0', '--overwrite=True', *extra, log=log):
+                        die(f"training {run} failed: see {run}.log")
             runs[name].append(run)
     return runs
 
@@ -399,6 +398,8 @@ def ablation_table(runs):
 
 def main():
     configure(globals(), sys.argv[1:])
+    if bench:
+        return run_bench(out_dir, n_sentences, bench_repeats)
     if ablations:
         md, found = ablation_table(ablation_runs())
         with open(out + '_ablations.md', 'w') as f:

@@ -1,8 +1,8 @@
 """
 vibejam's measurement (README "vibejam"): rewrites of the person's held-out text, on the three axes that
 style-transfer work reports, and the "Layer 2" path (another model's draft, rewritten in the person's style).
-$ python vibejam.py                    # -> vibejam_results.md/.json/.png (~10 min on 2 cores)
-$ python vibejam.py --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
+$ python -m projects.vibejam.eval                    # -> vibejam_results.md/.json/.png (~10 min on 2 cores)
+$ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
 Test text: the person's messages in chitchat's held-out conversations (held out of the style models, the fluency
 judge and the draft model alike), cut into pieces of a few consecutive messages (at most max_chars), each piece's
 draft made by prepare/vibejam.py's corrupt() with the default noise and a fixed seed. For each row:
