@@ -10,7 +10,7 @@ Semantic word categories and analogies for TurnGPT's per-token turn vectors (a (
   the raw parallelogram distance ||b - a + c - d||, in the table's own space.
 - heatmap: words x dimensions of a table, to look at.
 
-Coverage with data/chitchat's 4,096-token BPE (python semantic.py data/chitchat):
+Coverage with data/chitchat's 4,096-token BPE (python -m projects.turngpt.semantic_coverage data/chitchat):
   categories: 742 of 773 words are one token (96%); split='first' sets 769 rows (27 by a first piece, 4 whose
     first piece is taken, e.g. 'welcome' -> ' we'), split='skip' (the default) 742
   analogies: 84 of 89 usable, all 4 words one token (the 5 country:language ones are split words here), answers
