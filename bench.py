@@ -18,11 +18,10 @@ import time
 import shlex
 import resource
 import statistics
-import subprocess
 
 import torch
 
-from common import configure, die, setup_device, load_checkpoint, build_model, synchronize, read_log
+from common import command, configure, die, launch, setup_device, load_checkpoint, build_model, synchronize, read_log
 
 # -----------------------------------------------------------------------------
 bench_iters: '[0, inf)' = 100  # training iterations to time (quick, few evals); 0: the config's own max_iters and evals
@@ -52,13 +51,12 @@ def seconds_to(target, evals):
 
 def train(out_dir, extra):
     """Run train.py itself (so we time exactly what users run) and read what its log says."""
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'), *train_args, *extra, f'--out_dir={out_dir}', '--init_from=scratch',
-           '--overwrite=True', '--always_save_checkpoint=True']
+    args = [*train_args, *extra, f'--out_dir={out_dir}', '--init_from=scratch', '--overwrite=True', '--always_save_checkpoint=True']
     if bench_iters:
-        cmd += [f'--max_iters={bench_iters}', f'--eval_interval={bench_iters}', '--eval_iters=1',
-                f'--log_interval={max(1, bench_iters // 5)}']
-    print(' '.join(cmd), flush=True)
-    if subprocess.run(cmd).returncode:
+        args += [f'--max_iters={bench_iters}', f'--eval_interval={bench_iters}', '--eval_iters=1',
+                 f'--log_interval={max(1, bench_iters // 5)}']
+    print(' '.join(command('train.py', *args)), flush=True)
+    if launch('train.py', *args):
         die(f"train.py failed (its message is above); bench.py passes it every argument but --bench_*")
     rows = read_log(os.path.join(out_dir, 'log.jsonl'))
     steps = [r for r in rows if 'ms' in r][1:]  # the first interval holds the first eval and warmup
