@@ -1,8 +1,8 @@
 """
 The BERT approximator's evaluation (README "Approximator"): how well, and how fast, a student approximates its
 teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
-$ python -m projects.approximator.eval                      # quality on the held-out messages, failure cases -> approximator_results.*
-$ python -m projects.approximator.eval --ablations=True     # trains every ablation run through train.py, then tables them all
+$ python -m projects.approximator.eval                      # quality, failure cases -> projects/approximator/approximator_results.*
+$ python -m projects.approximator.eval --ablations=True     # trains every ablation run, then tables them -> ..._results_ablations.*
 $ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> bench/approximator.json, .md
 $ python -m projects.approximator.eval --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
 Quality, on held-out (test) chitchat messages, against the teacher:
@@ -42,7 +42,7 @@ ablations = False  # train the ablation runs (out-ablate-*) where missing, then 
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
 msmarco = False  # online: MS MARCO dev (queries, their relevant passages) instead of chitchat
-out = 'approximator_results'  # .md, .json
+out = 'projects/approximator/approximator_results'  # .md, .json (and _ablations.*): where its README reads them
 seed: '[0, 9.2e18]' = 0
 # -----------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 ChatBERT's results table (README "ChatBERT"): every approach on one held-out test set, the table the source's paper
 left blank. Rows: BM25 retrieval (no model), the GPT baseline, ChatBERT-ED, ChatBERT-RA, ChatBERT-IMR at several
 refinement step counts, and FIB (the IMR model filling templates made from the test replies).
-$ python -m projects.chatbert.eval        # -> chatbert_results.md, .json, .png (~10 min on 2 CPU cores)
+$ python -m projects.chatbert.eval        # -> projects/chatbert/chatbert_results.md, .json, .png (~10 min, 2 CPU cores)
 The test set: held-out (history, reply) pairs of chitchat's val conversations (the split every run trained
 without), one per conversation, the reply short enough for every model to score whole (response_len - 1 tokens).
 Every generating row replies greedily (temperature 0), so the table is reproducible.
@@ -38,7 +38,7 @@ keep_words: '[1, inf)' = 100  # a template keeps the training replies' most freq
 templates: '[0, inf)' = 0  # > 0: print this many of the most frequent reply templates and stop
 max_new_tokens: '[1, inf)' = 32
 seed: '[0, 9.2e18]' = 0
-out = 'chatbert_results'  # .md, .json, .png
+out = 'projects/chatbert/chatbert_results'  # .md, .json, .png: where the project's README reads them
 device = 'cpu'
 threads: '[0, inf)' = 0
 # -----------------------------------------------------------------------------

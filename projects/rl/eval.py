@@ -2,7 +2,7 @@
 The RL phase's measurement (projects/rl/README.md): RL runs against their parents (the SFT each started from):
 pass@1 (greedy) and pass@k (k samples at a temperature) on the test problems, per level and per reading direction (a
 bidirectional model both ways), the mean answer length, with runs of the same direction pooled as seeds
-(mean ± std); and the reward during RL, plotted. Writes rl_results.json, rl_results.md and rl_curves.png.
+(mean ± std); and the reward during RL, plotted. Writes projects/rl/rl_results.json, rl_results.md and rl_curves.png.
 $ python -m projects.rl.eval --runs=experiments/arith-fw-rl,experiments/arith-bw-rl
 """
 
@@ -21,7 +21,7 @@ per_level: '[1, inf)' = 100  # test problems per level
 k: '[1, inf)' = 8  # samples per problem for pass@k
 temperature: '(0, inf)' = 1.0  # for pass@k's samples
 max_new_tokens: '[1, inf)' = 64
-out = 'rl_results'  # out.json and out.md (and rl_curves.png beside them)
+out = 'projects/rl/rl_results'  # out.json and out.md (and rl_curves.png beside them), where the README reads them
 seed: '[0, 9.2e18]' = 1337
 threads: '[0, inf)' = 0
 # -----------------------------------------------------------------------------

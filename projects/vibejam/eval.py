@@ -1,7 +1,7 @@
 """
 vibejam's measurement (README "vibejam"): rewrites of the person's held-out text, on the three axes that
 style-transfer work reports, and the "Layer 2" path (another model's draft, rewritten in the person's style).
-$ python -m projects.vibejam.eval                    # -> vibejam_results.md/.json/.png (~10 min on 2 cores)
+$ python -m projects.vibejam.eval              # -> projects/vibejam/vibejam_results.md/.json/.png (~10 min on 2 cores)
 $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
 Test text: the person's messages in chitchat's held-out conversations (held out of the style models, the fluency
 judge and the draft model alike), cut into pieces of a few consecutive messages (at most max_chars), each piece's
@@ -40,7 +40,7 @@ seed: '[0, 9.2e18]' = 1337
 device = 'cpu'
 threads: '[0, inf)' = 0
 message = ''  # instead of the table: the draft model's reply to this message, and its rewrite by each rewrite run
-out = 'vibejam_results'  # -> .json, .md, .png
+out = 'projects/vibejam/vibejam_results'  # -> .json, .md, .png: where the project's README reads them
 # -----------------------------------------------------------------------------
 HELD_OUT = 0.05  # prepare.chitchat's val share: its val conversations are held out of every model here
 
