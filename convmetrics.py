@@ -4,7 +4,7 @@ so every model kind plugs in its own (scorer and replier wrap a model kind's sco
     score(history, replies) -> [(sum log-prob, n_tokens), ...]   how likely each reply is after history
     reply(history) -> text                                        the model's reply to history
 history is a list of (role, text) turns, oldest first; a reply is the next 'assistant' turn.
-    from prepare.chitchat import split_conversations
+    from prepare.common import split_conversations
     ps = pairs(split_conversations()[1], n=200, seed=0)
     evaluate(ps, score=scorer(model, tok), reply=replier(model, tok),
              teacher_model=teacher.load())  # {'response_ppl': ..., 'hits@1/20': ..., 'distinct_1': ..., ...}

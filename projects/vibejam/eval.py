@@ -65,8 +65,7 @@ def load(run):
 
 def test_pieces(n, seed):
     """[(original, draft)]: n pieces of the person's held-out messages and the draft corrupt() makes of each."""
-    from prepare.common import is_val
-    from prepare.vibejam import chitchat_documents, chunks, corrupt, NOISE
+    from prepare.common import NOISE, chitchat_documents, chunks, corrupt, is_val
     docs = chitchat_documents()
     held = [c for cid in sorted(docs) if is_val(cid, HELD_OUT) for c in chunks(docs[cid], max_chars) if len(c) <= max_chars]
     random.Random(seed).shuffle(held)
@@ -79,8 +78,7 @@ def sender_pieces():
     """{split: (texts, labels)}: chitchat pieces (max_chars), 1 the person's and 0 any other sender's, as many of
     each, from the training conversations ('train') and the held-out ones ('test')."""
     import chitchat_dataset
-    from prepare.common import is_val
-    from prepare.vibejam import SENDER, chunks
+    from prepare.common import SENDER, chunks, is_val
     pieces = {'train': ([], []), 'test': ([], [])}
     for cid, conv in chitchat_dataset.Dataset().items():
         by_sender = {}
@@ -181,7 +179,7 @@ def layer2_drafts(n):
     """[(history, draft)]: the draft model's greedy replies where the person speaks next in held-out conversations,
     each history the turns before; only drafts every rewrite run's tokenizer can encode are kept."""
     import convmetrics
-    from prepare.chitchat import split_conversations
+    from prepare.common import split_conversations
     model, tok, _ = load(draft_from)
     pairs = convmetrics.pairs(split_conversations(HELD_OUT)[1], 4 * n, seed)
     reply = convmetrics.replier(model, tok, max_new_tokens=24, temperature=0.8, top_k=50)
