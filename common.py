@@ -5,6 +5,7 @@ What train.py, sample.py, chat.py and bench.py share: the configurator, the devi
 import os
 import io
 import codecs
+import importlib
 import re
 import ast
 import sys
@@ -37,6 +38,21 @@ def print0(*args, **kwargs):
     """print on rank 0 only, so torchrun's N processes don't say everything N times"""
     if int(os.environ.get('RANK', 0)) == 0:
         print(*args, **kwargs)
+
+
+def need(module, requirements):
+    """import_module(module), for a package the core (requirements.txt) doesn't install; where it is missing, one
+    line naming the pip install that brings it: the project's own list when a project is run (python -m
+    projects.<name>.<script>), else `requirements`, the list of the feature that needs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        why = f"{e.name or module} is not installed"
+    except ImportError as e:  # installed but broken: a missing shared library, a version that doesn't fit
+        why = f"{module} can't be imported ({e})"
+    main = getattr(sys.modules['__main__'], '__spec__', None)
+    own = f"projects/{main.name.split('.')[1]}/requirements.txt" if main and main.name.startswith('projects.') else None
+    die(f"{why}: pip install -r {own if own and os.path.isfile(os.path.join(REPO, own)) else requirements}")
 
 
 def command(script, *args, nproc=1):

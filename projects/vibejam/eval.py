@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint
+from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint, need
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -102,6 +102,7 @@ def sender_pieces():
 def style_classifier():
     """A scikit-learn pipeline that tells the person's pieces (1) from other senders' (0), and its accuracy on the
     held-out conversations' pieces."""
+    need('sklearn', 'projects/vibejam/requirements.txt')  # one line if it isn't installed
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -133,6 +134,7 @@ def fluency(judge_model, judge_tok, texts, batch=64):
 def measure(texts, drafts, refs, clf, judge_pair):
     """One row's metrics of texts (a model's outputs) against the drafts they came from and the references (the
     originals, or None where there are none: Layer 2)."""
+    need('rapidfuzz', 'projects/vibejam/requirements.txt')
     from rapidfuzz.distance import Levenshtein
     import convmetrics
     row = {'style': float(np.mean(clf.predict(texts))), 'ppl': fluency(*judge_pair, texts),
