@@ -30,29 +30,28 @@ def parse(path):
         return ast.parse(f.read(), path)
 
 
+def import_names(tree, name):
+    """(dotted name, line) of every import in module `name`, lazy ones inside functions included; `from a import b`
+    gives a and a.b (b may be a module of package a)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:  # relative: from the module's own package
+                base = '.'.join(name.split('.')[:len(name.split('.')) - node.level] + ([base] if base else []))
+            yield base, node.lineno
+            yield from ((f"{base}.{a.name}", node.lineno) for a in node.names)
+
+
 def imported(tree, name, mods):
     """{module: line} of the repo modules a module imports anywhere in it, a package's __init__ included."""
     out = {}
-
-    def add(target, line):
+    for target, line in import_names(tree, name):
         parts = target.split('.')
         for i in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b and a.b.c
             if '.'.join(parts[:i]) in mods and '.'.join(parts[:i]) != name:
                 out.setdefault('.'.join(parts[:i]), line)
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                add(a.name, node.lineno)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ''
-            if node.level:  # relative: from the module's own package
-                pkg = name.split('.')[:len(name.split('.')) - node.level]
-                base = '.'.join(pkg + ([base] if base else []))
-            add(base, node.lineno)
-            for a in node.names:  # from package import module
-                if f"{base}.{a.name}" in mods:
-                    add(f"{base}.{a.name}", node.lineno)
     return out
 
 
@@ -108,9 +107,9 @@ def test_no_cycles():
 
 
 def test_root_does_not_import_projects():
-    mods, _, edges = graph()
-    bad = [f"{os.path.relpath(mods[m], REPO)}:{line} imports {n}" for m in sorted(edges)
-           if not m.startswith('projects.') for n, line in sorted(edges[m].items()) if n.startswith('projects')]
+    mods, trees, _ = graph()
+    bad = [f"{os.path.relpath(mods[m], REPO)}:{line} imports {n}" for m in sorted(trees) if not m.startswith('projects.')
+           for n, line in sorted(set(import_names(trees[m], m))) if n.split('.')[0] == 'projects']
     assert not bad, "only projects/ may import projects/:\n" + '\n'.join(bad)
 
 
@@ -138,8 +137,8 @@ def test_scripts_are_not_imported():
 def test_the_checks_see_what_they_check():
     """The parser finds a lazy import inside a function, a `from package import module`, and a main guard."""
     mods = {'a': '', 'pkg': '', 'pkg.b': '', 'c': ''}
-    tree = ast.parse("import os\ndef f():\n    import c\nfrom pkg import b\n")
-    assert imported(tree, 'a', mods) == {'c': 3, 'pkg': 4, 'pkg.b': 4}
+    tree = ast.parse("import os\ndef f():\n    import c\nfrom pkg import b\nfrom . import c\n")
+    assert imported(tree, 'pkg.a', mods) == {'c': 3, 'pkg': 4, 'pkg.b': 4}  # `from . import c` is pkg.c: none
     assert runs(ast.parse("'doc'\nimport os\nX = 1\ntry:\n    import y\nexcept ImportError:\n    y = None\n").body) == []
     assert runs(ast.parse("X = 1\nprint(X)\nif __name__ == '__main__':\n    pass\n").body) == [2, 3]
     assert {'common', 'prepare', 'prepare.common', 'projects.approximator.embedder'} <= set(modules())
