@@ -5,7 +5,7 @@ $ python -m projects.vibejam.eval                    # -> vibejam_results.md/.js
 $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
 Test text: the person's messages in chitchat's held-out conversations (held out of the style models, the fluency
 judge and the draft model alike), cut into pieces of a few consecutive messages (at most max_chars), each piece's
-draft made by prepare/vibejam.py's corrupt() with the default noise and a fixed seed. For each row:
+draft made by prepare/common.py's corrupt() with the default noise and a fixed seed. For each row:
   content  chrF (sacrebleu) of its texts against the originals; copy, the share left exactly as the draft; edit,
            the mean normalized Levenshtein distance from the draft (how much the model changed)
   style    the share a classifier (scikit-learn, character 1-4-grams) assigns to the person; it is trained on
