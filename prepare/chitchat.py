@@ -17,7 +17,6 @@ and, for TurnGPT's curriculum, short single turns as plain text, and the most en
        train has 1,954,327 tokens (58% of all: engaged conversations are long), val has 87,681 tokens
 """
 import argparse
-import os
 import time
 
 import numpy as np

@@ -141,7 +141,7 @@ if __name__ == '__main__':
     parser.add_argument('--max_chars', type=int, default=100, help="--pairs: a pair's text, in consecutive lines (a few "
                         "messages; 100 fits a draft and its rewrite in the char model's 256 and the BPE model's 128 tokens)")
     for k, v in NOISE.items():
-        parser.add_argument(f'--{k}', type=float, default=v, help=f"--pairs: the probability of this noise (corrupt())")
+        parser.add_argument(f'--{k}', type=float, default=v, help="--pairs: the probability of this noise (corrupt())")
     add_overwrite(parser)
     args = parser.parse_args()
     if not 0 < args.val_frac < 1:
