@@ -98,7 +98,7 @@ if __name__ == '__main__':
     *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
     torch.manual_seed(seed)
     if demo:
-        from prepare.chitchat import split_conversations
+        from prepare.common import split_conversations
         from retrieval import BM25Chat
         model, tok, way = BM25Chat(split_conversations()[0]), None, 'forward'
         print("chatting by BM25 retrieval over the training conversations (no model: the reply to the turn most like "

@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 
 import chat
-from common import configure, die, setup_device, load_checkpoint, build_model, cannot, make_hint
+from common import configure, die, setup_device, load_checkpoint, build_model, cannot, make_hint, need
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -122,6 +122,7 @@ def limit_body(app):
 def make_app(model, tok, ckpt, name, autocast=None):
     """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals.
     What is slow to make for the model (model.prepare_chat: ChatBERT-RA's response pool) is made here, at start."""
+    need('fastapi', 'requirements-web.txt')  # the server is not the core's: one line if it isn't installed
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -326,8 +327,7 @@ def read_events(lines):
 def run_load_test(app, clients, requests):
     """clients threads, each sending `requests` chat requests one after another to the app served on 127.0.0.1 (a
     free port); returns completed and failed counts and the latency percentiles (whole reply, first text)."""
-    import httpx
-    import uvicorn
+    httpx, uvicorn = need('httpx', 'requirements-web.txt'), need('uvicorn', 'requirements-web.txt')
     server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=0, log_level='warning'))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -385,6 +385,6 @@ if __name__ == '__main__':
         with open(os.path.join('bench', 'chat_web_load.json'), 'w') as f:
             json.dump({'out_dir': out_dir, 'max_new_tokens': max_new_tokens, **res}, f, indent=2)
         sys.exit()
-    import uvicorn
+    uvicorn = need('uvicorn', 'requirements-web.txt')
     print(f"serving {out_dir} ({ckpt['model_kind']}, {ARROWS[ckpt['direction']]} {ckpt['direction']}) on http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level='warning')

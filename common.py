@@ -4,6 +4,8 @@ What train.py, sample.py, chat.py and bench.py share: the configurator, the devi
 
 import os
 import io
+import codecs
+import importlib
 import re
 import ast
 import sys
@@ -21,8 +23,6 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from prepare.common import read_text_file  # the one check of a text file a user hands us
-
 REPO = os.path.dirname(os.path.abspath(__file__))  # the repo root, where train.py and config/ are
 
 # -----------------------------------------------------------------------------
@@ -38,6 +38,21 @@ def print0(*args, **kwargs):
     """print on rank 0 only, so torchrun's N processes don't say everything N times"""
     if int(os.environ.get('RANK', 0)) == 0:
         print(*args, **kwargs)
+
+
+def need(module, requirements):
+    """import_module(module), for a package the core (requirements.txt) doesn't install; where it is missing, one
+    line naming the pip install that brings it: the project's own list when a project is run (python -m
+    projects.<name>.<script>), else `requirements`, the list of the feature that needs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        why = f"{e.name or module} is not installed"
+    except ImportError as e:  # installed but broken: a missing shared library, a version that doesn't fit
+        why = f"{module} can't be imported ({e})"
+    main = getattr(sys.modules['__main__'], '__spec__', None)
+    own = f"projects/{main.name.split('.')[1]}/requirements.txt" if main and main.name.startswith('projects.') else None
+    die(f"{why}: pip install -r {own if own and os.path.isfile(os.path.join(REPO, own)) else requirements}")
 
 
 def command(script, *args, nproc=1):
@@ -621,6 +636,55 @@ def not_a_file(path):
     if not os.path.exists(path) or os.path.isfile(path):
         return None
     return 'folder' if os.path.isdir(path) else 'device or pipe'
+
+
+# -----------------------------------------------------------------------------
+# text files: every text a user hands a script (a config file, sample.py's FILE:, prepare.text, prepare.vibejam's
+# folder, projects/approximator/embed.py's file) is read and checked here, once, the same way
+
+
+def read_text_file(path, name=None, need_text=True):
+    """The text of a local file; name (default: path) is how messages call it. A missing or unreadable file, one
+    that isn't a regular file (a directory, /dev/zero, a pipe: never read, so never hung on), a binary file (a NUL
+    byte), bytes that aren't UTF-8 and, with need_text, a file with no text in it each stop with one line that
+    names the file and, for a bad byte, where it is."""
+    name = name or path
+    if not os.path.exists(path):
+        raise SystemExit(f"{name}: no such file")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{name}: not a regular file (a directory, a device or a pipe); pass a text file")
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(1 << 16)
+            if b'\0' in head:  # a binary file stops here, however large (a 100 GB disk image is not read whole):
+                text_of(head, name)  # says where its first NUL byte is
+            return text_of(head + f.read(), name, need_text)
+    except OSError as e:
+        raise SystemExit(f"{name}: can't read it ({e.strerror or e})") from None
+
+
+def text_of(data, name, need_text=True):
+    """bytes as text, or one line: a NUL byte (a binary file) or bytes that aren't UTF-8, by line and byte; with
+    need_text, no text at all. A UTF-8 byte-order mark is dropped and line ends become '\n', as open() does."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # what Windows calls "Unicode"
+        raise SystemExit(f"{name}: UTF-16 text, not UTF-8; save it as UTF-8")
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows' mark of UTF-8: not text
+    if (nul := data.find(b'\0')) >= 0:
+        raise SystemExit(f"{name}: a binary file, not text (a NUL byte at {where(data, nul)}); pass a UTF-8 text file")
+    try:
+        text = data[bom:].decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"{name}: not UTF-8 text ({where(data, bom + e.start)}: 0x{data[bom + e.start]:02x}); "
+                         f"save it as UTF-8") from None
+    if need_text and not text.strip():
+        raise SystemExit(f"{name}: {'empty' if not text else 'only whitespace'}, no text in it; pass a file with text")
+    return text.replace('\r\n', '\n').replace('\r', '\n')
+
+
+def where(data, i):
+    """'line 3, byte 17' of position i in data, both counted from 1, the byte within its line (as an editor's column)."""
+    line, line_start = data.count(b'\n', 0, i) + 1, data.rfind(b'\n', 0, i) + 1
+    return f"line {line:,}, byte {i - line_start + 1:,}"
 
 
 def human_bytes(n):

@@ -4,7 +4,7 @@ so every model kind plugs in its own (scorer and replier wrap a model kind's sco
     score(history, replies) -> [(sum log-prob, n_tokens), ...]   how likely each reply is after history
     reply(history) -> text                                        the model's reply to history
 history is a list of (role, text) turns, oldest first; a reply is the next 'assistant' turn.
-    from prepare.chitchat import split_conversations
+    from prepare.common import split_conversations
     ps = pairs(split_conversations()[1], n=200, seed=0)
     evaluate(ps, score=scorer(model, tok), reply=replier(model, tok),
              teacher_model=teacher.load())  # {'response_ppl': ..., 'hits@1/20': ..., 'distinct_1': ..., ...}
@@ -15,11 +15,11 @@ import time
 from collections import Counter
 
 import torch
-from sacrebleu.metrics import BLEU, CHRF
 from tqdm import tqdm
 
 import teacher
 import chat
+from common import need
 
 # -----------------------------------------------------------------------------
 # held-out (history, reply) pairs
@@ -81,11 +81,15 @@ def repetition_rate(texts):
 
 def bleu2(hyps, refs):
     """Corpus BLEU with n-grams up to 2 (sacrebleu, its default 13a tokens), 0-100."""
+    need('sacrebleu', 'projects/chatbert/requirements.txt')  # not the core's: each project that scores replies lists it
+    from sacrebleu.metrics import BLEU
     return BLEU(max_ngram_order=2).corpus_score(list(hyps), [list(refs)]).score
 
 
 def chrf(hyps, refs):
     """Corpus chrF (sacrebleu: character 6-grams, beta 2), 0-100."""
+    need('sacrebleu', 'projects/chatbert/requirements.txt')  # as bleu2
+    from sacrebleu.metrics import CHRF
     return CHRF().corpus_score(list(hyps), [list(refs)]).score
 
 

@@ -248,7 +248,7 @@ class BagSource(Source):
 
     def init_model(self, model):
         """A new model's entries' vectors: the teacher's, from vocab.h5."""
-        from prepare.approximator import read_vocab
+        from prepare.common import read_vocab
         vectors = read_vocab(os.path.join(self.data_dir, 'vocab.h5'))[3]
         model.vectors[len(model.vectors) - len(vectors):] = torch.from_numpy(vectors)  # after the specials
 

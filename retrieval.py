@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import die
+from common import die, need
 from model import sample_next
 
 
@@ -26,7 +26,8 @@ class ResponsePool:
     @classmethod
     def of(cls, vectors, texts):
         """The pool of (N, C) float32 unit vectors and their N texts."""
-        import faiss
+        # not the core's: ChatBERT-RA's (the approximator's embed and eval name their own list)
+        faiss = need('faiss', 'projects/chatbert/requirements.txt')
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         return cls(index, list(texts))
@@ -34,7 +35,7 @@ class ResponsePool:
     @classmethod
     def load(cls, path):
         """(pool, stamp) saved at path.faiss/.json by save."""
-        import faiss
+        faiss = need('faiss', 'projects/chatbert/requirements.txt')
         with open(path + '.json') as f:
             saved = json.load(f)
         return cls(faiss.read_index(path + '.faiss'), saved['texts']), saved['stamp']
@@ -61,7 +62,7 @@ class ResponsePool:
 
     def save(self, path, stamp):
         """path.faiss and path.json (the texts and the stamp of the checkpoint that embedded them), each atomically."""
-        import faiss
+        faiss = need('faiss', 'projects/chatbert/requirements.txt')
         faiss.write_index(self.index, path + '.faiss.tmp')
         os.replace(path + '.faiss.tmp', path + '.faiss')
         with open(path + '.json.tmp', 'w') as f:
@@ -96,8 +97,8 @@ class BM25Chat:
     kind, direction = 'bm25', 'forward'
 
     def __init__(self, conversations):
-        import bm25s
-        self.bm25s = bm25s
+        # not the core's: ChatBERT's lexical baseline, and chat.py --demo's
+        self.bm25s = bm25s = need('bm25s', 'projects/chatbert/requirements.txt')
         queries, self.replies = [], []
         for turns in conversations:
             for (_, said), (_, answer) in zip(turns, turns[1:]):

@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from common import configure, die, print0, setup_device, load_checkpoint, build_model, synchronize, cannot
-from prepare.common import read_text_file
+from common import configure, die, print0, setup_device, load_checkpoint, build_model, synchronize, cannot, read_text_file
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt), or the path of a checkpoint file

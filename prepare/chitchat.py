@@ -17,27 +17,13 @@ and, for TurnGPT's curriculum, short single turns as plain text, and the most en
        train has 1,954,327 tokens (58% of all: engaged conversations are long), val has 87,681 tokens
 """
 import argparse
-import os
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import add_overwrite, check_out, dtype_for, is_val, reuse_tokenizer, write_dataset
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, split_conversations, write_dataset
 from tokenizer import render_conversation, train_bpe
-
-
-def split_conversations(val_frac=0.05):
-    """(train, val) lists of conversations, each a list of (role, text) turns, split by conversation (so no
-    val conversation is half-seen in training) with the same md5 rule every time. A turn is consecutive messages
-    by one sender, one line per message; the two senders alternate, and whoever opens plays the user."""
-    import chitchat_dataset
-    convs = {cid: [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
-                   for i, turn in enumerate(c['messages'])]
-             for cid, c in chitchat_dataset.Dataset().items()}
-    train = [turns for cid, turns in convs.items() if not is_val(cid, val_frac)]
-    val = [turns for cid, turns in convs.items() if is_val(cid, val_frac)]
-    return train, val
 
 
 def engagement(turns):

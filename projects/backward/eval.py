@@ -187,7 +187,7 @@ def task_items(task, tok, block_size, n, seed):
         if None in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')):
             return f"the {tok.kind} tokenizer has no <|bos|>, <|user|>, <|assistant|>: not a chat model"
         try:
-            from prepare.chitchat import split_conversations
+            from prepare.common import split_conversations
             return next_turn_items(split_conversations()[1], tok, block_size, n, seed)
         except ImportError:
             return "the chitchat-dataset package is not installed (pip install -r requirements.txt)"

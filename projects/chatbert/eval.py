@@ -23,7 +23,7 @@ import chat
 import convmetrics
 import teacher
 from common import build_model, configure, die, load_checkpoint, setup_device
-from prepare.chitchat import split_conversations
+from prepare.common import split_conversations
 from retrieval import BM25Chat
 from tokenizer import Tokenizer
 

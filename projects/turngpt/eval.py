@@ -58,7 +58,7 @@ def evaluate(run):
     import convmetrics
     import semantic
     import teacher
-    from prepare.chitchat import split_conversations
+    from prepare.common import split_conversations
     path = os.path.join(run, ckpt_name) if os.path.isfile(os.path.join(run, ckpt_name)) else run
     ckpt = load_checkpoint(path, device)
     model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])

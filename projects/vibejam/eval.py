@@ -5,7 +5,7 @@ $ python -m projects.vibejam.eval              # -> projects/vibejam/vibejam_res
 $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
 Test text: the person's messages in chitchat's held-out conversations (held out of the style models, the fluency
 judge and the draft model alike), cut into pieces of a few consecutive messages (at most max_chars), each piece's
-draft made by prepare/vibejam.py's corrupt() with the default noise and a fixed seed. For each row:
+draft made by prepare/common.py's corrupt() with the default noise and a fixed seed. For each row:
   content  chrF (sacrebleu) of its texts against the originals; copy, the share left exactly as the draft; edit,
            the mean normalized Levenshtein distance from the draft (how much the model changed)
   style    the share a classifier (scikit-learn, character 1-4-grams) assigns to the person; it is trained on
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint
+from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint, need
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -65,8 +65,7 @@ def load(run):
 
 def test_pieces(n, seed):
     """[(original, draft)]: n pieces of the person's held-out messages and the draft corrupt() makes of each."""
-    from prepare.common import is_val
-    from prepare.vibejam import chitchat_documents, chunks, corrupt, NOISE
+    from prepare.common import NOISE, chitchat_documents, chunks, corrupt, is_val
     docs = chitchat_documents()
     held = [c for cid in sorted(docs) if is_val(cid, HELD_OUT) for c in chunks(docs[cid], max_chars) if len(c) <= max_chars]
     random.Random(seed).shuffle(held)
@@ -79,8 +78,7 @@ def sender_pieces():
     """{split: (texts, labels)}: chitchat pieces (max_chars), 1 the person's and 0 any other sender's, as many of
     each, from the training conversations ('train') and the held-out ones ('test')."""
     import chitchat_dataset
-    from prepare.common import is_val
-    from prepare.vibejam import SENDER, chunks
+    from prepare.common import SENDER, chunks, is_val
     pieces = {'train': ([], []), 'test': ([], [])}
     for cid, conv in chitchat_dataset.Dataset().items():
         by_sender = {}
@@ -104,6 +102,7 @@ def sender_pieces():
 def style_classifier():
     """A scikit-learn pipeline that tells the person's pieces (1) from other senders' (0), and its accuracy on the
     held-out conversations' pieces."""
+    need('sklearn', 'projects/vibejam/requirements.txt')  # one line if it isn't installed
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -135,6 +134,7 @@ def fluency(judge_model, judge_tok, texts, batch=64):
 def measure(texts, drafts, refs, clf, judge_pair):
     """One row's metrics of texts (a model's outputs) against the drafts they came from and the references (the
     originals, or None where there are none: Layer 2)."""
+    need('rapidfuzz', 'projects/vibejam/requirements.txt')
     from rapidfuzz.distance import Levenshtein
     import convmetrics
     row = {'style': float(np.mean(clf.predict(texts))), 'ppl': fluency(*judge_pair, texts),
@@ -181,7 +181,7 @@ def layer2_drafts(n):
     """[(history, draft)]: the draft model's greedy replies where the person speaks next in held-out conversations,
     each history the turns before; only drafts every rewrite run's tokenizer can encode are kept."""
     import convmetrics
-    from prepare.chitchat import split_conversations
+    from prepare.common import split_conversations
     model, tok, _ = load(draft_from)
     pairs = convmetrics.pairs(split_conversations(HELD_OUT)[1], 4 * n, seed)
     reply = convmetrics.replier(model, tok, max_new_tokens=24, temperature=0.8, top_k=50)
