@@ -12,7 +12,7 @@ Train:   python train.py config/turngpt_gpu.py
 """
 
 import os
-exec(open(os.path.join(os.path.dirname(__file__), 'projects/turngpt/eval.py')).read())  # the recipe; sizes and lrs below
+exec(open(os.path.join(os.path.dirname(__file__), 'turngpt.py')).read())  # the recipe; sizes and lrs below
 
 out_dir = 'out-turngpt-gpu'
 n_layer = 8

@@ -9,7 +9,7 @@ Train:   python train.py config/turngpt_simple.py
 """
 
 import os
-exec(open(os.path.join(os.path.dirname(__file__), 'projects/turngpt/eval.py')).read())  # the full recipe's model; its curriculum replaced below
+exec(open(os.path.join(os.path.dirname(__file__), 'turngpt.py')).read())  # the full recipe's model; its curriculum replaced below
 
 out_dir = 'out-turngpt-simple'
 phases = {}
