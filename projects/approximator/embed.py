@@ -5,7 +5,7 @@ $ python -m projects.approximator.embed file --file=lines.txt --output=vectors.n
 $ python -m projects.approximator.embed index --file=lines.txt                              # a Faiss index of the lines, beside the run
 $ python -m projects.approximator.embed query --text="any plans for the weekend?" --k=5     # the index's nearest lines
 $ python -m projects.approximator.embed export --format=onnx                                # out_dir/approximator.onnx, checked by onnxruntime
-$ python -m projects.approximator.embed bench                                               # bench/approximator.json and .md
+$ python -m projects.approximator.embed bench                                               # projects/approximator/approximator_bench.json, .md, .png
 Add --quantize=True for dynamic int8 (rho's matmuls), --device=cuda for a GPU. Repeated texts come from an LRU cache.
 bench measures, in one run on this machine: the teacher (sentence-transformers, fp32), the teacher exported to ONNX
 and quantized to int8, model2vec distilled from the same teacher, and the student, fp32 and int8: sentences/s at

@@ -3,7 +3,7 @@ The BERT approximator's evaluation (README "Approximator"): how well, and how fa
 teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
 $ python -m projects.approximator.eval                      # quality, failure cases -> projects/approximator/approximator_results.*
 $ python -m projects.approximator.eval --ablations=True     # trains every ablation run, then tables them -> ..._results_ablations.*
-$ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> bench/approximator.json, .md
+$ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> approximator_bench.json, .md
 $ python -m projects.approximator.eval --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
 Quality, on held-out (test) chitchat messages, against the teacher:
   spearman: Spearman's correlation of the model's pairwise cosines with the teacher's, over every pair of
@@ -36,7 +36,8 @@ n_sentences: '[10, inf)' = 2000  # messages whose pairwise similarities are comp
 n_queries: '[10, inf)' = 1000
 n_candidates: '[100, inf)' = 10000
 n_worst: '[0, inf)' = 10  # the worst-approximated messages to show
-bench = False  # speed and quality of every encoder, one run -> bench/approximator.json, .md, .png
+bench = False  # speed and quality of every encoder, one run -> bench_out.json, .md, .png
+bench_out = 'projects/approximator/approximator_bench'  # the committed copies
 bench_repeats: '[1, inf)' = 3  # bench: the best of this many timings
 ablations = False  # train the ablation runs (out-ablate-*) where missing, then table them
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
@@ -238,7 +239,7 @@ def peak_memory_mb(setup):
 
 
 def run_bench(path, n, repeats):
-    """--bench=True (or embed bench): every encoder's speed and quality, in one run -> bench/approximator.json and .md."""
+    """--bench=True (or embed bench): every encoder's speed and quality, in one run -> bench_out.json, .md and .png."""
     ckpt = load_checkpoint(path)
     name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(path)
     texts = [t for t, _, _ in held_out(data_dir)][:n]
@@ -278,19 +279,18 @@ def run_bench(path, n, repeats):
               'peak_memory_mb': peak_memory_mb(setup['student']), 'teacher_peak_memory_mb': peak_memory_mb(setup['teacher']),
               'model_mb': saved.tell() / 2**20, 'threads': torch.get_num_threads(), 'sentences': len(texts),
               'checkpoint': path, 'rows': rows}
-    os.makedirs('bench', exist_ok=True)
-    with open('bench/approximator.json', 'w') as f:
+    with open(bench_out + '.json', 'w') as f:
         json.dump(result, f, indent=2)
     md = speed_table(rows) + (f"\n\nstudent (int8): {result['speedup_vs_teacher']:.0f}x the teacher, "
                               f"{result['speedup_vs_teacher_onnx_int8']:.0f}x its int8 ONNX (batch 64, tokenization "
                               f"included: {result['tokenization_share']:.0%} of the student's time); peak memory "
                               f"{result['peak_memory_mb']:.0f} MB (teacher {result['teacher_peak_memory_mb']:.0f} MB), "
                               f"model {result['model_mb']:.1f} MB; {result['threads']} threads\n")
-    with open('bench/approximator.md', 'w') as f:
+    with open(bench_out + '.md', 'w') as f:
         f.write(md)
-    plot_bench(rows, 'bench/approximator.png')
+    plot_bench(rows, bench_out + '.png')
     print(md)
-    print("wrote bench/approximator.json, .md and .png")
+    print(f"wrote {bench_out}.json, .md and .png")
 
 
 def plot_bench(rows, path):

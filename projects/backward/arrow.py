@@ -5,7 +5,7 @@ same data and token budget, at several sizes and seeds, scores each on the same 
 (projects/backward/eval.py), and writes the comparison:
 $ python -m projects.backward.arrow                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~45 min on 2 cores
 $ python -m projects.backward.arrow --sizes=d12,d20,d26 --seeds=1 --workers=1       # the GPU configs, one run at a time
--> arrow/results.md (the table), arrow/results.json, arrow/per_position.png (the gap by context position).
+-> projects/backward/arrow_results.md (the table), .json, arrow_per_position.png (the gap by context position).
 Runs already finished in arrow/ are reused, so an interrupted study picks up where it stopped.
 """
 
@@ -24,7 +24,8 @@ directions = 'forward,backward,bidirectional'
 seeds = '1,2,3'
 workers: '[1, inf)' = 2  # runs at a time; on CPU each gets one thread
 eval_tokens: '[1, inf)' = 100_000  # held-out tokens scored per reading direction
-out = 'arrow'  # where the runs and the results go
+out = 'arrow'  # where the runs go
+results = 'projects/backward/arrow_results'  # the table (.md, .json), and arrow_per_position.png beside it: the committed copies
 # -----------------------------------------------------------------------------
 # size -> its config and overrides: two CPU sizes, and the source's GPU depths (n_embd = 64 x depth, heads of 128)
 SIZES = {'small': ('arrow_small.py', []), 'medium': ('arrow_medium.py', []),
@@ -121,12 +122,13 @@ if __name__ == '__main__':
     os.makedirs(out, exist_ok=True)
     jobs = [(size, way, s) for size in size_list for s in seed_list for way in way_list]
     with ThreadPoolExecutor(workers) as pool:  # threads only wait on the subprocesses
-        results = dict(zip(jobs, pool.map(train_and_evaluate, jobs)))
-    table, numbers = aggregate(results, size_list, way_list, seed_list)
-    with open(os.path.join(out, 'results.md'), 'w') as f:
+        found = dict(zip(jobs, pool.map(train_and_evaluate, jobs)))
+    table, numbers = aggregate(found, size_list, way_list, seed_list)
+    with open(results + '.md', 'w') as f:
         f.write(table + '\n')
-    with open(os.path.join(out, 'results.json'), 'w') as f:
+    with open(results + '.json', 'w') as f:
         json.dump(numbers, f, indent=2)
-    plot_positions(results, os.path.join(out, 'per_position.png'), size_list, way_list, seed_list)
+    plot = os.path.join(os.path.dirname(results), 'arrow_per_position.png')
+    plot_positions(found, plot, size_list, way_list, seed_list)
     print(table)
-    print(f"wrote {out}/results.md, results.json and per_position.png")
+    print(f"wrote {results}.md, {results}.json and {plot}")

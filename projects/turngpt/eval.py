@@ -4,7 +4,7 @@ space at init and after training, the conversation metrics on held-out conversat
 vector heatmap and a dashboard PNG:
 $ python -m projects.turngpt.eval --out_dir=out-turngpt            # -> out-turngpt/turngpt.json, turn_heatmap.png, dashboard.png
 The A/B the source planned, each arm trained by train.py at the same token budget, several seeds, then measured:
-$ python -m projects.turngpt.eval --ab=True                        # -> ab-turngpt/results.md, results.json (~25 min on 2 cores)
+$ python -m projects.turngpt.eval --ab=True                        # -> projects/turngpt/turngpt_ab.md, .json (~25 min on 2 cores)
 Arms differ from the full recipe (config/turngpt.py) in one thing each: the simple one-phase recipe, random init,
 E=8, dense embeddings, no speaker embeddings. Runs already finished in ab-turngpt/ are reused.
 """
@@ -31,7 +31,8 @@ threads: '[0, inf)' = 0
 ab = False  # run the A/B instead
 ab_seeds = '1,2'
 ab_scale: '(0, 1]' = 0.25  # the share of each recipe's iterations the A/B trains (the same for every arm)
-ab_dir = 'ab-turngpt'
+ab_dir = 'ab-turngpt'  # the A/B's runs
+ab_results = 'projects/turngpt/turngpt_ab'  # its table (.md, .json): the committed copies
 workers: '[1, inf)' = 2  # A/B runs at a time; each gets one thread
 # -----------------------------------------------------------------------------
 FULL, SIMPLE = os.path.join(REPO, 'config', 'turngpt.py'), os.path.join(REPO, 'config', 'turngpt_simple.py')
@@ -181,9 +182,9 @@ if __name__ == '__main__':
     with ThreadPoolExecutor(workers) as pool:
         results = {(arm, s): r for arm, s, r in tqdm(pool.map(train_and_evaluate, jobs), total=len(jobs), desc='A/B runs')}
     table = ab_table(results, seeds)
-    with open(os.path.join(ab_dir, 'results.json'), 'w') as f:
+    with open(ab_results + '.json', 'w') as f:
         json.dump({f'{arm} / seed {s}': r for (arm, s), r in results.items()}, f, indent=2)
-    with open(os.path.join(ab_dir, 'results.md'), 'w') as f:
+    with open(ab_results + '.md', 'w') as f:
         f.write(f"TurnGPT A/B: {len(seeds)} seeds per arm (mean ± std), each at {ab_scale} of its recipe's iterations "
                 f"(the same tokens per arm), {n_pairs} held-out pairs.\n\n{table}\n")
     print(table)
