@@ -23,6 +23,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from model import GPT, GPTConfig
+from model_approximator import Approximator, ApproximatorConfig
+from model_chatbert import ChatBERTConfig, ChatBERTED, ChatBERTIMR, ChatBERTRA
+
 REPO = os.path.dirname(os.path.abspath(__file__))  # the repo root, where train.py and config/ are
 
 # -----------------------------------------------------------------------------
@@ -385,6 +389,22 @@ def load_checkpoint(path, device='cpu'):
     return ckpt
 
 
+# -----------------------------------------------------------------------------
+# model kinds by name, kind -> (config class, model class): a checkpoint records its kind, and every script builds it
+# from here (build_model). What each kind provides, so that train.py calls it without asking (GPT and Approximator
+# hold the defaults a kind doesn't override):
+#   forward(*batch) -> (logits, loss)   a batch as its source yields it (dataloader.SOURCES); loss None without targets
+#   describe() -> [line, ...]           what train.py prints about it at the start (default: nothing)
+#   EVAL_METRICS, eval_metrics(output, *batch) -> {name: float}   what train.py measures on val beyond the loss, the
+#                                       means logged as val_<name> (default: (), and no eval_metrics)
+#   can, usage                          what scripts may ask of it (NEEDS below), and the command that serves it
+#   get_num_params(), configure_optimizers(...), estimate_mfu(...), device()   the loop's bookkeeping
+# A model knows tensors: chatting with one (a conversation as ids, a reply as text) is engine.py's.
+
+MODELS = {'gpt': (GPTConfig, GPT), 'chatbert_ed': (ChatBERTConfig, ChatBERTED), 'chatbert_ra': (ChatBERTConfig, ChatBERTRA),
+          'chatbert_imr': (ChatBERTConfig, ChatBERTIMR), 'approximator': (ApproximatorConfig, Approximator)}
+
+
 # what a script can ask of a model kind (each kind's `can`, model.py), and how a refusal says it
 NEEDS = {'sample': "has no text to continue",
          'chat': "doesn't chat",
@@ -396,7 +416,6 @@ def cannot(ckpt, need, name):
     """Why the checkpoint's model kind can't do what a script needs (a key of NEEDS), in one line that names the kind
     and what it is for; '' if it can. Asked before the model or its tokenizer is built, which may fail on a kind
     the script doesn't know (an approximator's n-gram tokenizer is no chat tokenizer)."""
-    from model import MODELS
     model_cls = lookup(MODELS, ckpt['model_kind'], "the checkpoint's model_kind")[1]
     if need in model_cls.can:
         return ''
@@ -405,7 +424,6 @@ def cannot(ckpt, need, name):
 
 def build_model(ckpt):
     """The model a checkpoint describes, with its weights loaded; one line if the two don't fit."""
-    from model import MODELS
     config_cls, model_cls = lookup(MODELS, ckpt['model_kind'], "the checkpoint's model_kind")
     try:
         model = model_cls(config_cls(**ckpt['model_args']))

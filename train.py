@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from common import (configure, config_keys, set_key, lookup, die, print0, setup_device, peak_flops, peak_memory_mb,
                     save_checkpoint, write_meta, load_checkpoint, build_model, write_atomic, append_line, read_log,
                     check_writable, check_memory, why_failed, not_a_file)
-from model import MODELS
+from common import MODELS
 from dataloader import SOURCES, pick_dataset
 import h5log
 from chat import sample_replies

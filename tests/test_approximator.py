@@ -13,12 +13,12 @@ import torch
 
 import teacher
 from projects.approximator.eval import pair_spearman, quality, recall, retrieval_task, unit
-from common import load_checkpoint
+from common import MODELS, load_checkpoint
 from conftest import TOY_DIM, toy_embed, toy_splits
 from dataloader import SOURCES, BagSource
 from projects.approximator.embedder import Embedder, export
 from helpers import REPO, read_log, run, train, train_losses
-from model import MODELS, Approximator, ApproximatorConfig, spearman
+from model_approximator import Approximator, ApproximatorConfig, spearman
 from prepare.approximator import choose_entries, count_entries, teacher_text
 from prepare.common import read_vocab, write_vocab
 from retrieval import ResponsePool

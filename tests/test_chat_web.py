@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 import chat
 import chat_web
-from common import build_model, load_checkpoint
+from common import MODELS, build_model, load_checkpoint
 from helpers import run
-from model import GPT, GPTConfig, MODELS
+from model import GPT, GPTConfig
 from tokenizer import Tokenizer
 
 
@@ -157,7 +157,7 @@ def test_a_rewrite_model_gets_a_rewrite_box_and_no_chat(chat_tok, monkeypatch):
 
 
 def test_a_checkpoint_that_cannot_be_served_is_refused_in_one_line(char_run, chat_tok, tmp_path):
-    from model import Approximator, ApproximatorConfig
+    from model_approximator import Approximator, ApproximatorConfig
     student = Approximator(ApproximatorConfig(vocab_size=10, teacher_dim=8, n_embd=8, n_head=2))
     with pytest.raises(SystemExit, match="not supported by this checkpoint: tiny's model .approximator. doesn't chat; embed with it"):
         chat_web.make_app(student, chat_tok, ckpt_of('approximator'), 'tiny')

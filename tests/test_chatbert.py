@@ -10,7 +10,9 @@ import torch
 from conftest import CONVERSATIONS
 from dataloader import SOURCES
 from helpers import read_log, run, train
-from model import GPT, MODELS, ChatBERTIMR, GPTConfig, KVCache, parse_template, template_ids
+from common import MODELS
+from model import GPT, GPTConfig, KVCache
+from model_chatbert import ChatBERTIMR, parse_template, template_ids
 from prepare.chatbert import write_pairs
 from retrieval import BM25Chat, ResponsePool
 from tokenizer import render_context, render_response

@@ -79,7 +79,7 @@ def test_masked_pairs_never_mask_the_context_and_weigh_by_one_over_t(pairs_dir, 
 
 
 def imr(**kw):
-    from model import ChatBERTConfig, ChatBERTIMR
+    from model_chatbert import ChatBERTConfig, ChatBERTIMR
     torch.manual_seed(0)
     return ChatBERTIMR(ChatBERTConfig(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, causal=False,
                                       response_len=8, **kw))
@@ -108,7 +108,7 @@ def test_imr_refinement_commits_one_token_a_step_when_steps_equal_length(chat_to
 
 
 def test_an_imr_model_must_be_bidirectional(chat_tok):
-    from model import ChatBERTConfig, ChatBERTIMR
+    from model_chatbert import ChatBERTConfig, ChatBERTIMR
     args = dict(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=32, response_len=8, pad_id=chat_tok.special('<|pad|>'))
     with pytest.raises(ValueError, match='causal=False'):
         ChatBERTIMR(ChatBERTConfig(**args))  # causal defaults to True, as a GPT's does

@@ -1,0 +1,225 @@
+"""
+The BERT approximator: a sentence-transformer's sentence vector, approximated from a bag of vocabulary entries
+(words, n-grams, skip-grams: tokenizer.NgramTokenizer) whose vectors the teacher computed offline
+(prepare/approximator.py). DeepSets with attention pooling: phi maps each entry's vector alone, attention pools
+the bag (one learned query per head), rho maps the pool to the teacher's space. phi and the attention logits
+depend on the entry alone, so at inference both are looked up from tables made once (tables()): a sentence costs
+lookups, a softmax, a weighted sum and rho, not a transformer.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model import GPT
+
+
+@dataclass
+class ApproximatorConfig:
+    vocab_size: int = 30000    # entries, <|unk|> first
+    block_size: int = 1024     # entries of a bag that count; a longer bag is cut (512 words make 1,024 at most)
+    teacher_dim: int = 384     # the entries' vectors in and the sentence vector out: the teacher's width
+    n_embd: int = 512          # phi's width, and the pool's
+    n_layer: int = 2           # phi's layers
+    n_head: int = 4            # attention-pooling heads, each pooling its own slice of phi's output
+    pooling: str = 'attention'  # 'mean' | 'attention' | 'self_attention' (attention pooling after one self-attention layer)
+    entry_dim: int = 0         # > 0: each entry also gets a learned vector of this size, mapped into phi's output: what
+                               # it means inside a message beyond what the teacher saw in it alone (0: none)
+    dropout: float = 0.0
+    mse_weight: float = 1.0    # squared distance to the teacher's raw vector (a dot-product teacher's norm matters)
+    cos_weight: float = 1.0    # 1 - cosine to the teacher's vector
+    sim_weight: float = 0.0    # squared error of the batch's pairwise cosines against the teacher's (what Spearman ranks)
+    teacher: str = ''          # the teacher's name (teacher.py; '' is the packaged all-MiniLM-L6-v2), for consumers
+
+    def __post_init__(self):
+        if self.pooling not in ('mean', 'attention', 'self_attention'):
+            raise ValueError(f"pooling must be 'mean', 'attention' or 'self_attention', got {self.pooling!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+
+
+class BagSelfAttention(nn.Module):
+    """One pre-norm self-attention layer over a bag's elements, padding masked, no positions (a bag has no order)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.ln = nn.LayerNorm(config.n_embd)
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, x, keep):
+        B, N, C = x.shape
+        q, k, v = self.qkv(self.ln(x)).view(B, N, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        return x + self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+class Approximator(nn.Module):
+    can = ('embed',)  # it embeds text: nothing to sample or chat with
+    usage = "embed with it: python -m projects.approximator.embed text --out_dir={out_dir} --text='hi there' (projects/approximator/embed.py --help)"
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        # the teacher's vector of each entry: frozen, filled from vocab.h5 (dataloader.BagSource.init_model) or a checkpoint
+        self.register_buffer('vectors', torch.zeros(c.vocab_size, c.teacher_dim, dtype=torch.float16))
+        self.unk = nn.Parameter(torch.zeros(c.teacher_dim))   # <|unk|>'s vector (id 0), learned
+        self.sink = nn.Parameter(torch.zeros(c.teacher_dim))  # in every bag: an empty text has a vector, and
+                                                              # attention a place to put weight no entry deserves
+        widths = [c.teacher_dim] + [c.n_embd] * c.n_layer
+        self.phi = nn.Sequential(*[m for i in range(c.n_layer) for m in (nn.Linear(widths[i], widths[i + 1]), nn.GELU())])
+        if c.entry_dim:  # zero at the start: the student begins from the teacher's vectors alone
+            self.entry = nn.Embedding(c.vocab_size, c.entry_dim)
+            self.entry_map = nn.Linear(c.entry_dim, c.n_embd, bias=False)
+            nn.init.zeros_(self.entry.weight)
+        self.mix = BagSelfAttention(c) if c.pooling == 'self_attention' else None
+        self.query = nn.Linear(c.n_embd, c.n_head) if c.pooling != 'mean' else None  # one query per head: w . phi(e)
+        self.rho = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
+                                 nn.Linear(2 * c.n_embd, c.teacher_dim))
+        self._tables = self._sums = None  # phi and logits of every entry, for inference; made by tables(), dropped by train()
+
+    def get_num_params(self, non_embedding=True):
+        """The learned parameters: the entries' teacher vectors are a buffer, not learned; with non_embedding, the
+        learned entry vectors (entry_dim) aren't counted either (at inference they are folded into the tables)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.entry.weight.numel() if non_embedding and self.config.entry_dim else n
+
+    def describe(self):
+        c, n = self.config, sum(p.numel() for p in self.parameters())
+        return [f"approximator: {n:,} learned parameters" + (f" ({self.entry.weight.numel():,} of them entry vectors)"
+                if c.entry_dim else '') + f"; frozen: the teacher's {c.vocab_size:,} x {c.teacher_dim} entry vectors"]
+
+    def train(self, mode=True):
+        if mode:
+            self._tables = self._sums = None  # the weights are about to change (eval(), train(False), keeps them)
+        return super().train(mode)
+
+    def element_vectors(self, ids):
+        """(..., teacher_dim) float vectors of entry ids, <|unk|> learned."""
+        e = self.vectors[ids.clamp(min=0)].float()
+        return torch.where((ids == 0)[..., None], self.unk.to(e.dtype), e)
+
+    def phi_of(self, ids):
+        """phi of entries ids (n,), with their learned vectors if entry_dim."""
+        h = self.phi(self.element_vectors(ids))
+        return h + self.entry_map(self.entry(ids)) if self.config.entry_dim else h
+
+    def features(self, ids):
+        """phi of each element (B, N, n_embd), computed once per distinct entry of the batch (a batch of chat messages
+        repeats 'i', 'you', 'lol' hundreds of times), and of the sink (n_embd)."""
+        distinct, where = ids.clamp(min=0).unique(return_inverse=True)
+        return self.phi_of(distinct)[where.view(ids.shape)], self.phi(self.sink)  # view: ONNX's Unique gives it flat
+
+    def pool(self, h, logits, keep, sink_h, sink_logits):
+        """Attention pooling (B, n_embd) of elements h (B, N, n_embd) with logits (B, N, heads) over the kept ones and
+        the sink; heads pool their own slices of the width. Mean pooling when logits is None."""
+        B, N, C = h.shape
+        if logits is None:
+            k = keep[..., None].to(h.dtype)
+            return ((h * k).sum(1) + sink_h) / (k.sum(1) + 1)
+        H = logits.size(-1)
+        logits = torch.cat([sink_logits.expand(B, 1, H), logits.masked_fill(~keep[..., None], -math.inf)], dim=1)
+        values = torch.cat([sink_h.expand(B, 1, C), h], dim=1).view(B, N + 1, H, C // H)
+        return (logits.softmax(1)[..., None] * values).sum(1).view(B, C)
+
+    def embed(self, ids):
+        """(B, teacher_dim) sentence vectors of bags ids (B, N), -1 padding."""
+        ids = ids[:, :self.config.block_size]
+        keep = ids >= 0
+        if self._tables is not None:  # inference: phi and the logits are looked up, not computed
+            table, logit_table, sink_h, sink_logits = self._tables
+            h, logits = table[ids.clamp(min=0)], None if logit_table is None else logit_table[ids.clamp(min=0)]
+        else:
+            h, sink_h = self.features(ids)
+            if self.mix is not None:  # the sink takes part, as element 0
+                mixed = self.mix(torch.cat([sink_h.expand(h.size(0), 1, -1), h], dim=1), F.pad(keep, (1, 0), value=True))
+                sink_h, h = mixed[:, :1], mixed[:, 1:]
+            logits = None if self.query is None else self.query(h)
+            sink_logits = None if self.query is None else self.query(sink_h)
+        return self.rho(self.pool(h, logits, keep, sink_h, sink_logits))
+
+    @torch.no_grad()
+    def tables(self):
+        """Precompute phi and the attention logits of every entry (and the sink) for inference, and use them from now
+        on, until train() is called. Not for self_attention pooling, whose elements depend on each other."""
+        if self.mix is not None:
+            raise ValueError("self_attention pooling mixes the elements of a bag: phi can't be precomputed per entry")
+        h = torch.cat([self.phi_of(torch.arange(i, min(i + 8192, self.config.vocab_size), device=self.sink.device))
+                       for i in range(0, self.config.vocab_size, 8192)])
+        sink_h = self.phi(self.sink)
+        q = self.query
+        self._tables = (h, None if q is None else q(h), sink_h, None if q is None else q(sink_h))
+        self._sums = self.sum_tables(*self._tables)
+        return self._tables
+
+    @staticmethod
+    def sum_tables(h, logits, sink_h, sink_logits):
+        """Attention pooling as two sums: softmax(l) . h = sum(e^(l - top) h) / sum(e^(l - top)), so each entry's
+        e^(l - top) h and e^(l - top) can be tabled too, (V, n_embd + heads), and a bag pooled by one embedding_bag
+        sum, no padding (embed_flat). top is each head's largest logit, so nothing overflows; None if some logit is
+        so far below it (80) that float32 would round its weight to zero (then embed's padded path serves)."""
+        if logits is None:  # mean pooling: weight 1 for every element
+            logits, sink_logits = h.new_zeros(len(h), 1), sink_h.new_zeros(1)
+        top = torch.maximum(logits.max(0).values, sink_logits)
+        if (top - torch.minimum(logits.min(0).values, sink_logits)).max() > 80:
+            return None
+        H, w, sink_w = logits.size(-1), (logits - top).exp(), (sink_logits - top).exp()
+        weighted = lambda v, w: (v.view(*v.shape[:-1], H, -1) * w[..., None]).flatten(-2)
+        return torch.cat([weighted(h, w), w], -1), torch.cat([weighted(sink_h, sink_w), sink_w], -1)
+
+    def embed_flat(self, ids, offsets):
+        """(B, teacher_dim) sentence vectors of bags given flat, ids (n,) >= 0 and each bag's start in offsets (B,), from
+        the tables (tables(): attention or mean pooling); equal to embed's up to float rounding, without padding."""
+        table, sink = self._sums
+        s = F.embedding_bag(ids, table, offsets, mode='sum') + sink
+        C = self.config.n_embd
+        H = s.size(1) - C
+        return self.rho((s[:, :C].view(-1, H, C // H) / s[:, C:, None]).view(-1, C))
+
+    def forward(self, ids, target=None):
+        pred = self.embed(ids)
+        if target is None:
+            return pred, None
+        return pred, self.distill_loss(pred.float(), target.float())
+
+    def distill_loss(self, pred, target):
+        c = self.config
+        loss = c.mse_weight * (pred - target).pow(2).sum(-1).mean() + c.cos_weight * (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
+        if c.sim_weight:
+            s, t = (F.normalize(v, dim=-1) for v in (pred, target))
+            off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+            loss = loss + c.sim_weight * ((s @ s.t() - t @ t.t())[off]).pow(2).mean()
+        return loss
+
+    EVAL_METRICS = ('cosine', 'spearman')  # what eval_metrics measures; train.py logs their means as val_<name>
+
+    @torch.no_grad()
+    def eval_metrics(self, pred, ids, target):
+        """{name: value} of a val batch's predictions (forward's output on ids): the mean cosine to the teacher's
+        vectors, and the Spearman correlation of the batch's pairwise cosines with the teacher's."""
+        pred, target = pred.float(), target.float()
+        s, t = (F.normalize(v, dim=-1) for v in (pred, target))
+        upper = torch.triu_indices(len(s), len(s), 1, device=s.device)
+        pairs = lambda m: m[upper[0], upper[1]]
+        return {'cosine': F.cosine_similarity(pred, target, dim=-1).mean().item(),
+                'spearman': spearman(pairs(s @ s.t()), pairs(t @ t.t()))}
+
+    configure_optimizers = GPT.configure_optimizers  # AdamW with decayed matrices, as the GPT's
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
+        return None  # a bag isn't block_size tokens: flops per token mean nothing here
+
+    def device(self):
+        return self.sink.device
+
+
+def spearman(a, b):
+    """Spearman's rank correlation of two 1-D tensors: Pearson's of their ranks (ties broken by order)."""
+    ranks = lambda x: torch.empty_like(x).scatter_(0, x.argsort(), torch.arange(len(x), dtype=x.dtype, device=x.device))
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return (ra @ rb / (ra.norm() * rb.norm())).item()
