@@ -6,7 +6,7 @@ to fit the block. /clear forgets the history; /quit or /exit (or Ctrl-D) leaves.
 The model's direction comes from its checkpoint. A backward model is given the ending, your message, and
 writes the turn that came before it; the conversation grows back in time and is shown in reading order. A
 bidirectional model takes /forward and /backward to choose the direction of the next turns.
-Every model kind replies through its own reply_stream, and the checkpoint says which kind it is: a ChatBERT-IMR
+Every model kind replies through its own Chat (engine.py), and the checkpoint says which kind it is: a ChatBERT-IMR
 reply fills in from masks (/steps N, /template I think ___ is ___ for FIB), a ChatBERT-RA reply is retrieved (/top K
 shows the best candidates and their scores). No model yet? python chat.py --demo chats by BM25 retrieval.
 """
@@ -16,6 +16,7 @@ import sys
 import torch
 
 from common import configure, die, setup_device, load_checkpoint, build_model, cannot
+from engine import BM25Chat, cannot_chat, chat_for
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -28,58 +29,8 @@ seed: '[0, 9.2e18]' = 1337
 device = 'auto'  # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype: ('auto', 'float32', 'bfloat16', 'float16') = 'auto'
 threads: '[0, inf)' = 0  # CPU threads; 0: OMP_NUM_THREADS if set, else the cores idle at start
-demo = False  # chat with no model: BM25 retrieval over the training conversations (retrieval.BM25Chat)
+demo = False  # chat with no model: BM25 retrieval over the training conversations (engine.BM25Chat)
 # -----------------------------------------------------------------------------
-
-
-def reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device=None, backward=False,
-                 marker=False, **settings):
-    """Yield the assistant's reply to history [(role, text), ...] (oldest first) as it forms: the text so far, in
-    reading order. What the reply is, the model's kind says (its reply_stream): a GPT's grows token by token, a
-    masked-diffusion reply fills in. settings: what a kind takes beyond these (steps, template, ...). device is
-    the model's own; the argument stays for older callers."""
-    yield from model.reply_stream(tok, history, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, backward=backward, marker=marker, **settings)
-
-
-def reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, device=None, backward=False, marker=False, **settings):
-    """reply_stream's whole reply: its last text ('' if the model ends its turn at once)."""
-    text = ''
-    for text in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device, backward, marker, **settings):
-        pass
-    return text
-
-
-def cannot_chat(model, tok, ckpt, name):
-    """Why a checkpoint can't chat, in one line ('' if it can): chat.py and the web page ask the same question."""
-    if why := cannot(ckpt, 'chat', name):
-        return why
-    if tok.special('<|user|>') is None or tok.special('<|assistant|>') is None:
-        return (f"{name} was not trained on conversations (its tokenizer has no <|user|>/<|assistant|> tokens); "
-                f"use sample.py, or train config/quickstart.py")
-    formats = set(ckpt.get('formats') or [])  # what its lineage trained on (older checkpoints don't say)
-    if 'rewrite' in formats and not formats - {'text', 'rewrite'}:  # vibejam: a style model tuned to rewrite
-        return (f"{name} was tuned to rewrite drafts, never on conversations; rewrite with it: python sample.py "
-                f"--out_dir={name} --rewrite=\"...\"")
-    return ''
-
-
-@torch.no_grad()
-def sample_replies(model, tok, prompts, device, max_new_tokens=32):
-    """[(prompt, greedy reply)] for a model being trained (train.py's sample_prompts): each prompt is a user's
-    first message, or, for a tokenizer without chat tokens, the opening of a text."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for p in prompts:
-        if tok.special('<|user|>') is not None and tok.special('<|assistant|>') is not None:
-            text = reply(model, tok, [('user', p)], max_new_tokens, 0, None, None, device)
-        else:
-            x = torch.tensor([([tok.bos] if tok.bos is not None else []) + tok.encode(p)], device=device)
-            text = tok.decode(model.generate(x[:, -model.config.block_size:], max_new_tokens, temperature=0)[0, x.size(1):].tolist())
-        out.append((p, text))
-    model.train(was_training)
-    return out
 
 
 def show(old, new):
@@ -99,8 +50,7 @@ if __name__ == '__main__':
     torch.manual_seed(seed)
     if demo:
         from prepare.common import split_conversations
-        from retrieval import BM25Chat
-        model, tok, way = BM25Chat(split_conversations()[0]), None, 'forward'
+        bot, way = BM25Chat(split_conversations()[0]), 'forward'
         print("chatting by BM25 retrieval over the training conversations (no model: the reply to the turn most like "
               "yours). /top K, /clear, /quit")
     else:
@@ -108,12 +58,13 @@ if __name__ == '__main__':
         if why := cannot(ckpt, 'chat', out_dir):  # before its tokenizer is built: an approximator's is no chat tokenizer
             die(why)
         model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
-        if chat_refused := cannot_chat(model, tok, ckpt, out_dir):
+        if chat_refused := cannot_chat(tok, ckpt, out_dir):
             die(chat_refused)
-        model.prepare_chat(tok)  # e.g. ChatBERT-RA's response pool: made now, not in the middle of the first reply
+        bot = chat_for(model, tok, ckpt)
+        bot.prepare()  # e.g. ChatBERT-RA's response pool: made now, not in the middle of the first reply
         way = ckpt['direction']
         arrow = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}[way]
-        commands = ['/' + k for k in model.chat_settings] + (['/top K'] if hasattr(model, 'candidates') else [])
+        commands = ['/' + k for k in bot.settings] + (['/top K'] if 'candidates' in bot.features else [])
         print(f"chatting with {out_dir} ({ckpt['model_kind']}, {model.get_num_params() / 1e6:.1f}M parameters, {arrow} "
               f"{way}). /clear, /quit" + (", /forward, /backward" if way == 'bidirectional' else '')
               + ''.join(', ' + c for c in commands)
@@ -145,23 +96,23 @@ if __name__ == '__main__':
                 print(f"({e})")
             continue
         name, _, value = text[1:].partition(' ')
-        if text.startswith('/') and name in getattr(model, 'chat_settings', {}):
-            kind, _, what = model.chat_settings[name]
+        if text.startswith('/') and name in bot.settings:
+            kind, _, what = bot.settings[name]
             try:  # the kind's own check, the web's too: converted, in its bounds, a template that fits a reply
-                settings = model.chat_options(tok, {**settings, name: value.strip() or kind()})
+                settings = bot.options({**settings, name: value.strip() or kind()})
                 print(f"({name} = {settings[name]!r}: {what})")
             except ValueError as e:
                 print(f"(/{e})")  # each reason starts with the setting's name: (/steps must be in [0, 32], ...)
             continue
-        if text.startswith('/top') and hasattr(model, 'candidates'):
+        if text.startswith('/top') and 'candidates' in bot.features:
             k = int(value) if value.strip().isdigit() else 5
             answered = history[:-1] if history and history[-1][0] == 'assistant' else history  # what the last reply answered
-            for score, reply in model.candidates(tok, answered, k):
+            for score, reply in bot.candidates(answered, k):
                 print(f"  {score:7.3f}  {reply}")
             continue
-        if tok is not None:
+        if bot.tok is not None:  # BM25 has none
             try:
-                tok.encode(text)
+                bot.tok.encode(text)
             except ValueError as e:
                 print(f"({e}; say it another way)")
                 continue
@@ -172,8 +123,8 @@ if __name__ == '__main__':
         reply = ''
         try:
             with autocast:
-                for reply_so_far in reply_stream(model, tok, history, max_new_tokens, temperature, top_k, top_p, device,
-                                                 backward, marker, **settings):
+                for reply_so_far in bot.reply_stream(history, max_new_tokens, temperature, top_k, top_p, backward, marker,
+                                                     **settings):
                     if not backward:  # forward, the text changes as it forms: show it as it does
                         show(reply, reply_so_far)
                     reply = reply_so_far

@@ -13,13 +13,12 @@ Endpoints where nanochat's chat_web.py has them, and two more:
                           --max_seconds ends {"done": true, "note": why})
   POST /rewrite           {"draft": "..."} and the same sampling fields -> the rewrite, streamed the same way
   POST /candidates        {"messages": [...], "k": 5} -> {"candidates": [[score, text], ...]} (a retrieval model)
-The reply is chat.py's (chat.reply_stream: the same rendering, truncation and stopping, each kind's own
-reply_stream), and what the page offers comes from what the model provides (reply_stream, rewrite_stream,
-candidates, chat_settings), never from its kind's name. Messages are in reading order; backward, the newest message
+The reply is chat.py's (the kind's engine.Chat: the same rendering, truncation and stopping), and what the page
+offers comes from what that Chat declares (its features and settings), never from the kind's name. Messages are in reading order; backward, the newest message
 is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
 stops its generation at the next token.
 No request can hold the server: every field and setting is bounded before a reply starts (a 400 that says which and
-why; the kind's settings by its chat_options, as in chat.py), a body over --max_body_bytes is a 413 before it is read
+why; the kind's settings by its Chat's options, as in chat.py), a body over --max_body_bytes is a 413 before it is read
 whole (one still arriving after BODY_SECONDS a 408), a reply ends at --max_seconds with a note, and whatever a
 generation raises ends that reply with an error event (and one line in the server's log). What is slow to make for a
 model (ChatBERT-RA's response pool) is made at start, never under the lock.
@@ -37,8 +36,8 @@ from typing import Literal
 
 import torch
 
-import chat
 from common import configure, die, setup_device, load_checkpoint, build_model, cannot, make_hint, need
+from engine import cannot_chat, chat_for
 from tokenizer import Tokenizer, reading
 
 # -----------------------------------------------------------------------------
@@ -65,14 +64,14 @@ ARROWS = {'forward': '→', 'backward': '←', 'bidirectional': '↔'}
 BODY_SECONDS = 10  # a request body still arriving after this long is a 408: a slow sender holds its connection, no more
 
 
-def abilities(model, tok, ckpt, name):
-    """What the page can do with this checkpoint: chat (chat.py's test), rewrite (a lineage tuned on rewrite pairs),
-    list candidates (a retriever), and the kind's own chat settings. Dies if it can do none of them."""
-    why_not = chat.cannot_chat(model, tok, ckpt, name)
+def abilities(bot, name):
+    """What the page can do with this checkpoint (bot: its engine.Chat): chat (chat.py's test), rewrite (a lineage tuned
+    on rewrite pairs), list candidates (a retriever), and the kind's own chat settings. Dies if it can do none of them."""
+    why_not = cannot_chat(bot.tok, bot.ckpt, name)
     can = {'chat': not why_not,
-           'rewrite': hasattr(model, 'rewrite_stream') and 'rewrite' in (ckpt.get('formats') or []),
-           'candidates': not why_not and hasattr(model, 'candidates'),
-           'settings': {k: [t.__name__, what, rule] for k, (t, rule, what) in getattr(model, 'chat_settings', {}).items()}}
+           'rewrite': 'rewrite' in bot.features and 'rewrite' in (bot.ckpt.get('formats') or []),
+           'candidates': not why_not and 'candidates' in bot.features,
+           'settings': {k: [t.__name__, what, rule] for k, (t, rule, what) in bot.settings.items()}}
     if not (can['chat'] or can['rewrite']):
         die(f"not supported by this checkpoint: {why_not}")
     return can
@@ -119,9 +118,10 @@ def limit_body(app):
     return limited
 
 
-def make_app(model, tok, ckpt, name, autocast=None):
-    """The FastAPI app that serves one model. The settings it reads (limits, defaults) are this module's globals.
-    What is slow to make for the model (model.prepare_chat: ChatBERT-RA's response pool) is made here, at start."""
+def make_app(bot, name, autocast=None):
+    """The FastAPI app that serves one model, bot: its engine.Chat (chat_for(model, tok, ckpt)); name: where it came
+    from. The settings it reads (limits, defaults) are this module's globals. What is slow to make for the model
+    (bot.prepare(): ChatBERT-RA's response pool) is made here, at start."""
     need('fastapi', 'requirements-web.txt')  # the server is not the core's: one line if it isn't installed
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -129,9 +129,10 @@ def make_app(model, tok, ckpt, name, autocast=None):
     from pydantic import BaseModel, Field, field_validator
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    can = abilities(model, tok, ckpt, name)
+    can = abilities(bot, name)
     if can['chat']:
-        model.prepare_chat(tok)  # before any request: never under the lock, where it would hold every other reply
+        bot.prepare()  # before any request: never under the lock, where it would hold every other reply
+    model, tok, ckpt = bot.model, bot.tok, bot.ckpt
     way = ckpt['direction']
     lock = asyncio.Lock()  # one generation at a time: they share the model (and the global RNG a seed sets)
     app = FastAPI(title='nanolab chat', docs_url=None, redoc_url=None, openapi_url=None)  # no API pages to serve
@@ -150,7 +151,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
     class ChatRequest(Sampling):
         messages: list[Message] = Field(max_length=max_messages)
         direction: Literal['forward', 'backward'] | None = None
-        settings: dict[str, str | int | float] = {}  # the kind's, each checked by its chat_options
+        settings: dict[str, str | int | float] = {}  # the kind's, each checked by its Chat's options (engine.py)
 
         @field_validator('settings')
         @classmethod
@@ -271,19 +272,19 @@ def make_app(model, tok, ckpt, name, autocast=None):
     @app.post('/chat/completions')
     async def completions(req: ChatRequest, request: Request):
         if not can['chat']:
-            return refuse(f"not supported by this checkpoint: {chat.cannot_chat(model, tok, ckpt, name)}")
+            return refuse(f"not supported by this checkpoint: {cannot_chat(tok, ckpt, name)}")
         history, why = history_of(req.messages)
         if why:
             return refuse(why)
         try:
-            settings = model.chat_options(tok, req.settings)  # the kind's bounds: the same check as chat.py's
+            settings = bot.options(req.settings)  # the kind's bounds: the same check as chat.py's
             backward, marker = reading(way, req.direction or '')
         except ValueError as e:
             return refuse(str(e))
         if history[0 if backward else -1][0] != 'user':
             return refuse("the message to answer must be the user's: the newest one (the first one, backward)")
-        return stream(request, lambda: chat.reply_stream(model, tok, history, **knobs(req), backward=backward,
-                                                         marker=marker, **settings), seed if req.seed is None else req.seed)
+        return stream(request, lambda: bot.reply_stream(history, **knobs(req), backward=backward, marker=marker, **settings),
+                      seed if req.seed is None else req.seed)
 
     @app.post('/rewrite')
     async def rewrite(req: RewriteRequest, request: Request):
@@ -293,8 +294,8 @@ def make_app(model, tok, ckpt, name, autocast=None):
         if why:
             return refuse(why)
         k = knobs(req)
-        return stream(request, lambda: model.rewrite_stream(tok, draft[0][1], k['max_new_tokens'], k['temperature'],
-                                                            k['top_k'], k['top_p']), seed if req.seed is None else req.seed)
+        return stream(request, lambda: bot.rewrite_stream(draft[0][1], k['max_new_tokens'], k['temperature'], k['top_k'],
+                                                          k['top_p']), seed if req.seed is None else req.seed)
 
     @app.post('/candidates')
     async def candidates(req: CandidatesRequest):
@@ -305,7 +306,7 @@ def make_app(model, tok, ckpt, name, autocast=None):
             return refuse(why)
         async with lock:
             try:
-                found = await asyncio.to_thread(model.candidates, tok, history, req.k)
+                found = await asyncio.to_thread(bot.candidates, history, req.k)
             except Exception as e:  # a bug: said once in the server's log, and the server goes on
                 log_failure('a candidates list', e)
                 return JSONResponse({'error': f"listing candidates failed ({type(e).__name__})"}, status_code=500)
@@ -377,7 +378,7 @@ if __name__ == '__main__':
     if why := cannot(ckpt, 'chat', out_dir):  # before its tokenizer is built: an approximator's is no chat tokenizer
         die(f"not supported by this checkpoint: {why}")
     model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
-    app = make_app(model, tok, ckpt, out_dir, autocast)
+    app = make_app(chat_for(model, tok, ckpt), out_dir, autocast)
     if load_clients:
         res = run_load_test(app, load_clients, load_requests)
         print(json.dumps(res, indent=2))

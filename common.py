@@ -1,5 +1,6 @@
 """
-What train.py, sample.py, chat.py and bench.py share: the configurator, the device, DDP, checkpoints.
+What train.py, sample.py, chat.py and bench.py share: the configurator, the device, DDP, the model kinds (MODELS),
+checkpoints.
 """
 
 import os
@@ -405,7 +406,7 @@ MODELS = {'gpt': (GPTConfig, GPT), 'chatbert_ed': (ChatBERTConfig, ChatBERTED), 
           'chatbert_imr': (ChatBERTConfig, ChatBERTIMR), 'approximator': (ApproximatorConfig, Approximator)}
 
 
-# what a script can ask of a model kind (each kind's `can`, model.py), and how a refusal says it
+# what a script can ask of a model kind (each kind's `can`, in its model file), and how a refusal says it
 NEEDS = {'sample': "has no text to continue",
          'chat': "doesn't chat",
          'score': "can't score a text token by token, which projects/backward/eval.py needs (a GPT)",
@@ -428,8 +429,6 @@ def build_model(ckpt):
     try:
         model = model_cls(config_cls(**ckpt['model_args']))
         model.load_state_dict(ckpt['model'])
-        if hasattr(model, 'attach'):  # a kind with files beside its checkpoint (ChatBERT-RA's response pool)
-            model.attach(ckpt)
     except (TypeError, ValueError, RuntimeError) as e:
         why = textwrap.shorten(' '.join(str(e).split()), 200, placeholder=' ...')
         die(f"{ckpt.get('path', 'the checkpoint')}: its weights do not fit its own model_args ({why}); "

@@ -1,12 +1,13 @@
 """
 Conversation metrics on held-out conversations, for any chat model. The metrics take functions, not a model,
-so every model kind plugs in its own (scorer and replier wrap a model kind's score_replies and reply_stream):
+so every model kind plugs in its own (scorer and replier wrap its engine.Chat's score_replies and reply):
     score(history, replies) -> [(sum log-prob, n_tokens), ...]   how likely each reply is after history
     reply(history) -> text                                        the model's reply to history
 history is a list of (role, text) turns, oldest first; a reply is the next 'assistant' turn.
     from prepare.common import split_conversations
     ps = pairs(split_conversations()[1], n=200, seed=0)
-    evaluate(ps, score=scorer(model, tok), reply=replier(model, tok),
+    bot = engine.chat_for(model, tok, ckpt)
+    evaluate(ps, score=scorer(bot), reply=replier(bot),
              teacher_model=teacher.load())  # {'response_ppl': ..., 'hits@1/20': ..., 'distinct_1': ..., ...}
 """
 import math
@@ -14,11 +15,9 @@ import random
 import time
 from collections import Counter
 
-import torch
 from tqdm import tqdm
 
 import teacher
-import chat
 from common import need
 
 # -----------------------------------------------------------------------------
@@ -42,18 +41,18 @@ def pairs(convs, n, seed, min_context=1):
     return out
 
 # -----------------------------------------------------------------------------
-# a GPT as a scorer and a replier
+# a model (its engine.Chat) as a scorer and a replier
 
 
-def scorer(model, tok):
-    """score(history, replies) of any model kind: its own score_replies (a GPT's likelihood, ChatBERT-IMR's bound,
-    a retriever's similarity)."""
-    return lambda history, replies: model.score_replies(tok, history, replies)
+def scorer(bot):
+    """score(history, replies) of any model kind's Chat: its own score_replies (a GPT's likelihood, ChatBERT-IMR's
+    bound, a retriever's similarity)."""
+    return bot.score_replies
 
 
-def replier(model, tok, max_new_tokens=48, temperature=0.0, top_k=None, top_p=None, **settings):
+def replier(bot, max_new_tokens=48, temperature=0.0, top_k=None, top_p=None, **settings):
     """reply(history): the text chat.py would answer, greedy by default so that metrics are reproducible."""
-    return lambda history: chat.reply(model, tok, history, max_new_tokens, temperature, top_k, top_p, **settings)
+    return lambda history: bot.reply(history, max_new_tokens, temperature, top_k, top_p, **settings)
 
 
 # -----------------------------------------------------------------------------

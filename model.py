@@ -1,16 +1,15 @@
 """
-The models of nanolab, each readable top to bottom.
+The GPT of nanolab, readable top to bottom: a decoder-only transformer. Its blocks take a `causal` flag, so the
+same code is also a bidirectional (BERT-style) encoder. The architecture knobs reach back to nanoGPT's GPT-2 recipe
+(learned positions, LayerNorm, GELU) and forward to modern choices (rotary, RMSNorm, ReLU^2, QK-norm); the
+defaults are the ones that won the ablation in README.md. TurnGPT is two options of the same GPT: turn_dim (each
+token a small "turn vector", mapped to the width and tied to the output head through the same map) and n_speakers
+(a learned embedding of who is speaking, added to each token's). Generation streams tokens through a KV cache.
 
-GPT: a decoder-only transformer. Its blocks take a `causal` flag, so the same code is also a
-bidirectional (BERT-style) encoder. The architecture knobs reach back to nanoGPT's GPT-2 recipe
-(learned positions, LayerNorm, GELU) and forward to modern choices (rotary, RMSNorm, ReLU^2, QK-norm);
-the defaults are the ones that won the ablation in README.md. TurnGPT is two options of the same GPT:
-turn_dim (each token a small "turn vector", mapped to the width and tied to the output head through the
-same map) and n_speakers (a learned embedding of who is speaking, added to each token's).
-
-A model's forward(*batch) returns (logits, loss): train.py calls every model the same way, so a new
-model kind only has to honour that and be listed in common.MODELS (which says the whole protocol). The other kinds
-live beside this file: model_chatbert.py (ChatBERT, built from these blocks) and model_approximator.py.
+A model file knows tensors: ids in, logits, vectors or ids out. How a conversation becomes ids and a reply text is
+engine.py's; the files beside a checkpoint are its loader's. The other kinds build on this file:
+model_chatbert.py (ChatBERT, from these blocks) and model_approximator.py. A model's forward(*batch) returns
+(logits, loss), so train.py calls every kind the same way; common.MODELS lists the kinds and the whole protocol.
 """
 
 import inspect
@@ -21,7 +20,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from tokenizer import SPEAKERS, decode_growing, render_prompt, render_rewrite, speaker_ids
 
 
 @dataclass
@@ -447,83 +445,12 @@ class GPT(nn.Module):
                     break
         return idx
 
-    # -- chatting: every model kind that chats provides reply_stream and score_replies; chat.py, the web page and
-    # the conversation metrics call them, never a kind by name. history is [(role, text), ...], oldest first
-    # what scripts may ask of this kind (common.cannot): continue a text (sample.py), reply to a conversation (chat.py,
-    # the web page), score a text token by token (projects/backward/eval.py), embed texts (projects/approximator/embed.py)
+    # -- what scripts may ask of this kind (common.cannot): continue a text (sample.py), reply to a conversation
+    # (chat.py and the web page, through engine.py), score a text token by token (projects/backward/eval.py), embed
+    # texts (projects/approximator/embed.py)
     can = ('sample', 'chat', 'score')
     usage = "sample from it: python sample.py --out_dir={out_dir}"  # what to do with it, where a script can't help
-    # {name: (type, rule, what it does)}: what reply_stream takes beyond the sampling knobs (chat.py /name, the page's
-    # boxes); rule: the interval a number must be in, as a config key's annotation ('[0, 32]'), or None
-    chat_settings = {}
-
-    def chat_options(self, tok, settings):
-        """settings {name: value as typed or sent} converted to their types and checked against their rules, for
-        reply_stream; or a ValueError that names the setting and says why. chat.py and the web check here, before
-        anything is generated, so that no setting can hold a reply for long; a kind adds what needs its tokenizer."""
-        from common import check_value
-        unknown = set(settings) - set(self.chat_settings)
-        if unknown:
-            named = sorted(unknown)[:5] + ([f'and {len(unknown) - 5} more'] if len(unknown) > 5 else [])
-            raise ValueError(f"unknown settings {named}; this model takes {sorted(self.chat_settings) or 'none'}")
-        out = {}
-        for name, value in settings.items():
-            kind, rule, what = self.chat_settings[name]
-            try:
-                out[name] = kind(value)
-            except (TypeError, ValueError, OverflowError):  # 'many', 1e400 (inf), a 5,000-digit number
-                raise ValueError(f"{name} takes a {kind.__name__}: {what}") from None
-            why = rule and check_value(out[name], rule)
-            if why:
-                raise ValueError(f"{name} must be {why}, got {out[name]!r}: {what}")
-        return out
-
-    def prepare_chat(self, tok):
-        """What chatting needs that is slow to make (ChatBERT-RA's response pool): made here, once, before the first
-        reply, so that no reply waits for it (chat.py and the web call it at start)."""
-
-    @torch.no_grad()
-    def reply_stream(self, tok, history, max_new_tokens=128, temperature=0.7, top_k=50, top_p=0.95,
-                     backward=False, marker=False, **_):
-        """Yield the assistant's reply to history as growing text in reading order, ending at a turn token: after
-        the newest turn, or, backward, before the oldest one."""
-        block, device = self.config.block_size, self.device()
-        # room for the reply, but never more than half the block: the history matters too (a longer reply
-        # goes on past the block through the KV cache's refill)
-        ids = render_prompt(tok, history, block - min(max_new_tokens, block // 2), backward, marker)
-        x = torch.tensor(ids, dtype=torch.long, device=device)[None, ...]
-        # who says what, for a model with speaker embeddings (the others ignore it): the prompt's speakers as in
-        # training, and the reply is the assistant's
-        speakers = torch.tensor(speaker_ids(ids, tok, backward).astype('int64'), device=device)[None, ...]
-        speakers = torch.cat([speakers, torch.full_like(speakers[:, :1], 1 + SPEAKERS.index('<|assistant|>'))], dim=1)
-        sampled = (t.item() for t in self.generate_stream(x, max_new_tokens, temperature, top_k, top_p, speakers=speakers))
-        yield from decode_growing(tok, sampled, tok.turn_ends, backward)
-
-    @torch.no_grad()
-    def rewrite_stream(self, tok, draft, max_new_tokens=256, temperature=0.7, top_k=50, top_p=0.95):
-        """Yield the rewrite of a draft in this model's style (vibejam's rewrite mode) as growing text, ending at the
-        end marker, <|bos|>. A model fine-tuned on rewrite pairs (prepare/vibejam.py --pairs) knows the layout."""
-        ids = render_rewrite(tok, draft)
-        if len(ids) >= self.config.block_size:
-            raise ValueError(f"the draft takes {len(ids)} tokens with its prompt; this model reads {self.config.block_size}: shorten it")
-        x = torch.tensor(ids, dtype=torch.long, device=self.device())[None, ...]
-        sampled = (t.item() for t in self.generate_stream(x, max_new_tokens, temperature, top_k, top_p))
-        yield from decode_growing(tok, sampled, {tok.bos})
-
-    @torch.no_grad()
-    def score_replies(self, tok, history, replies):
-        """[(log-likelihood, tokens)] of each reply after the history and <|assistant|>, with the turn token that
-        ends it (the next <|user|>, as render_conversation puts it: a model must also know when its reply is done).
-        One batch: all replies share one prompt, the history cut (whole turns first) to fit the block with the
-        longest reply. A reply longer than half the block is scored on its first half block of tokens, as
-        reply_stream leaves the history at least half the block."""
-        block, end = self.config.block_size, tok.special('<|user|>')
-        targets = [(tok.encode(r) + [end])[:block // 2] for r in replies]
-        prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)))  # +1: the last token is no input
-        seqs = [prompt + t for t in targets]
-        speakers = [speaker_ids(seq, tok) for seq in seqs]  # for a model with speaker embeddings
-        logps = sequence_logprobs(self, seqs, [len(prompt)] * len(seqs), speakers)
-        return [(lp, len(t)) for lp, t in zip(logps, targets)]
+    EVAL_METRICS = ()  # what train.py measures on val beyond the loss: none (a kind with some has eval_metrics too)
 
     def device(self):
         return self.transformer.ln_f.weight.device

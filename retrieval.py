@@ -1,9 +1,7 @@
 """
-Chatting by retrieval: replies that people wrote, chosen for the conversation at hand.
-ResponsePool: every distinct training response, embedded once by a ChatBERT-RA model (model.ChatBERTRA) and
-    searched with a Faiss index; saved beside the checkpoint, so later chats load it in a second.
-BM25Chat: no model at all. The training turn most like your message, by BM25 (bm25s), and the reply it got:
-    chat.py --demo, and the lexical baseline of projects/chatbert/eval.py's table.
+Retrieval: texts found by their vectors. ResponsePool holds every distinct training response, embedded once by a
+ChatBERT-RA model (model_chatbert.ChatBERTRA) and searched with a Faiss index; it is saved beside the checkpoint,
+so later chats load it in a second (engine.RAChat answers from it). projects/approximator/embed.py searches lines.
 """
 import json
 import os
@@ -13,7 +11,6 @@ import torch
 from tqdm import tqdm
 
 from common import die, need
-from model import sample_next
 
 
 class ResponsePool:
@@ -47,15 +44,15 @@ class ResponsePool:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model, tok, responses, batch_size=512):
+    def build(cls, model, tok, responses, stops, batch_size=512):
         """The pool of response rows (N, response_len), as prepare/chatbert.py laid them out: duplicates once, and
-        only whole responses (a row with its end token: one cut to response_len would end mid-sentence)."""
+        only whole responses (a row with one of the stops, its end token: one cut to response_len would end
+        mid-sentence); each text is its row up to that token."""
         rows = np.unique(np.asarray(responses), axis=0)
-        rows = rows[np.isin(rows, sorted(model.stops(tok))).any(1)]
+        rows = rows[np.isin(rows, sorted(stops)).any(1)]
         vectors = []
         for i in tqdm(range(0, len(rows), batch_size), desc='embedding the response pool', disable=None):
             vectors.append(model.encode(torch.from_numpy(rows[i:i + batch_size].astype(np.int64)).to(model.device())).float().cpu())
-        stops = model.stops(tok)
         texts = [tok.decode([t for t in row[:next(j for j, t in enumerate(row) if t in stops)]])
                  for row in rows.tolist()]
         return cls.of(torch.cat(vectors).numpy(), texts)
@@ -70,7 +67,7 @@ class ResponsePool:
         os.replace(path + '.json.tmp', path + '.json')
 
     @classmethod
-    def for_checkpoint(cls, model, tok, ckpt):
+    def for_checkpoint(cls, model, tok, ckpt, stops):
         """The pool beside ckpt (<run>/<ckpt name>_pool.faiss/.json), built from the run's training responses
         the first time, and again if the checkpoint has changed since."""
         path = os.path.splitext(ckpt['path'])[0] + '_pool'
@@ -84,43 +81,7 @@ class ResponsePool:
             die(f"{ckpt['path']} retrieves among its training responses, and {data} is missing: prepare it again "
                 f"(python -m prepare.chatbert) from the folder you trained in")
         print(f"(embedding {data}'s responses into {path}.faiss, once for this checkpoint: a minute or two on a CPU)", flush=True)
-        pool = cls.build(model, tok, np.load(data, mmap_mode='r'))
+        pool = cls.build(model, tok, np.load(data, mmap_mode='r'), stops)
         pool.save(path, stamp)
         print(f"(embedded {len(pool.texts):,} responses)")
         return pool
-
-
-class BM25Chat:
-    """Replies by lexical retrieval over conversations [[(role, text), ...], ...]: each turn is a query, the turn
-    after it the reply it got; a message gets the reply of the turn most like it (BM25, English stopwords out).
-    It chats as every model kind does (reply_stream), with no checkpoint."""
-    kind, direction = 'bm25', 'forward'
-
-    def __init__(self, conversations):
-        # not the core's: ChatBERT's lexical baseline, and chat.py --demo's
-        self.bm25s = bm25s = need('bm25s', 'projects/chatbert/requirements.txt')
-        queries, self.replies = [], []
-        for turns in conversations:
-            for (_, said), (_, answer) in zip(turns, turns[1:]):
-                if said.strip() and answer.strip():
-                    queries.append(said)
-                    self.replies.append(answer)
-        self.retriever = bm25s.BM25()
-        self.retriever.index(self.tokenize(queries), show_progress=False)
-
-    def tokenize(self, texts):
-        return self.bm25s.tokenize(texts, stopwords='en', show_progress=False)
-
-    def candidates(self, tok, history, k):
-        """[(BM25 score, reply)] of the k turns most like the history's last message, best first."""
-        k = min(k, len(self.replies))
-        found = self.retriever.retrieve(self.tokenize([history[-1][1] if history else '']), k=k, show_progress=False)
-        return [(float(s), self.replies[i]) for i, s in zip(found.documents[0], found.scores[0])]
-
-    def reply_stream(self, tok, history, temperature=0.0, top_k=50, **_):
-        """The best match's reply (temperature 0), or one sampled among the top_k (0: all) by softmax(score / temperature)."""
-        found = self.candidates(tok, history, top_k or len(self.replies))
-        yield found[sample_next(torch.tensor([[s for s, _ in found]]), temperature).item()][1]
-
-    def get_num_params(self):
-        return 0

@@ -64,12 +64,14 @@ if rewrite:
     if backward or marker or tok.bos is None:
         die(f"rewrite mode reads forward and needs a <|bos|> token; {out_dir} is a {ckpt['direction']} model of a "
             f"{tok.kind} tokenizer")
+    from engine import chat_for
+    bot = chat_for(model, tok, ckpt)
     print(f"Draft:\n{draft}\n\nRewrite:")
     for k in range(num_samples):
         shown = ''
         try:
             with autocast:
-                for text in model.rewrite_stream(tok, draft, max_new_tokens, temperature, top_k, top_p):
+                for text in bot.rewrite_stream(draft, max_new_tokens, temperature, top_k, top_p):
                     print(text[len(shown):], end='', flush=True)  # streamed as it comes, up to the end marker
                     shown = text
         except ValueError as e:

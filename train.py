@@ -33,7 +33,7 @@ from common import (configure, config_keys, set_key, lookup, die, print0, setup_
 from common import MODELS
 from dataloader import SOURCES, pick_dataset
 import h5log
-from chat import sample_replies
+from engine import sample_replies
 
 # -----------------------------------------------------------------------------
 # default config: a small BPE GPT on the chitchat conversations; config/*.py and --key=value override.

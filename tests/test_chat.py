@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import chat
+from engine import chat_for
 from helpers import run
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer, render_conversation, render_prompt
@@ -71,7 +71,7 @@ def test_prepared_chitchat_is_rendered_as_chat_renders(tmp_path):
 
 def test_reply_stream_yields_growing_text(chat_tok):
     model = tiny_chat_model(chat_tok)
-    replies = list(chat.reply_stream(model, chat_tok, HISTORY[:1], 8, 1.0, None, None, 'cpu'))
+    replies = list(chat_for(model, chat_tok).reply_stream(HISTORY[:1], 8, 1.0, None, None))
     assert len(replies) <= 8 and all(isinstance(r, str) for r in replies)
     assert all(b.startswith(a) for a, b in zip(replies, replies[1:]))
 
@@ -79,7 +79,7 @@ def test_reply_stream_yields_growing_text(chat_tok):
 def test_reply_stream_stops_at_a_turn_token(chat_tok):
     tokens = chat_tok.encode('sure thing') + [chat_tok.special('<|user|>')] + chat_tok.encode(' and more')
     model = scripted(tiny_chat_model(chat_tok), tokens)
-    replies = list(chat.reply_stream(model, chat_tok, HISTORY[:1], 20, 0.0, None, None, 'cpu'))
+    replies = list(chat_for(model, chat_tok).reply_stream(HISTORY[:1], 20, 0.0, None, None))
     assert replies[-1] == 'sure thing'
 
 
@@ -87,13 +87,13 @@ def test_reply_stream_waits_for_whole_characters(chat_tok):
     tokens = chat_tok.encode('ok 🙂')
     assert len(tokens) > len('ok 🙂')  # the emoji is several byte tokens
     model = scripted(tiny_chat_model(chat_tok), tokens)
-    replies = list(chat.reply_stream(model, chat_tok, HISTORY[:1], 20, 0.0, None, None, 'cpu'))
+    replies = list(chat_for(model, chat_tok).reply_stream(HISTORY[:1], 20, 0.0, None, None))
     assert replies[-1] == 'ok 🙂' and not any('\ufffd' in r for r in replies)
 
 
 def test_reply_prompt_fits_the_block_and_ends_with_the_user_turn(chat_tok):
     model = scripted(tiny_chat_model(chat_tok, block_size=64), chat_tok.encode('fine'))
-    list(chat.reply_stream(model, chat_tok, HISTORY, 16, 0.0, None, None, 'cpu'))
+    list(chat_for(model, chat_tok).reply_stream(HISTORY, 16, 0.0, None, None))
     prompt = model.prompts[0]
     assert len(prompt) <= 64 - 16 and prompt[-1] == chat_tok.special('<|assistant|>')
     assert 'newest question about plums' in chat_tok.decode(prompt)
@@ -102,7 +102,7 @@ def test_reply_prompt_fits_the_block_and_ends_with_the_user_turn(chat_tok):
 def test_reply_prompt_keeps_the_user_turn_when_max_new_tokens_exceeds_the_block(chat_tok):
     # chat.py's default max_new_tokens (128) is the block_size of config/quickstart.py: the prompt must not vanish
     model = scripted(tiny_chat_model(chat_tok, block_size=64), chat_tok.encode('fine'))
-    list(chat.reply_stream(model, chat_tok, [('user', 'hello there')], 64, 0.0, None, None, 'cpu'))
+    list(chat_for(model, chat_tok).reply_stream([('user', 'hello there')], 64, 0.0, None, None))
     assert 'hello there' in chat_tok.decode(model.prompts[0])
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import chat
 import chat_web
 from common import MODELS, build_model, load_checkpoint
+from engine import GPTChat, IMRChat, chat_for
 from helpers import run
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
@@ -34,7 +34,7 @@ def tiny_chatbert(kind, tok):
 
 
 def client(model, tok, ckpt, name='tiny'):
-    return TestClient(chat_web.make_app(model, tok, ckpt, name))
+    return TestClient(chat_web.make_app(chat_for(model, tok, ckpt), name))
 
 
 def events(resp):
@@ -79,8 +79,8 @@ def test_the_page_and_chat_py_give_the_same_reply(chat_run, direction, bidir_cha
     web = [e['text'] for e in events(client(model, tok, ckpt).post('/chat/completions', json=body)) if 'text' in e]
     torch.manual_seed(7)
     backward = direction == 'backward'
-    cli = chat.reply(model, tok, [('user', 'hello')], 10, 0.9, 20, chat_web.top_p, backward=backward,
-                     marker=direction == 'bidirectional')
+    cli = chat_for(model, tok, ckpt).reply([('user', 'hello')], 10, 0.9, 20, chat_web.top_p, backward=backward,
+                                           marker=direction == 'bidirectional')
     assert (web[-1] if web else '') == cli
     if direction == 'forward':  # and chat.py itself, as a user runs it
         proc = run('chat.py', f'--out_dir={out}', '--device=cpu', '--seed=7', '--temperature=0.9', '--top_k=20',
@@ -96,8 +96,8 @@ def test_a_bidirectional_model_takes_a_direction_per_turn(bidir_chat_run):
         body = {'messages': [say('hello')], 'seed': 1, 'max_tokens': 8, 'direction': way}
         web = [e['text'] for e in events(c.post('/chat/completions', json=body)) if 'text' in e]
         torch.manual_seed(1)
-        want = chat.reply(model, tok, [('user', 'hello')], 8, chat_web.temperature, chat_web.top_k, chat_web.top_p,
-                          backward=way == 'backward', marker=True)
+        want = chat_for(model, tok, ckpt).reply([('user', 'hello')], 8, chat_web.temperature, chat_web.top_k,
+                                                chat_web.top_p, backward=way == 'backward', marker=True)
         assert (web[-1] if web else '') == want
     bad = c.post('/chat/completions', json={'messages': [say('hello')], 'direction': 'sideways'})
     assert bad.status_code == 400 and 'direction' in bad.json()['error']
@@ -116,19 +116,20 @@ def test_a_backward_reply_answers_the_first_message_and_reads_in_order(chat_tok)
 def test_every_chatbert_kind_chats_through_its_own_reply_stream(kind, chat_tok):
     from retrieval import ResponsePool
     model = tiny_chatbert(kind, chat_tok)
+    bot = chat_for(model, chat_tok, ckpt_of(kind))
     if kind == 'chatbert_ra':  # its pool, of a few responses
-        rows, _ = model.responses(chat_tok, ['hi there', 'good, thanks', 'see you later'])
-        model.pool = ResponsePool.build(model, chat_tok, rows.numpy())
-    c = client(model, chat_tok, ckpt_of(kind))
+        rows, _ = bot.responses(['hi there', 'good, thanks', 'see you later'])
+        bot.pool = ResponsePool.build(model, chat_tok, rows.numpy(), bot.stops)
+    c = TestClient(chat_web.make_app(bot, 'tiny'))
     h = c.get('/health').json()
     assert h['kind'] == kind and h['candidates'] == (kind == 'chatbert_ra')
-    assert set(h['settings']) == set(model.chat_settings)
+    assert set(h['settings']) == set(bot.settings)
     body = {'messages': [say('hello')], 'seed': 3, 'temperature': 0}
     texts = [e['text'] for e in events(c.post('/chat/completions', json=body)) if 'text' in e]
     torch.manual_seed(3)
-    assert texts[-1] == chat.reply(model, chat_tok, [('user', 'hello')], chat_web.max_new_tokens, 0, chat_web.top_k, chat_web.top_p)
+    assert texts[-1] == bot.reply([('user', 'hello')], chat_web.max_new_tokens, 0, chat_web.top_k, chat_web.top_p)
     if kind == 'chatbert_imr':  # the refinement itself streams: masks first, filled in step by step
-        assert model.MASK_SHOWN in texts[0] and model.MASK_SHOWN not in texts[-1] and len(texts) > 2
+        assert IMRChat.MASK_SHOWN in texts[0] and IMRChat.MASK_SHOWN not in texts[-1] and len(texts) > 2
         filled = events(c.post('/chat/completions', json={**body, 'settings': {'template': 'I think ___ is good'}}))
         assert filled[-1] == {'done': True} and filled[-2]['text'].startswith('I think') and filled[-2]['text'].endswith('is good')
         too_long = c.post('/chat/completions', json={**body, 'settings': {'template': 'I think ___ ' * 8}})
@@ -160,7 +161,7 @@ def test_a_checkpoint_that_cannot_be_served_is_refused_in_one_line(char_run, cha
     from model_approximator import Approximator, ApproximatorConfig
     student = Approximator(ApproximatorConfig(vocab_size=10, teacher_dim=8, n_embd=8, n_head=2))
     with pytest.raises(SystemExit, match="not supported by this checkpoint: tiny's model .approximator. doesn't chat; embed with it"):
-        chat_web.make_app(student, chat_tok, ckpt_of('approximator'), 'tiny')
+        chat_web.make_app(chat_for(student, chat_tok, ckpt_of('approximator')), 'tiny')
     proc = run('chat_web.py', f'--out_dir={char_run}', '--device=cpu', cwd=tmp_path)  # no chat tokens, no rewrite
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and 'not supported by this checkpoint' in lines[0], proc.stderr
@@ -207,7 +208,7 @@ def test_limits_on_message_length_history_and_reply(chat_tok, monkeypatch):
 def test_an_empty_message_in_the_history_is_left_out(chat_tok, monkeypatch):
     model = tiny_gpt(chat_tok)
     seen = []
-    monkeypatch.setattr(chat, 'reply_stream', lambda m, t, history, **k: seen.append(history) or iter(['ok']))
+    monkeypatch.setattr(GPTChat, 'reply_stream', lambda bot, history, **k: seen.append(history) or iter(['ok']))
     c = client(model, chat_tok, ckpt_of())
     events(c.post('/chat/completions', json={'messages': [say('hi'), say('', 'assistant'), say('there')]}))
     assert seen == [[('user', 'hi'), ('user', 'there')]]
@@ -217,14 +218,14 @@ def test_concurrent_requests_are_served_one_at_a_time_and_whole(chat_tok, monkey
     model = tiny_gpt(chat_tok)
     running, overlaps = [0], []
 
-    def slow(m, t, history, **k):  # a reply that takes a while, and notes whether another one runs beside it
+    def slow(bot, history, **k):  # a reply that takes a while, and notes whether another one runs beside it
         running[0] += 1
         overlaps.append(running[0])
         for i in range(5):
             time.sleep(0.01)
             yield history[-1][1] + '!' * (i + 1)
         running[0] -= 1
-    monkeypatch.setattr(chat, 'reply_stream', slow)
+    monkeypatch.setattr(GPTChat, 'reply_stream', slow)
     got = {}
     with client(model, chat_tok, ckpt_of()) as c:  # one event loop for every request, as under uvicorn
 
@@ -245,13 +246,13 @@ def test_a_client_that_leaves_stops_the_generation(chat_tok, monkeypatch):
     model = tiny_gpt(chat_tok)
     made = []
 
-    def endless(m, t, history, **k):
+    def endless(bot, history, **k):
         while True:
             made.append(1)
             time.sleep(0.005)
             yield 'x' * len(made)
-    monkeypatch.setattr(chat, 'reply_stream', endless)
-    server = uvicorn.Server(uvicorn.Config(chat_web.make_app(model, chat_tok, ckpt_of(), 'tiny'), host='127.0.0.1',
+    monkeypatch.setattr(GPTChat, 'reply_stream', endless)
+    server = uvicorn.Server(uvicorn.Config(chat_web.make_app(chat_for(model, chat_tok, ckpt_of()), 'tiny'), host='127.0.0.1',
                                            port=0, log_level='warning'))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -268,14 +269,14 @@ def test_a_client_that_leaves_stops_the_generation(chat_tok, monkeypatch):
         if len(made) == n:
             break
     assert len(made) == n  # nothing more generated
-    monkeypatch.setattr(chat, 'reply_stream', lambda *a, **k: iter(['ok']))
+    monkeypatch.setattr(GPTChat, 'reply_stream', lambda *a, **k: iter(['ok']))
     after = httpx.post(f'{url}/chat/completions', json={'messages': [say('hi')]}, timeout=5)  # the lock was let go
     assert chat_web.read_events(after.text.splitlines()) == [{'text': 'ok'}, {'done': True}]
     server.should_exit = True
 
 
 def test_the_load_test_completes_every_request_and_orders_its_percentiles(chat_tok):
-    app = chat_web.make_app(tiny_gpt(chat_tok), chat_tok, ckpt_of(), 'tiny')
+    app = chat_web.make_app(chat_for(tiny_gpt(chat_tok), chat_tok, ckpt_of()), 'tiny')
     res = chat_web.run_load_test(app, clients=3, requests=2)
     assert (res['completed'], res['failed']) == (6, 0)
     assert 0 < res['first_text_p50_s'] <= res['latency_p90_s'] and res['latency_p50_s'] <= res['latency_p90_s'] <= res['latency_p99_s']

@@ -1,5 +1,6 @@
-"""ChatBERT's three ways to chat (model.ChatBERTED, ChatBERTRA, ChatBERTIMR and its FIB), the response pool
-(retrieval.ResponsePool), BM25 chat, and the scripts around them (train.py, chat.py, sample.py)."""
+"""ChatBERT's three ways to chat (model_chatbert.ChatBERTED, ChatBERTRA, ChatBERTIMR; their chats engine.EDChat, RAChat,
+IMRChat and its FIB), the response pool (retrieval.ResponsePool), BM25 chat, and the scripts around them (train.py,
+chat.py, sample.py)."""
 import json
 import re
 
@@ -12,9 +13,9 @@ from dataloader import SOURCES
 from helpers import read_log, run, train
 from common import MODELS
 from model import GPT, GPTConfig, KVCache
-from model_chatbert import ChatBERTIMR, parse_template, template_ids
+from engine import BM25Chat, IMRChat, chat_for, parse_template, template_ids
 from prepare.chatbert import write_pairs
-from retrieval import BM25Chat, ResponsePool
+from retrieval import ResponsePool
 from tokenizer import render_context, render_response
 
 HISTORY = [('user', 'hello'), ('assistant', 'hi! how are you?'), ('user', 'good, thanks')]
@@ -63,7 +64,7 @@ def test_a_chatbert_encoder_reads_both_ways_and_a_gpt_one_way(kind, chat_tok):
 def test_ed_decoder_is_causal(chat_tok):
     # teacher forcing is only honest if a response position never sees the tokens it is to predict
     model = tiny('chatbert_ed', chat_tok)
-    kv, mask = model.encode(model.context(chat_tok, HISTORY))
+    kv, mask = model.encode(chat_for(model, chat_tok).context(HISTORY))
     idx = torch.randint(200, (1, 8), generator=torch.Generator().manual_seed(1))
     later = idx.clone()
     later[0, 5] = (later[0, 5] + 1) % 200
@@ -75,6 +76,7 @@ def test_ed_decoder_is_causal(chat_tok):
 @pytest.mark.parametrize('pos', ['rope', 'learned'])
 def test_ed_cached_decoding_in_reply_stream_equals_recomputing_the_prefix(pos, chat_tok, monkeypatch):
     model = tiny('chatbert_ed', chat_tok, pos=pos)
+    bot = chat_for(model, chat_tok)
     real_decode, steps = model.decode, []
 
     def spy(idx, kv, mask, cache=None):
@@ -82,13 +84,13 @@ def test_ed_cached_decoding_in_reply_stream_equals_recomputing_the_prefix(pos, c
         steps.append((idx.clone(), logits[:, -1].clone(), cache))
         return logits
     monkeypatch.setattr(model, 'decode', spy)
-    monkeypatch.setattr(model, 'stops', lambda tok: set())  # no early end: the cache fills to response_len
+    monkeypatch.setattr(bot, 'stops', set())  # no early end: the cache fills to response_len
     torch.manual_seed(3)
-    list(model.reply_stream(chat_tok, HISTORY, max_new_tokens=100, temperature=1.0, top_k=None, top_p=None))
+    list(bot.reply_stream(HISTORY, max_new_tokens=100, temperature=1.0, top_k=None, top_p=None))
     assert len(steps) == 8 and all(idx.shape == (1, 1) for idx, _, _ in steps)  # one token a step, response_len of them
     assert isinstance(steps[0][2], KVCache) and all(c is steps[0][2] for _, _, c in steps) and steps[0][2].pos == 8
     fed = torch.cat([idx for idx, _, _ in steps], dim=1)  # the start token, then each sampled token
-    context = model.context(chat_tok, HISTORY)
+    context = bot.context(HISTORY)
     assert fed[0, 0] == context[0, -1] == chat_tok.special('<|assistant|>')
     with torch.no_grad():
         full = real_decode(fed, *model.encode(context))  # one teacher-forced pass over the same tokens, no cache
@@ -99,8 +101,9 @@ def test_ed_cached_decoding_in_reply_stream_equals_recomputing_the_prefix(pos, c
 def test_ed_score_replies_is_the_teacher_forced_log_likelihood(chat_tok):
     model = tiny('chatbert_ed', chat_tok)
     replies = ['glad to hear it', 'it is 4', 'why did the chicken cross the road?', '']  # the third is cut to 8 tokens
-    got = model.score_replies(chat_tok, HISTORY, replies)
-    context = model.context(chat_tok, HISTORY)
+    bot = chat_for(model, chat_tok)
+    got = bot.score_replies(HISTORY, replies)
+    context = bot.context(HISTORY)
     for reply, (logp, n) in zip(replies, got):
         row, length = render_response(chat_tok, reply, 8)
         assert n == length == min(len(chat_tok.encode(reply)) + 1, 8)
@@ -113,7 +116,7 @@ def test_ed_score_replies_is_the_teacher_forced_log_likelihood(chat_tok):
 
 def test_ed_cross_attention_sees_the_context_but_not_its_pads(chat_tok):
     model, pad = tiny('chatbert_ed', chat_tok), chat_tok.special('<|pad|>')
-    context = model.context(chat_tok, [('user', 'hello')])  # short: left-padded
+    context = chat_for(model, chat_tok).context([('user', 'hello')])  # short: left-padded
     pads = context[0] == pad
     assert 0 < pads.sum() < context.size(1)
     kv, mask = model.encode(context)
@@ -148,9 +151,10 @@ def pair_dir(tmp_path, chat_tok):
 
 def test_response_pool_is_an_exact_search_over_the_distinct_responses(chat_tok, pair_dir):
     model = tiny('chatbert_ra', chat_tok)
-    stops = model.stops(chat_tok)
+    bot = chat_for(model, chat_tok)
+    stops = bot.stops
     rows = np.load(pair_dir / 'train_response.npy')
-    pool = ResponsePool.build(model, chat_tok, np.concatenate([rows, rows[:4], rows[2:3]]))  # duplicate rows
+    pool = ResponsePool.build(model, chat_tok, np.concatenate([rows, rows[:4], rows[2:3]]), stops)  # duplicate rows
     distinct = sorted({tuple(r) for r in rows.tolist()})
     # whole responses only: a row cut to response_len, with no end token, would end mid-sentence
     whole = [r for r in distinct if any(t in stops for t in r)]
@@ -164,7 +168,7 @@ def test_response_pool_is_an_exact_search_over_the_distinct_responses(chat_tok, 
     # search: the k best by inner product, as a brute-force product over the encoded responses finds them
     histories = [HISTORY, [('user', 'good night')], [('user', 'what is 2 + 2?')]]
     with torch.no_grad():
-        queries = torch.cat([model.encode(model.context(chat_tok, h)) for h in histories])
+        queries = torch.cat([model.encode(bot.context(h)) for h in histories])
         vectors = model.encode(torch.tensor(whole))
     k = min(4, len(whole))
     scores, ids = pool.search(queries, k)
@@ -182,6 +186,7 @@ def test_response_pool_is_saved_beside_the_checkpoint_and_rebuilt_when_it_change
     monkeypatch.chdir(tmp_path)  # for_checkpoint reads data/<dataset>/train_response.npy from the folder it runs in
     (tmp_path / 'run').mkdir()
     model = tiny('chatbert_ra', chat_tok)
+    bot = chat_for(model, chat_tok)
     ckpt = {'path': str(tmp_path / 'run' / 'ckpt.pt'), 'iter_num': 10, 'best_val_loss': 1.25, 'config': {'dataset': 'tiny'}}
     real_build, builds = ResponsePool.__dict__['build'].__func__, []
 
@@ -190,7 +195,7 @@ def test_response_pool_is_saved_beside_the_checkpoint_and_rebuilt_when_it_change
         return real_build(cls, *args, **kwargs)
     monkeypatch.setattr(ResponsePool, 'build', classmethod(counted))
 
-    built = ResponsePool.for_checkpoint(model, chat_tok, ckpt)
+    built = ResponsePool.for_checkpoint(model, chat_tok, ckpt, bot.stops)
     assert builds == [10]
     assert (tmp_path / 'run' / 'ckpt_pool.faiss').is_file()
     saved = json.loads((tmp_path / 'run' / 'ckpt_pool.json').read_text())
@@ -199,40 +204,40 @@ def test_response_pool_is_saved_beside_the_checkpoint_and_rebuilt_when_it_change
     def no_build(cls, *args, **kwargs):
         raise AssertionError("the pool was embedded again, though the checkpoint is the same")
     monkeypatch.setattr(ResponsePool, 'build', classmethod(no_build))
-    loaded = ResponsePool.for_checkpoint(model, chat_tok, dict(ckpt))
+    loaded = ResponsePool.for_checkpoint(model, chat_tok, dict(ckpt), bot.stops)
     assert loaded.texts == built.texts
     with torch.no_grad():
-        query = model.encode(model.context(chat_tok, HISTORY))
+        query = model.encode(bot.context(HISTORY))
     for a, b in zip(loaded.search(query, 5), built.search(query, 5)):
         assert torch.equal(a, b)
-    # the model finds its pool through the checkpoint it was built from (common.build_model attaches it)
-    model.attach(dict(ckpt))
-    found = model.candidates(chat_tok, HISTORY, 3)
+    # its Chat finds the pool through the checkpoint the model was loaded from (engine.chat_for is given it)
+    found = chat_for(model, chat_tok, dict(ckpt)).candidates(HISTORY, 3)
     assert [t for _, t in found] == [loaded.texts[i] for i in loaded.search(query, 3)[1][0].tolist()]
 
     monkeypatch.setattr(ResponsePool, 'build', classmethod(counted))
     ckpt['iter_num'] = 20  # trained on: the pool's vectors are stale
-    ResponsePool.for_checkpoint(model, chat_tok, ckpt)
+    ResponsePool.for_checkpoint(model, chat_tok, ckpt, bot.stops)
     assert builds == [10, 20]
     assert json.loads((tmp_path / 'run' / 'ckpt_pool.json').read_text())['stamp'] == {'iter': 20, 'val_loss': 1.25}
 
     ckpt['iter_num'] = 30
     monkeypatch.chdir(tmp_path / 'run')  # not where it was trained: no data/tiny here
     with pytest.raises(SystemExit, match='train_response.npy'):
-        ResponsePool.for_checkpoint(model, chat_tok, ckpt)
+        ResponsePool.for_checkpoint(model, chat_tok, ckpt, bot.stops)
 
 
 def test_ra_candidates_never_offer_more_than_the_pool_holds(chat_tok, pair_dir):
     model = tiny('chatbert_ra', chat_tok)
-    model.pool = ResponsePool.build(model, chat_tok, np.load(pair_dir / 'train_response.npy'))  # fewer than 20
-    found = model.candidates(chat_tok, HISTORY, 20)  # chat.py's /top 20, or reply_stream's default top_k=50
-    assert len(found) == len(model.pool.texts) < 20 and all(-1.001 <= s <= 1.001 for s, _ in found), found
+    bot = chat_for(model, chat_tok)
+    bot.pool = ResponsePool.build(model, chat_tok, np.load(pair_dir / 'train_response.npy'), bot.stops)  # fewer than 20
+    found = bot.candidates(HISTORY, 20)  # chat.py's /top 20, or reply_stream's default top_k=50
+    assert len(found) == len(bot.pool.texts) < 20 and all(-1.001 <= s <= 1.001 for s, _ in found), found
 
 
 def test_ra_score_replies_ranks_by_the_cosine_of_context_and_reply(chat_tok):
     model = tiny('chatbert_ra', chat_tok)
     replies = ['glad to hear it', 'it is 4', 'sleep well, see you tomorrow', 'me too', '42']
-    got = model.score_replies(chat_tok, HISTORY, replies)
+    got = chat_for(model, chat_tok).score_replies(HISTORY, replies)
     with torch.no_grad():
         rows = torch.tensor([render_response(chat_tok, r, 8)[0] for r in replies])
         context = torch.tensor([render_context(chat_tok, HISTORY, 16)])
@@ -263,35 +268,35 @@ def test_ra_loss_is_in_batch_contrastive_both_ways(chat_tok):
 # ChatBERT-IMR: the ELBO's bound as a score, and how a reply that is filling in looks
 
 def test_imr_score_replies_shares_its_mask_draws_among_replies(chat_tok):
-    model = tiny('chatbert_imr', chat_tok)
+    bot = chat_for(tiny('chatbert_imr', chat_tok), chat_tok)
     a, b = 'glad to hear it', 'it is 4'
-    twice = model.score_replies(chat_tok, HISTORY, [a, a])
+    twice = bot.score_replies(HISTORY, [a, a])
     assert twice[0] == pytest.approx(twice[1], rel=1e-6) and twice[0][1] == 8
-    alone = model.score_replies(chat_tok, HISTORY, [a])[0]
-    pair = model.score_replies(chat_tok, HISTORY, [a, b])
+    alone = bot.score_replies(HISTORY, [a])[0]
+    pair = bot.score_replies(HISTORY, [a, b])
     assert pair[0][0] == pytest.approx(alone[0], rel=1e-5) and pair[1][1] == len(chat_tok.encode(b)) + 1
-    assert model.score_replies(chat_tok, HISTORY, [a])[0][0] == pytest.approx(alone[0], rel=1e-6)  # the same draws again
-    other = model.score_replies(chat_tok, HISTORY, [a], seed=1)[0][0]
+    assert bot.score_replies(HISTORY, [a])[0][0] == pytest.approx(alone[0], rel=1e-6)  # the same draws again
+    other = bot.score_replies(HISTORY, [a], seed=1)[0][0]
     assert other != pytest.approx(alone[0], rel=1e-4)  # other draws, another estimate: the draws are the seed's
     assert alone[0] < 0  # minus a bound on an NLL
 
 
 def test_imr_show_masks_and_stops_at_the_end(chat_tok):
-    model, mask = tiny('chatbert_imr', chat_tok), chat_tok.special('<|mask|>')
+    bot, mask = chat_for(tiny('chatbert_imr', chat_tok), chat_tok), chat_tok.special('<|mask|>')
     enc = chat_tok.encode
-    assert model.show(chat_tok, enc('hi') + [mask, mask] + enc(' there') + [chat_tok.special('<|user|>')] + enc('junk')) \
-        == 'hi' + 2 * ChatBERTIMR.MASK_SHOWN + ' there'
-    assert model.show(chat_tok, [mask] + enc('ok') + [chat_tok.special('<|pad|>')] + enc('junk')) == ChatBERTIMR.MASK_SHOWN + 'ok'
-    assert model.show(chat_tok, [chat_tok.special('<|assistant|>')] + enc('junk')) == ''
-    assert model.show(chat_tok, enc('no end at all')) == 'no end at all'
+    assert bot.show(enc('hi') + [mask, mask] + enc(' there') + [chat_tok.special('<|user|>')] + enc('junk')) \
+        == 'hi' + 2 * IMRChat.MASK_SHOWN + ' there'
+    assert bot.show([mask] + enc('ok') + [chat_tok.special('<|pad|>')] + enc('junk')) == IMRChat.MASK_SHOWN + 'ok'
+    assert bot.show([chat_tok.special('<|assistant|>')] + enc('junk')) == ''
+    assert bot.show(enc('no end at all')) == 'no end at all'
 
 
 def test_imr_reply_stream_fills_in_from_all_masks(chat_tok):
-    model = tiny('chatbert_imr', chat_tok)
+    bot = chat_for(tiny('chatbert_imr', chat_tok), chat_tok)
     torch.manual_seed(0)
-    states = list(model.reply_stream(chat_tok, HISTORY, temperature=0, steps=4))
-    assert len(states) == 4 and ChatBERTIMR.MASK_SHOWN not in states[-1]
-    assert states[0].count(ChatBERTIMR.MASK_SHOWN) <= 6  # 2 of 8 tokens committed at the first step
+    states = list(bot.reply_stream(HISTORY, temperature=0, steps=4))
+    assert len(states) == 4 and IMRChat.MASK_SHOWN not in states[-1]
+    assert states[0].count(IMRChat.MASK_SHOWN) <= 6  # 2 of 8 tokens committed at the first step
 
 
 # -----------------------------------------------------------------------------
@@ -310,16 +315,17 @@ def test_parse_template():
 
 @pytest.fixture
 def fib(chat_tok):
-    """A 32-token-response IMR model that, left alone, would fill every blank with a token a blank must never
-    hold: their logits are raised far above the others'."""
+    """The Chat of a 32-token-response IMR model that, left alone, would fill every blank with a token a blank must
+    never hold: their logits are raised far above the others'."""
     model = tiny('chatbert_imr', chat_tok, block_size=48, response_len=32, n_layer=1)
-    banned = sorted(model.stops(chat_tok) | {chat_tok.special('<|mask|>'), chat_tok.bos}
+    bot = chat_for(model, chat_tok)
+    banned = sorted(bot.stops | {chat_tok.special('<|mask|>'), chat_tok.bos}
                     | {chat_tok.special(s) for s in ('<|user|>', '<|assistant|>', '<|pad|>')})
     real_head, boost = model.head, torch.zeros(chat_tok.vocab_size)
     boost[banned] = 100.0
     model.head = lambda x: real_head(x) + boost
-    model.banned = banned
-    return model
+    bot.banned = banned
+    return bot
 
 
 def test_fib_keeps_the_template_words_and_fills_blanks_with_words(fib, chat_tok, monkeypatch):
@@ -327,22 +333,22 @@ def test_fib_keeps_the_template_words_and_fills_blanks_with_words(fib, chat_tok,
     pieces = parse_template(template)
     calls, real = [], fib.mask_predict
 
-    def spy(tok, history, pieces, lengths, iterations):
-        out = real(tok, history, pieces, lengths, iterations)
+    def spy(history, pieces, lengths, iterations):
+        out = real(history, pieces, lengths, iterations)
         calls.append((list(lengths), out))
         return out
     monkeypatch.setattr(fib, 'mask_predict', spy)
-    texts = list(fib.fill_stream(chat_tok, HISTORY, template))
+    texts = list(fib.fill_stream(HISTORY, template))
     final = texts[-1]
     assert final.startswith('I think') and final.index(' is', 7) < final.index(' because')
     # the bare blanks: each of BLANK_LENGTHS tried in turn, the others as they stand, and the best kept
     tries, (lengths, out) = calls[:-1], calls[-1]
-    assert len(tries) == 2 * len(ChatBERTIMR.BLANK_LENGTHS) and lengths[1] == 2
+    assert len(tries) == 2 * len(IMRChat.BLANK_LENGTHS) and lengths[1] == 2
     for j, group in ((0, tries[:4]), (2, tries[4:])):
-        assert [ls[j] for ls, _ in group] == list(ChatBERTIMR.BLANK_LENGTHS)
+        assert [ls[j] for ls, _ in group] == list(IMRChat.BLANK_LENGTHS)
         assert lengths[j] == max(group, key=lambda c: c[1][-1][1])[0][j]
-    assert lengths[0] in ChatBERTIMR.BLANK_LENGTHS and lengths[2] in ChatBERTIMR.BLANK_LENGTHS
-    assert len(texts) == len(out) == 4 and texts == [fib.show(chat_tok, ids) for ids, _ in out]
+    assert lengths[0] in IMRChat.BLANK_LENGTHS and lengths[2] in IMRChat.BLANK_LENGTHS
+    assert len(texts) == len(out) == 4 and texts == [fib.show(ids) for ids, _ in out]
     ids, free = template_ids(chat_tok, pieces, lengths)
     for response, _ in out:
         # the template's own tokens never move; every blank holds a word, never a special token
@@ -354,28 +360,28 @@ def test_fib_keeps_the_template_words_and_fills_blanks_with_words(fib, chat_tok,
 
 def test_fib_blank_of_a_given_length_gets_that_many_tokens(fib, chat_tok):
     pieces = parse_template('I think ___{3}')
-    out = fib.mask_predict(chat_tok, HISTORY, pieces, [3], 4)
+    out = fib.mask_predict(HISTORY, pieces, [3], 4)
     prefix = chat_tok.encode('I think')
     final = out[-1][0]
     assert final[:len(prefix)] == prefix and final[len(prefix) + 3] == chat_tok.special('<|user|>')
     assert not set(final[len(prefix):len(prefix) + 3]) & set(fib.banned)
-    texts = list(fib.fill_stream(chat_tok, HISTORY, 'I think ___{3}'))
-    assert texts[-1] == fib.show(chat_tok, final) and texts[-1].startswith('I think')
+    texts = list(fib.fill_stream(HISTORY, 'I think ___{3}'))
+    assert texts[-1] == fib.show(final) and texts[-1].startswith('I think')
 
 
 def test_fib_a_bare_blank_takes_a_length_that_fits(chat_tok):
     fixed = len(chat_tok.encode('I think it is'))
-    model = tiny('chatbert_imr', chat_tok, response_len=fixed + 2, n_layer=1)  # room for the words, 1 blank token, the end
-    assert list(model.fill_stream(chat_tok, HISTORY, 'I think it is ___{1}'))  # fits
-    texts = list(model.fill_stream(chat_tok, HISTORY, 'I think it is ___'))  # the same, its length left to the model
+    bot = chat_for(tiny('chatbert_imr', chat_tok, response_len=fixed + 2, n_layer=1), chat_tok)  # room for the words, 1 blank token, the end
+    assert list(bot.fill_stream(HISTORY, 'I think it is ___{1}'))  # fits
+    texts = list(bot.fill_stream(HISTORY, 'I think it is ___'))  # the same, its length left to the model
     assert texts[-1].startswith('I think it is')
 
 
 def test_fib_refuses_a_template_longer_than_a_reply(fib, chat_tok):
     with pytest.raises(ValueError, match='room for 31'):
-        list(fib.fill_stream(chat_tok, HISTORY, 'I think ___{30}'))
+        list(fib.fill_stream(HISTORY, 'I think ___{30}'))
     with pytest.raises(ValueError, match='at least one blank'):
-        list(fib.reply_stream(chat_tok, HISTORY, template='no blanks here'))
+        list(fib.reply_stream(HISTORY, template='no blanks here'))
 
 
 # -----------------------------------------------------------------------------
@@ -464,8 +470,8 @@ def test_bm25_replies_with_the_reply_to_the_most_similar_turn():
         [('user', 'I adopted a puppy yesterday'), ('assistant', 'how lovely, what breed?'), ('user', '   ')],
     ])
     assert len(bot.replies) == 5  # every turn with a reply after it; a blank turn is neither
-    assert list(bot.reply_stream(None, [('user', 'when is the concert tonight?')])) == ['at eight, on the main stage']
-    found = bot.candidates(None, [('assistant', 'hi'), ('user', 'any trains to the station?')], 10)
+    assert list(bot.reply_stream([('user', 'when is the concert tonight?')])) == ['at eight, on the main stage']
+    found = bot.candidates([('assistant', 'hi'), ('user', 'any trains to the station?')], 10)
     assert len(found) == 5 and found[0][1] == 'two blocks north of here'
     assert [s for s, _ in found] == sorted((s for s, _ in found), reverse=True)
 

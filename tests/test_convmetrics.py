@@ -14,6 +14,7 @@ import torch
 import convmetrics as cm
 import teacher
 from conftest import CONVERSATIONS
+from engine import chat_for
 from model import GPT, GPTConfig
 from tokenizer import render_conversation
 
@@ -80,7 +81,7 @@ REPLIES = ['glad to hear it', '', 'it is 4', 'why did the chicken cross the road
 def test_scorer_equals_a_full_forward_pass(chat_tok):
     model = tiny_gpt(chat_tok)
     history = CONVERSATIONS[0][:3]
-    got = cm.scorer(model, chat_tok)(history, REPLIES)
+    got = cm.scorer(chat_for(model, chat_tok))(history, REPLIES)
     for (lp, n), reply in zip(got, REPLIES):
         want_lp, want_n = brute_force(model, chat_tok, history, reply)
         assert n == want_n and lp == pytest.approx(want_lp, rel=1e-5, abs=1e-4)
@@ -95,7 +96,7 @@ def test_scorer_drops_the_oldest_turns_to_fit_the_longest_reply(chat_tok):
     keep = next(k for k in range(len(history))
                 if len(render_conversation(chat_tok, history[k:] + [('assistant', longest), ('user', '')])) - 1 <= block)
     assert keep > 0  # this history is cut
-    got = cm.scorer(model, chat_tok)(history, REPLIES)
+    got = cm.scorer(chat_for(model, chat_tok))(history, REPLIES)
     for (lp, n), reply in zip(got, REPLIES):
         assert (lp, n) == pytest.approx(brute_force(model, chat_tok, history[keep:], reply), rel=1e-5, abs=1e-4)
 
@@ -103,7 +104,7 @@ def test_scorer_drops_the_oldest_turns_to_fit_the_longest_reply(chat_tok):
 def test_scorer_fits_a_long_turn_and_a_long_reply(chat_tok):
     model = tiny_gpt(chat_tok, block_size=32)
     long = 'hello good night ' * 30
-    (lp, n), (lp2, n2) = cm.scorer(model, chat_tok)([('user', long)], [long, 'hi'])
+    (lp, n), (lp2, n2) = cm.scorer(chat_for(model, chat_tok))([('user', long)], [long, 'hi'])
     assert n == 16 and n2 == len(chat_tok.encode('hi')) + 1 and math.isfinite(lp) and lp2 < 0  # half the block
 
 
@@ -111,7 +112,7 @@ def test_replier_returns_the_text_up_to_the_turn_token(chat_tok):
     model = tiny_gpt(chat_tok)
     tokens = chat_tok.encode('glad to hear it') + [chat_tok.special('<|user|>')] + chat_tok.encode('more')
     model.generate_stream = lambda x, *args, **kwargs: (torch.tensor([[t]]) for t in tokens)
-    assert cm.replier(model, chat_tok)(CONVERSATIONS[0][:3]) == 'glad to hear it'
+    assert cm.replier(chat_for(model, chat_tok))(CONVERSATIONS[0][:3]) == 'glad to hear it'
 
 # -----------------------------------------------------------------------------
 # hits@1 and perplexity, with made-up scorers
@@ -227,7 +228,7 @@ def test_evaluate_computes_what_it_is_given():
 def test_evaluate_a_tiny_gpt(chat_tok):
     model = tiny_gpt(chat_tok)
     ps = cm.pairs(CONVERSATIONS, n=10, seed=0)
-    got = cm.evaluate(ps, cm.scorer(model, chat_tok), cm.replier(model, chat_tok, 8),
+    got = cm.evaluate(ps, cm.scorer(chat_for(model, chat_tok)), cm.replier(chat_for(model, chat_tok), 8),
                       n_candidates=4)
     assert {'response_ppl', 'hits@1/4', 'bleu2', 'chrf', 'samples'} <= set(got)
     assert 1 < got['response_ppl'] < math.inf and 0 <= got['hits@1/4'] <= 1 and 0 <= got['distinct_2'] <= 1

@@ -3,8 +3,8 @@ sample.py and chat.py read and write in it (a backward model writes what came be
 import numpy as np
 import torch
 
-import chat
 from common import load_checkpoint
+from engine import chat_for
 from helpers import run, train
 from test_chat import HISTORY, scripted, tiny_chat_model
 from tokenizer import orient, reading, render_conversation
@@ -40,7 +40,7 @@ def test_backward_reply_prompt_is_the_reversed_conversation_and_the_reply_is_in_
     # the model writes 'fine thanks' right to left: the tokens of its reading order, reversed, then a turn token
     reply_ids = chat_tok.encode('fine thanks')
     model = scripted(tiny_chat_model(chat_tok, block_size=256), reply_ids[::-1] + [chat_tok.special('<|assistant|>')])
-    replies = list(chat.reply_stream(model, chat_tok, HISTORY, 20, 0.0, None, None, 'cpu', backward=True, marker=True))
+    replies = list(chat_for(model, chat_tok).reply_stream(HISTORY, 20, 0.0, None, None, backward=True, marker=True))
     assert replies[-1] == 'fine thanks'
     assert all(replies[-1].endswith(r) for r in replies)  # it grew at its start
     expected = orient(render_conversation(chat_tok, HISTORY), chat_tok, backward=True, marker=True).tolist()
@@ -50,7 +50,7 @@ def test_backward_reply_prompt_is_the_reversed_conversation_and_the_reply_is_in_
 
 def test_backward_prompt_drops_the_newest_turns_first(chat_tok):
     model = scripted(tiny_chat_model(chat_tok, block_size=48), chat_tok.encode('ok'))
-    list(chat.reply_stream(model, chat_tok, HISTORY, 16, 0.0, None, None, 'cpu', backward=True))
+    list(chat_for(model, chat_tok).reply_stream(HISTORY, 16, 0.0, None, None, backward=True))
     text = chat_tok.decode(model.prompts[0][::-1])  # read back in reading order
     assert 'first question about apples'[::-1] not in chat_tok.decode(model.prompts[0])  # sanity: tokens, not chars
     assert 'apples' in text and 'plums' not in text  # the oldest turn is next to the reply; the newest went first

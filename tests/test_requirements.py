@@ -86,7 +86,7 @@ def test_a_missing_extra_says_in_one_line_what_to_install():
     assert missing('faiss', "from common import need; need('faiss', 'projects/chatbert/requirements.txt')") == \
         (1, "faiss is not installed: pip install -r projects/chatbert/requirements.txt\n")
     # the web chat's own file, before anything else is done
-    assert missing('fastapi', "import chat_web; chat_web.make_app(None, None, None, 'run')") == \
+    assert missing('fastapi', "import chat_web; chat_web.make_app(None, 'run')") == \
         (1, "fastapi is not installed: pip install -r requirements-web.txt\n")
     # a library shared by projects: the list of the project being run, else the file it names
     teacher = "import teacher; teacher.load()"

@@ -140,13 +140,15 @@ def test_edits_file_is_read_and_bad_lines_say_where(tmp_path):
 # -- rewrite mode
 def test_rewrite_stream_stops_at_the_end_marker(chat_tok, monkeypatch):
     import torch
+    from engine import chat_for
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=chat_tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
     said = chat_tok.encode('hey you') + [chat_tok.bos] + chat_tok.encode(' and more')
     monkeypatch.setattr(model, 'generate_stream', lambda x, *a, **k: (torch.tensor([[t]]) for t in said))
-    assert list(model.rewrite_stream(chat_tok, 'Hello.'))[-1] == 'hey you'
+    bot = chat_for(model, chat_tok)
+    assert list(bot.rewrite_stream('Hello.'))[-1] == 'hey you'
     with pytest.raises(ValueError, match='shorten'):
-        next(model.rewrite_stream(chat_tok, 'word ' * 100))
+        next(bot.rewrite_stream('word ' * 100))
 
 
 @pytest.fixture(scope='module')
@@ -217,6 +219,7 @@ def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
     import math
     import torch
     import projects.vibejam.eval as vibejam
+    from engine import chat_for
     from model import GPT, GPTConfig
     from tokenizer import render_prompt
     torch.manual_seed(0)
@@ -230,25 +233,25 @@ def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
             logits, _ = judge(torch.tensor([seq[:j]]))
             lp += torch.log_softmax(logits[0, -1], -1)[seq[j]].item()
             n += 1
-    assert vibejam.fluency(judge, chat_tok, texts, batch=2) == pytest.approx(math.exp(-lp / n), rel=1e-4)
+    assert vibejam.fluency(chat_for(judge, chat_tok), texts, batch=2) == pytest.approx(math.exp(-lp / n), rel=1e-4)
 
 
 def test_measure_rows_on_constructed_texts():
     import projects.vibejam.eval as vibejam
 
     class Judge:  # every text equally likely per token: perplexity e
-        def score_replies(self, tok, history, replies):
+        def score_replies(self, history, replies):
             return [(-float(len(r.split())), len(r.split())) for r in replies]
 
     class Person:  # the person writes 'lol'
         def predict(self, texts):
             return [int('lol' in t) for t in texts]
     originals, drafts = ['lol that is fun', 'yeah lol ok'], ['That is fun.', 'Yes ok.']
-    row = vibejam.measure(originals, drafts, originals, Person(), (Judge(), None))
+    row = vibejam.measure(originals, drafts, originals, Person(), Judge())
     assert row['chrf'] == pytest.approx(100) and row['style'] == 1.0 and row['copy'] == 0.0 and row['edit'] > 0.2
     assert row['closer'] == 1.0  # every original is closer to itself than its draft was
-    row = vibejam.measure(drafts, drafts, originals, Person(), (Judge(), None))
+    row = vibejam.measure(drafts, drafts, originals, Person(), Judge())
     assert row['copy'] == 1.0 and row['edit'] == 0.0 and row['style'] == 0.0 and row['chrf'] < 60 and row['closer'] == 0.0
     assert row['ppl'] == pytest.approx(2.718281828, rel=1e-6) and row['chrf_draft'] == pytest.approx(100)
-    layer2 = vibejam.measure(drafts, drafts, None, Person(), (Judge(), None))
+    layer2 = vibejam.measure(drafts, drafts, None, Person(), Judge())
     assert layer2['chrf'] is None and layer2['closer'] is None  # Layer 2: no original

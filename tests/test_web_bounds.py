@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-import chat
 import chat_web
+from engine import CHATS, chat_for
 from helpers import REPO, run
 from model import sample_next, tempered
 from test_chat_web import ckpt_of, client, events, say, tiny_chatbert, tiny_gpt
@@ -61,17 +61,18 @@ def served_quickly(url):
 @pytest.mark.parametrize('error', [RuntimeError('injected'), MemoryError(), KeyError('x'), ZeroDivisionError('1/0')],
                          ids=lambda e: type(e).__name__)
 def test_any_exception_ends_the_reply_with_an_error_and_the_next_is_served(chat_tok, monkeypatch, capsys, error):
-    real = chat.reply_stream
+    bot = chat_for(tiny_gpt(chat_tok), chat_tok, ckpt_of())
+    real = bot.reply_stream
 
     def failing(*a, **k):
         yield 'half a rep'
         raise error
-    app = chat_web.make_app(tiny_gpt(chat_tok), chat_tok, ckpt_of(), 'tiny')
+    app = chat_web.make_app(bot, 'tiny')
     with served(app) as url:
-        monkeypatch.setattr(chat, 'reply_stream', failing)
+        monkeypatch.setattr(bot, 'reply_stream', failing)
         got = ask(url, {'messages': HI}, timeout=5)
         assert got[0] == {'text': 'half a rep'} and type(error).__name__ in got[-1]['error']
-        monkeypatch.setattr(chat, 'reply_stream', real)
+        monkeypatch.setattr(bot, 'reply_stream', real)
         assert served_quickly(url)
     logged = [line for line in capsys.readouterr().err.splitlines() if line.startswith('chat_web:')]
     assert len(logged) == 1 and f'a reply failed: {type(error).__name__}' in logged[0] and 'test_web_bounds.py' in logged[0]
@@ -79,16 +80,17 @@ def test_any_exception_ends_the_reply_with_an_error_and_the_next_is_served(chat_
 
 def test_a_reply_ends_at_the_deadline_with_a_note_and_the_next_is_served(chat_tok, monkeypatch):
     monkeypatch.setattr(chat_web, 'max_seconds', 0.5)
-    real, made = chat.reply_stream, []
+    bot = chat_for(tiny_gpt(chat_tok), chat_tok, ckpt_of())
+    real, made = bot.reply_stream, []
 
     def endless(*a, **k):
         while True:
             made.append(1)
             time.sleep(0.02)
             yield 'x' * len(made)
-    app = chat_web.make_app(tiny_gpt(chat_tok), chat_tok, ckpt_of(), 'tiny')
+    app = chat_web.make_app(bot, 'tiny')
     with served(app) as url:
-        monkeypatch.setattr(chat, 'reply_stream', endless)
+        monkeypatch.setattr(bot, 'reply_stream', endless)
         t0 = time.perf_counter()
         got = ask(url, {'messages': HI})
         assert time.perf_counter() - t0 < 2 and got[-1]['done'] and '0.5 s' in got[-1]['note']
@@ -96,7 +98,7 @@ def test_a_reply_ends_at_the_deadline_with_a_note_and_the_next_is_served(chat_to
         n = len(made)
         time.sleep(0.2)
         assert len(made) <= n + 1  # and the generation stopped
-        monkeypatch.setattr(chat, 'reply_stream', real)
+        monkeypatch.setattr(bot, 'reply_stream', real)
         assert served_quickly(url)
 
 
@@ -104,18 +106,19 @@ def test_a_step_that_outlasts_the_deadline_is_let_go_and_the_next_is_served(chat
     """A single step longer than a whole reply may take (nothing can stop a thread mid-step): the reply ends at the
     deadline, the server waits max_seconds more for the step, then lets it finish alone and serves the next request."""
     monkeypatch.setattr(chat_web, 'max_seconds', 0.3)
-    real = chat.reply_stream
+    bot = chat_for(tiny_gpt(chat_tok), chat_tok, ckpt_of())
+    real = bot.reply_stream
 
     def stuck(*a, **k):
         yield 'thinking'
         time.sleep(3)
         yield 'never sent'
-    app = chat_web.make_app(tiny_gpt(chat_tok), chat_tok, ckpt_of(), 'tiny')
+    app = chat_web.make_app(bot, 'tiny')
     with served(app) as url:
-        monkeypatch.setattr(chat, 'reply_stream', stuck)
+        monkeypatch.setattr(bot, 'reply_stream', stuck)
         got = ask(url, {'messages': HI})
         assert got == [{'text': 'thinking'}, {'done': True, 'note': got[-1]['note']}] and '0.3 s at most' in got[-1]['note']
-        monkeypatch.setattr(chat, 'reply_stream', real)
+        monkeypatch.setattr(bot, 'reply_stream', real)
         t0 = time.perf_counter()
         assert ask(url, {'messages': HI, 'max_tokens': 2})[-1] == {'done': True} and time.perf_counter() - t0 < 1.5
     assert 'left to finish alone' in capsys.readouterr().err
@@ -158,7 +161,7 @@ BOUNDS = [  # (id, kind, the request's fields beyond the messages, a part of the
 @pytest.mark.parametrize('kind, fields, reason', [b[1:] for b in BOUNDS], ids=[b[0] for b in BOUNDS])
 def test_a_field_or_setting_out_of_bounds_is_a_400_before_anything_is_generated(chat_tok, monkeypatch, kind, fields, reason):
     model = tiny_gpt(chat_tok) if kind == 'gpt' else tiny_chatbert(kind, chat_tok)
-    monkeypatch.setattr(chat, 'reply_stream', lambda *a, **k: pytest.fail('generation started'))
+    monkeypatch.setattr(CHATS[kind], 'reply_stream', lambda *a, **k: pytest.fail('generation started'))
     body = b'{"messages": [{"role": "user", "content": "hello"}], ' + fields + b'}'
     resp = client(model, chat_tok, ckpt_of(kind)).post('/chat/completions', content=body,
                                                        headers={'Content-Type': 'application/json'})
@@ -218,7 +221,7 @@ def test_a_body_that_arrives_too_slowly_is_a_408(chat_tok, monkeypatch):
         yield b'{"messages": ['
         time.sleep(1.0)
         yield b']}'
-    with served(chat_web.make_app(tiny_gpt(chat_tok), chat_tok, ckpt_of(), 'tiny')) as url:
+    with served(chat_web.make_app(chat_for(tiny_gpt(chat_tok), chat_tok, ckpt_of()), 'tiny')) as url:
         t0 = time.perf_counter()
         out = {}
         thread = threading.Thread(target=lambda: out.update(r=httpx.post(f'{url}/chat/completions', content=slow(), timeout=5)))
@@ -242,11 +245,12 @@ def test_no_api_pages_are_served(chat_tok, path):
 def test_ra_makes_its_pool_at_start_not_under_the_first_request(chat_tok, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     model = tiny_chatbert('chatbert_ra', chat_tok)
-    rows, _ = model.responses(chat_tok, ['hi there', 'good, thanks', 'see you later'])
+    ckpt = {**ckpt_of('chatbert_ra'), 'path': str(tmp_path / 'ckpt.pt'), 'iter_num': 1, 'best_val_loss': 1.0,
+            'config': {'dataset': 'toy'}}  # a saved checkpoint's: its pool is made from data/toy, beside ckpt.pt
+    rows, _ = chat_for(model, chat_tok, ckpt).responses(['hi there', 'good, thanks', 'see you later'])
     (tmp_path / 'data' / 'toy').mkdir(parents=True)
     np.save(tmp_path / 'data' / 'toy' / 'train_response.npy', rows.numpy().astype(np.uint16))
-    model.attach({'path': str(tmp_path / 'ckpt.pt'), 'iter_num': 1, 'best_val_loss': 1.0, 'config': {'dataset': 'toy'}})
-    c = client(model, chat_tok, ckpt_of('chatbert_ra'))
+    c = client(model, chat_tok, ckpt)
     assert 'embedding' in capsys.readouterr().out and (tmp_path / 'ckpt_pool.faiss').is_file()  # made, and said so
     monkeypatch.setattr('retrieval.ResponsePool.for_checkpoint', lambda *a: pytest.fail('made under a request'))
     assert events(c.post('/chat/completions', json={'messages': HI}))[-1] == {'done': True}
@@ -285,7 +289,7 @@ def test_no_temperature_makes_nan_probabilities(temperature):
 @pytest.mark.parametrize('temperature', [1e-300, 5e-324])
 def test_imr_refinement_near_zero_is_its_greedy_refinement(chat_tok, temperature):
     model = tiny_chatbert('chatbert_imr', chat_tok)
-    context, mask = model.context(chat_tok, [('user', 'hello')]), chat_tok.special('<|mask|>')
+    context, mask = chat_for(model, chat_tok).context([('user', 'hello')]), chat_tok.special('<|mask|>')
     greedy = list(model.refine(context, 16, mask, steps=4, temperature=0))[-1]
     assert torch.equal(list(model.refine(context, 16, mask, steps=4, temperature=temperature))[-1], greedy)
 

@@ -19,12 +19,11 @@ from collections import Counter
 
 import torch
 
-import chat
 import convmetrics
 import teacher
 from common import build_model, configure, die, load_checkpoint, setup_device
+from engine import BM25Chat, chat_for
 from prepare.common import split_conversations
-from retrieval import BM25Chat
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -45,9 +44,10 @@ threads: '[0, inf)' = 0
 
 
 def load(run):
+    """The run's Chat (engine.chat_for): its model, tokenizer and checkpoint."""
     path = os.path.join(run, ckpt_name)
     ckpt = load_checkpoint(path if os.path.isfile(path) else run)
-    return build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer']), ckpt
+    return chat_for(build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer']), ckpt)
 
 
 def template_of(text, keep):
@@ -134,36 +134,34 @@ if __name__ == '__main__':
         for shape, count in [(s, c) for s, c in shapes.most_common() if '___' in s and s.strip('_ ')][:templates]:
             print(f"{count:6,}  {shape}")
         sys.exit(0)
-    models = {name: load(run) for name, run in runs.items()}
-    tok = models['GPT'][1]
-    if any(t.info != tok.info for _, t, _ in models.values()):
+    bots = {name: load(run) for name, run in runs.items()}
+    tok = bots['GPT'].tok
+    if any(b.tok.info != tok.info for b in bots.values()):
         die("the runs were trained with different tokenizers: prepare data/chatbert with --tokenizer=data/chitchat")
-    L = models['IMR'][0].config.response_len
+    L = bots['IMR'].model.config.response_len
     candidates = convmetrics.pairs(val_convs, len(val_convs), seed)
     pairs = [(h, r) for h, r in candidates if len(tok.encode(r)) + 1 <= L][:n_pairs]
     print(f"{len(pairs)} held-out pairs whose reply fits {L - 1} tokens (of {len(candidates)}, one per conversation)")
-    minilm, gpt = teacher.load(), models['GPT'][0]
-    judge = convmetrics.scorer(gpt, tok)
+    minilm = teacher.load()
+    judge = convmetrics.scorer(bots['GPT'])
 
-    def measure(name, model, score=None, likelihood=True, **settings):
+    def measure(name, bot, score=None, likelihood=True, **settings):
         print(f"-- {name}")
         torch.manual_seed(seed)
-        reply = convmetrics.replier(model, tok, max_new_tokens, 0.0, **settings)
+        reply = convmetrics.replier(bot, max_new_tokens, 0.0, **settings)
         res = convmetrics.evaluate(pairs, score, reply, minilm, seed=seed, likelihood=likelihood, judge=judge)
         if 'response_ppl' in res:
             res['response_nll'] = math.log(res['response_ppl'])
-        params = model.get_num_params() / 1e6 or None  # BM25 has none
+        params = bot.model.get_num_params() / 1e6 if bot.model is not None else None  # BM25 has none
         print('   ' + ', '.join(f"{k} {v:.3f}" for k, v in res.items() if isinstance(v, float)))
         return row(name, res, params_M=params)
 
     results = [measure('BM25 (demo)', BM25Chat(train_convs))]
     for name in ('GPT', 'ED', 'RA'):
-        model = models[name][0]
-        if hasattr(model, 'response_pool'):
-            model.response_pool(tok)  # embedded (once, then saved) before the replies are timed
-        results.append(measure(name, model, convmetrics.scorer(model, tok), likelihood=name != 'RA'))
-    imr = models['IMR'][0]
-    imr_score = convmetrics.scorer(imr, tok)
+        bots[name].prepare()  # RA's pool: embedded (once, then saved) before the replies are timed
+        results.append(measure(name, bots[name], convmetrics.scorer(bots[name]), likelihood=name != 'RA'))
+    imr = bots['IMR']
+    imr_score = convmetrics.scorer(imr)
     for blocks in sorted({1, imr_blocks}):
         for steps in [s for s in imr_steps if s >= blocks]:
             # the scores depend on neither: ranked once, with the first row
@@ -182,10 +180,9 @@ if __name__ == '__main__':
         if settings is None:
             reply = lambda h: re.sub(r'\s*___\s*', ' ', fill[tuple(map(tuple, h))]).strip()  # noqa: E731
         else:
-            reply = lambda h: chat.reply(imr, tok, h, max_new_tokens, 0.0, None, None,  # noqa: E731
-                                         template=fill[tuple(map(tuple, h))])
+            reply = lambda h: imr.reply(h, max_new_tokens, 0.0, None, None, template=fill[tuple(map(tuple, h))])  # noqa: E731
         res = convmetrics.evaluate(fib_pairs, None, reply, minilm, seed=seed, judge=judge)
-        results.append(row(name, res, params_M=imr.get_num_params() / 1e6 if settings is not None else None, items=len(items)))
+        results.append(row(name, res, params_M=imr.model.get_num_params() / 1e6 if settings is not None else None, items=len(items)))
         print('   ' + ', '.join(f"{k} {v:.3f}" for k, v in res.items() if isinstance(v, float)))
     reference = convmetrics.coherence([h for h, _ in pairs], [r for _, r in pairs], minilm)
     table = markdown(results, len(pairs), reference)

@@ -58,6 +58,7 @@ def evaluate(run):
     """Measure one run; writes run/turngpt.json, turn_heatmap.png and dashboard.png, returns the results."""
     import convmetrics
     import semantic
+    from engine import chat_for
     import teacher
     from prepare.common import split_conversations
     path = os.path.join(run, ckpt_name) if os.path.isfile(os.path.join(run, ckpt_name)) else run
@@ -72,8 +73,8 @@ def evaluate(run):
            'analogies': semantic.analogy_eval(model.token_vectors().detach().float(), tok)}
     pairs = convmetrics.pairs(split_conversations()[1], n_pairs, seed)
     torch.manual_seed(seed)
-    res.update(convmetrics.evaluate(pairs, convmetrics.scorer(model, tok),
-                                    convmetrics.replier(model, tok, max_new_tokens), teacher.load()))
+    bot = chat_for(model, tok, ckpt)
+    res.update(convmetrics.evaluate(pairs, convmetrics.scorer(bot), convmetrics.replier(bot, max_new_tokens), teacher.load()))
     semantic.heatmap(model.token_vectors().detach().float(), tok, semantic.heatmap_words(),
                      os.path.join(run, 'turn_heatmap.png'), title=f"{run}: token vectors after training")
     dashboard(run, rows)

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint, need
+from engine import chat_for
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -117,27 +118,28 @@ def rewrite(model, tok, draft):
     """The model's rewrite of a draft (the text before its end marker), at most twice the draft's tokens."""
     n = len(tok.encode(draft))
     text = ''
-    for text in model.rewrite_stream(tok, draft, min(model.config.block_size - n - 16, 2 * n + 16), temperature, None, None):
+    for text in chat_for(model, tok).rewrite_stream(draft, min(model.config.block_size - n - 16, 2 * n + 16), temperature, None, None):
         pass
     return text.strip()
 
 
-def fluency(judge_model, judge_tok, texts, batch=64):
-    """Perplexity per token of the texts under the judge, each scored as a reply that opens a conversation."""
+def fluency(judge_chat, texts, batch=64):
+    """Perplexity per token of the texts under the judge (its engine.Chat), each scored as a reply that opens a
+    conversation."""
     lp = n = 0
     for i in range(0, len(texts), batch):
-        for l, k in judge_model.score_replies(judge_tok, [], texts[i:i + batch]):
+        for l, k in judge_chat.score_replies([], texts[i:i + batch]):
             lp, n = lp + l, n + k
     return float(np.exp(-lp / n))
 
 
-def measure(texts, drafts, refs, clf, judge_pair):
+def measure(texts, drafts, refs, clf, judge_chat):
     """One row's metrics of texts (a model's outputs) against the drafts they came from and the references (the
     originals, or None where there are none: Layer 2)."""
     need('rapidfuzz', 'projects/vibejam/requirements.txt')
     from rapidfuzz.distance import Levenshtein
     import convmetrics
-    row = {'style': float(np.mean(clf.predict(texts))), 'ppl': fluency(*judge_pair, texts),
+    row = {'style': float(np.mean(clf.predict(texts))), 'ppl': fluency(judge_chat, texts),
            'copy': float(np.mean([t == d.strip() for t, d in zip(texts, drafts)])),
            'edit': float(np.mean([Levenshtein.normalized_distance(t, d) for t, d in zip(texts, drafts)]))}
     row['chrf'] = convmetrics.chrf(texts, refs) if refs is not None else None
@@ -184,7 +186,7 @@ def layer2_drafts(n):
     from prepare.common import split_conversations
     model, tok, _ = load(draft_from)
     pairs = convmetrics.pairs(split_conversations(HELD_OUT)[1], 4 * n, seed)
-    reply = convmetrics.replier(model, tok, max_new_tokens=24, temperature=0.8, top_k=50)
+    reply = convmetrics.replier(chat_for(model, tok), max_new_tokens=24, temperature=0.8, top_k=50)
     torch.manual_seed(seed)
     drafts = [(h, reply(h).strip()) for h, _ in tqdm(pairs[:2 * n], desc='drafts', leave=False, disable=None)]
     toks = [load(r)[1] for r in runs('rewrite_runs')]
@@ -217,11 +219,10 @@ def plot(results, path):
 
 def side_by_side(msg):
     """The draft model's reply to msg, then each rewrite run's version of it."""
-    import chat
     runs('draft_from', 'rewrite_runs')
     model, tok, _ = load(draft_from)
     torch.manual_seed(seed)
-    draft = chat.reply(model, tok, [('user', msg)], 32, 0.8, 50, None).strip()
+    draft = chat_for(model, tok).reply([('user', msg)], 32, 0.8, 50, None).strip()
     print(f"{draft_from} replies:  {draft}")
     for run in runs('rewrite_runs'):
         m, t, _ = load(run)
@@ -238,21 +239,21 @@ def main():
     print(f"{len(pieces)} held-out pieces; training the style classifier")
     clf, clf_acc = style_classifier()
     print(f"style classifier: {clf_acc:.3f} accuracy on held-out conversations' pieces (half the person's)")
-    jm, jt, _ = load(judge)
-    measured = {'original': [('-', measure(originals, drafts, originals, clf, (jm, jt)))],
-                'draft (the corruption)': [('-', measure(drafts, drafts, originals, clf, (jm, jt)))]}
+    jc = chat_for(*load(judge)[:2])
+    measured = {'original': [('-', measure(originals, drafts, originals, clf, jc))],
+                'draft (the corruption)': [('-', measure(drafts, drafts, originals, clf, jc))]}
     outputs = {}
     for zero_shot, key in ((True, 'style_runs'), (False, 'rewrite_runs')):
         for label, texts in run_rows(runs(key), zero_shot, drafts).items():
-            measured[label] = [(run, measure(t, drafts, originals, clf, (jm, jt))) for run, t in texts]
+            measured[label] = [(run, measure(t, drafts, originals, clf, jc)) for run, t in texts]
             outputs.update({run: t for run, t in texts})
     l2 = {}
     if n_layer2:
         l2_drafts = [d for _, d in layer2_drafts(n_layer2)]
         print(f"Layer 2: {len(l2_drafts)} replies of {draft_from}")
-        l2[f'{draft_from} reply (the draft)'] = [('-', measure(l2_drafts, l2_drafts, None, clf, (jm, jt)))]
+        l2[f'{draft_from} reply (the draft)'] = [('-', measure(l2_drafts, l2_drafts, None, clf, jc))]
         for label, texts in run_rows(runs('rewrite_runs'), False, l2_drafts).items():
-            l2[label] = [(run, measure(t, l2_drafts, None, clf, (jm, jt))) for run, t in texts]
+            l2[label] = [(run, measure(t, l2_drafts, None, clf, jc)) for run, t in texts]
             outputs.update({f'{run} (Layer 2)': list(zip(l2_drafts, t)) for run, t in texts})
     results = {'n_test': len(pieces), 'classifier_accuracy': clf_acc, 'judge': judge, 'draft_from': draft_from,
                'rows': {k: [m for _, m in v] for k, v in measured.items()}, 'runs': {k: [r for r, _ in v] for k, v in measured.items()},
