@@ -14,9 +14,9 @@ Endpoints where nanochat's chat_web.py has them, and two more:
   POST /rewrite           {"draft": "..."} and the same sampling fields -> the rewrite, streamed the same way
   POST /candidates        {"messages": [...], "k": 5} -> {"candidates": [[score, text], ...]} (a retrieval model)
 The reply is chat.py's (the kind's engine.Chat: the same rendering, truncation and stopping), and what the page
-offers comes from what that Chat declares (its features and settings), never from the kind's name. Messages are in reading order; backward, the newest message
-is the first, and the reply comes before it. One reply is generated at a time (a lock); a client that disconnects
-stops its generation at the next token.
+offers comes from what that Chat declares (its features and settings), never from the kind's name. Messages are in
+reading order; backward, the newest message is the first, and the reply comes before it. One reply is generated at
+a time (a lock); a client that disconnects stops its generation at the next token.
 No request can hold the server: every field and setting is bounded before a reply starts (a 400 that says which and
 why; the kind's settings by its Chat's options, as in chat.py), a body over --max_body_bytes is a 413 before it is read
 whole (one still arriving after BODY_SECONDS a 408), a reply ends at --max_seconds with a note, and whatever a

@@ -371,7 +371,8 @@ def test_fib_blank_of_a_given_length_gets_that_many_tokens(fib, chat_tok):
 
 def test_fib_a_bare_blank_takes_a_length_that_fits(chat_tok):
     fixed = len(chat_tok.encode('I think it is'))
-    bot = chat_for(tiny('chatbert_imr', chat_tok, response_len=fixed + 2, n_layer=1), chat_tok)  # room for the words, 1 blank token, the end
+    model = tiny('chatbert_imr', chat_tok, response_len=fixed + 2, n_layer=1)  # room for the words, 1 blank token, the end
+    bot = chat_for(model, chat_tok)
     assert list(bot.fill_stream(HISTORY, 'I think it is ___{1}'))  # fits
     texts = list(bot.fill_stream(HISTORY, 'I think it is ___'))  # the same, its length left to the model
     assert texts[-1].startswith('I think it is')

@@ -180,7 +180,8 @@ if __name__ == '__main__':
         if settings is None:
             reply = lambda h: re.sub(r'\s*___\s*', ' ', fill[tuple(map(tuple, h))]).strip()  # noqa: E731
         else:
-            reply = lambda h: imr.reply(h, max_new_tokens, 0.0, None, None, template=fill[tuple(map(tuple, h))])  # noqa: E731
+            reply = lambda h: imr.reply(h, max_new_tokens, 0.0, None, None,  # noqa: E731
+                                        template=fill[tuple(map(tuple, h))])
         res = convmetrics.evaluate(fib_pairs, None, reply, minilm, seed=seed, judge=judge)
         results.append(row(name, res, params_M=imr.model.get_num_params() / 1e6 if settings is not None else None, items=len(items)))
         print('   ' + ', '.join(f"{k} {v:.3f}" for k, v in res.items() if isinstance(v, float)))

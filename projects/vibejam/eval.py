@@ -118,7 +118,8 @@ def rewrite(model, tok, draft):
     """The model's rewrite of a draft (the text before its end marker), at most twice the draft's tokens."""
     n = len(tok.encode(draft))
     text = ''
-    for text in chat_for(model, tok).rewrite_stream(draft, min(model.config.block_size - n - 16, 2 * n + 16), temperature, None, None):
+    limit = min(model.config.block_size - n - 16, 2 * n + 16)
+    for text in chat_for(model, tok).rewrite_stream(draft, limit, temperature, None, None):
         pass
     return text.strip()
 
