@@ -480,6 +480,8 @@ def step_targets(cmd, configs):
         name = opts.get('name') or opts.get('direction', 'forward')
         vals = [configs.get(f"config/{opts.get('recipe', 'lineage')}_{p}.py", ({}, {}))[0] for p in phases]
         return [f"experiments/{name}-{p}" for p in phases], [d for v in vals for d in datasets(v)] + [opts.get('parent', '')]
+    if not any(w.endswith('.py') for w in words):
+        raise ValueError(f"no script in {cmd!r}")  # not a step of ours: read_configs skips the config
     values = configs.get(next((w for w in words if w.startswith('config/')), ''), ({}, {}))[0]
     values = {**values, **{k: v for k, v in opts.items() if k in ('dataset', 'out_dir', 'init_from')}}
     parent = values.get('init_from', 'scratch')

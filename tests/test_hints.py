@@ -206,10 +206,12 @@ def test_config_names_its_prepare_and_train_commands(name):
 
 def flag_exists(words, flag):
     """Is --flag one the command's script or module takes? (its argparse option, or its config key)"""
-    if '-m' in words:
-        return f"'--{flag}'" in (REPO / (words[words.index('-m') + 1].replace('.', '/') + '.py')).read_text()
+    module = words[words.index('-m') + 1] if '-m' in words else ''
+    if module.startswith('prepare.'):  # argparse options
+        return f"'--{flag}'" in (REPO / (module.replace('.', '/') + '.py')).read_text()
     scripts = [REPO / w for w in words if w.endswith('.py') and not w.startswith('config/')]
-    sources = scripts + ([REPO / 'train.py'] if scripts[0].name == 'projects.backward.lineage' else [])  # its other flags go to train.py
+    scripts += [REPO / (module.replace('.', '/') + '.py')] if module else []
+    sources = scripts + ([REPO / 'train.py'] if module == 'projects.backward.lineage' else [])  # its other flags go to train.py
     return any(re.search(rf'^{flag}\b', s.read_text(), re.M) for s in sources)
 
 
