@@ -12,8 +12,10 @@ Fine-tune another run's model (base -> mid -> sft): --init_from=out-base
 
 What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in dataloader.py
 (SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (logits, loss).
+The config is read once; only a curriculum phase changes it afterwards, in one place (enter_phase).
 """
 
+import copy
 import gc
 import os
 import sys
@@ -197,8 +199,7 @@ config = {k: globals()[k] for k in KEYS}  # what gets logged and saved: the conf
 ddp, rank, local_rank, world_size, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
 master_process = rank == 0  # does the logging and checkpointing
 torch.manual_seed(seed + rank)  # dropout differs per rank; the data sampler is seeded the same on all
-if compile is None:
-    compile = device_type == 'cuda'
+compiling = device_type == 'cuda' if compile is None else compile
 
 
 def split_batch(accum, rows):
@@ -229,17 +230,33 @@ for start, c in curriculum():
     check_mapping('advance_when', c['advance_when'], 'metric names to thresholds (numbers)', lambda v: True, where)
 
 
-def apply_phases(n):
-    """Set the config of the curriculum's first n phases, in order, over the base config's."""
+# -----------------------------------------------------------------------------
+# the curriculum: the one place the config changes once read. nanoGPT's train.py never changes its config; a
+# curriculum must, so a phase's keys are set here and nowhere else, and what follows from them with them
+
+def enter_phase(at, why=None):
+    """Curriculum phase len(entered) + 1 is in force from iteration `at`: its keys over the config in force. why:
+    what started it, printed and logged; None at start-up, for a phase in force from the start or before the
+    checkpoint the run resumes."""
+    start = STARTS[len(entered)]
+    entered.append(at)
+    for k, v in phases[start].items():
+        set_key(globals(), k, v, f'phases[{start}]')
+    follow_config()
+    if why:
+        print0(f"iter {iter_num}: phase {len(entered)} of {len(STARTS)} ({why}): {phases[start]}")
+        log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
+
+
+def follow_config():
+    """What follows from the config in force: each process's micro-steps and rows, the sources' sizes, the mix, the
+    global tokens per iteration (for tok/s and MFU)."""
     global local_accum, local_batch, tokens_per_iter, mix
-    for start in STARTS[:n]:
-        for k, v in phases[start].items():
-            set_key(globals(), k, v, f'phases[{start}]')
     local_accum, local_batch = split_batch(gradient_accumulation_steps, batch_size)
     for source in sources.values():
         source.block_size, source.batch_size = block_size, local_batch
     mix = data_mix or {dataset: 1.0}
-    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size  # global, for tok/s and MFU
+    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 
 
 # the model's positions, and every split's length, must cover the largest block size the curriculum reaches
@@ -306,6 +323,7 @@ def check_memory_fits(model):
 # model: from scratch, resumed from out_dir, or started from another run's weights
 iter_num, best_val_loss, parent, tokens_seen, formats = 0, 1e9, None, 0, []  # formats: see below
 entered, stale = [], 0  # the iteration each phase began at; evals since val loss last improved (patience)
+began = []  # a resumed run's `entered`, from its checkpoint: those phases are put in force again below
 saved_iter = None  # the iteration of out_dir's checkpoint: what a failed write says to resume from
 if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
@@ -339,7 +357,7 @@ else:
     check_memory_fits(model)
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
     if init_from == 'resume':
-        iter_num, best_val_loss, entered = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
+        iter_num, best_val_loss, began = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('phases_entered', [])
         saved_iter = iter_num
         tokens_seen, stale = ckpt.get('tokens_seen', 0), ckpt.get('stale_evals', 0)
         start_line = f"resuming {ckpt['path']} at {where}" + (f"; changed: {', '.join(changed)}" if changed else '')
@@ -377,9 +395,11 @@ if init_from == 'resume':
         print0(f"note: checkpoint saved by {len(ckpt['rng'])} processes, resumed on {world_size}: the batches "
                f"continue exactly, dropout draws new masks")
 
+follow_config()  # the base config's, with or without a curriculum
+for at in began:  # the phases a resumed run had entered, in force again
+    enter_phase(at)
 while len(entered) < len(STARTS) and STARTS[len(entered)] <= iter_num:  # phases at 0 (or a resumed run's from
-    entered.append(STARTS[len(entered)])                                  # before the checkpoint saved them)
-apply_phases(len(entered))
+    enter_phase(STARTS[len(entered)])                                     # before the checkpoint saved them)
 if entered:
     print0(f"curriculum: phase {len(entered)} of {len(STARTS)} in force (since iter {entered[-1]})")
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
@@ -393,7 +413,7 @@ print0(f"on {device} ({str(ptdtype).removeprefix('torch.')}, {world_size} proces
        + (f", writing {out_dir}/" if not eval_only else ", evaluating only"))
 
 raw_model = model
-if compile:
+if compiling:
     print0("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
 eval_model = model  # evaluation bypasses DDP: each process evaluates its own batches, no collectives
@@ -402,14 +422,13 @@ if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None, broadcast_buffers=False)
 
 
-def whole_batch(source, split, generator, rows=None, block=None):
-    """A batch of batch_size (or rows) rows as one process draws it (a call draws world_size of them and hands
-    this rank its own), whatever split of the rows training uses: for evaluation and the probe, which are the
-    same on any number of processes."""
-    source.batch_size, source.block_size = rows or batch_size, block or block_size
-    batch = source.get_batch(split, generator)
-    source.batch_size, source.block_size = local_batch, block_size
-    return batch
+def whole_batch(source, split, generator, rows, block):
+    """A batch of `rows` rows of `block` tokens as one process draws it (a call draws world_size of them and hands
+    this rank its own), whatever split of the rows training uses: for evaluation and the probe, which are the same
+    on any number of processes. A copy of the source draws it: the source keeps training's sizes."""
+    sized = copy.copy(source)
+    sized.batch_size, sized.block_size = rows, block
+    return sized.get_batch(split, generator)
 
 
 def train_batch():
@@ -430,7 +449,8 @@ def estimate_loss():
         wanted = measures if (name, split) == (dataset, 'val') else ()
         total = torch.zeros(2 + len(wanted), device=device)  # summed batch losses, batches, then the kind's metrics
         for k in range(0, eval_iters, world_size):
-            batch = whole_batch(sources[name], split, generator)  # batch k + rank of the one-process sequence
+            # batch k + rank of the sequence one process draws
+            batch = whole_batch(sources[name], split, generator, batch_size, block_size)
             if k + rank < eval_iters:
                 with autocast:
                     output, loss = eval_model(*batch)
@@ -549,15 +569,6 @@ def stop_if_not_finite(what, value):
             f"raise warmup_iters or check the data; --init_from=resume restarts from the last checkpoint)")
 
 
-def enter_phase(why):
-    """Start the curriculum's next phase at this iteration (iter_num)."""
-    start = STARTS[len(entered)]
-    entered.append(iter_num)
-    apply_phases(len(entered))
-    print0(f"iter {iter_num}: phase {len(entered)} of {len(STARTS)} ({why}): {phases[start]}")
-    log({'iter': iter_num, 'phase': len(entered), 'why': why, 'set': phases[start]})
-
-
 def source_stats():
     """{name: mean} of what the data source measured while drawing batches since the last log (RL: the reward,
     the answers' length), averaged over the processes; {} for sources that measure nothing."""
@@ -622,7 +633,7 @@ steps_since_log = 0
 evaluated = init_from == 'resume'  # a resumed run's first iteration was evaluated before its checkpoint was saved
 while True:
     while len(entered) < len(STARTS) and STARTS[len(entered)] <= iter_num:
-        enter_phase(f"its start, iter {STARTS[len(entered)]}")
+        enter_phase(iter_num, f"its start, iter {STARTS[len(entered)]}")
     lr = get_lr(iter_num)
 
     if eval_only or (iter_num % eval_interval == 0 or iter_num == max_iters) and not evaluated:
@@ -640,7 +651,7 @@ while True:
             print0('\n'.join(f"  {p!r} -> {r!r}" for p, r in samples))
             log({'iter': iter_num, 'samples': samples})
         if advance_when and len(entered) < len(STARTS) and all(metrics[k] <= v for k, v in advance_when.items()):
-            enter_phase(f"advance_when {advance_when} met")
+            enter_phase(iter_num, f"advance_when {advance_when} met")
             lr = get_lr(iter_num)
         improved = metrics['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, metrics['val_loss'])
