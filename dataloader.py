@@ -1,11 +1,9 @@
 """
-Data sources for train.py. A source has get_batch(split, generator=None) -> a tuple of tensors that
-the model's forward takes (model(*batch) -> logits, loss), state_dict()/load_state_dict() so a
-resumed run draws the same batches, and block_size/batch_size attributes that train.py sets (a curriculum
-changes them). batch_size is the rows this process gets from one call: every call draws world_size x batch_size
-rows, the same on every process, and returns this rank's slice, so N processes see what one process would.
-A project whose batches have another shape (context/response pairs, bags of vectors with a teacher
-target) adds a class here and a name in SOURCES; train.py does not change.
+Data sources for train.py: each turns a prepared data/<name> folder into batches for one model kind's forward. A
+source knows files, tokens and tensors; what a batch means to a model is the model's business, and the loop is
+train.py's. A project whose batches have another shape (context/response pairs, bags of vectors with a teacher
+target) adds a Source subclass here and a name in SOURCES; train.py does not change. The protocol train.py keeps
+to is Source's docstring.
 """
 
 import os
@@ -14,6 +12,7 @@ import json
 import numpy as np
 import torch
 
+import semantic
 from common import die, make_hint
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
@@ -32,14 +31,57 @@ def to_device(device, *tensors):
 
 
 class Source:
-    """What every source shares: where it is and how big its batches are, and one generator that draws each global
-    batch: every rank draws the same indices and takes its own slice, so a global batch is the same on 1 process or
-    N (DDP matches a single process exactly), and the generator's state is what a resumed run restores."""
+    """What train.py asks of a data source (every name in SOURCES is a subclass), and the defaults of what is optional.
+
+    Built once per dataset as cls(data_dir, block_size, batch_size, device, seed, rank, world_size, direction,
+    backward_frac, **data_args); data_args are the source's own settings (RL's samples, TurnGPT's semantic_init).
+    get_batch(split, generator=None) -> a tuple of tensors on the device: the model's forward's arguments
+        (model(*batch) -> output, loss). split is 'train' or 'val'. With no generator the source's own draws the next
+        training batch; an evaluation passes its own, so every eval sees the same batches.
+    tokenizer, and block_size and batch_size: the window, and the rows this process gets from one call. Every call
+        draws world_size x batch_size rows, the same on every process, and returns this rank's slice, so N processes
+        see what one process would. train.py sets the two when a curriculum phase starts, and evaluates on a copy
+        (copy.copy) given other sizes.
+    state_dict() / load_state_dict(state): the generators, so a resumed run draws the same batches.
+    Optional, with the do-nothing defaults below; train.py calls each as said:
+    model_args    {field: value}: what the data decides of a new model's config (a pair's response_len, the teacher's
+                  width), for a model kind whose config has that field.
+    meta          the data's meta.json; its 'format' ('text', 'rewrite', ...) goes into the checkpoint's formats.
+    init_model(model) -> '' or a note for the start line: once, on a model built from scratch (not on resume or
+                  fine-tuning), what the data sets of its weights (the approximator's entries, TurnGPT's semantic init).
+    bind(model, autocast, parent): once the model is on the device, for a source that samples from the model it
+                  trains (RL's rollouts); parent is the run it was fine-tuned from, or None.
+    measure(model) -> {log key: value}: at each eval, after the losses, what the source measures of the model
+                  itself (RL's val_pass1, TurnGPT's analogy/...); `measures` names those keys, for advance_when.
+    STATS, pop_stats() -> {name: mean}: at each log line, what drawing batches measured since the last one (RL's
+                  reward), logged under its name (and train/<name> in the HDF5 log, which STATS declares).
+    Beside the protocol, Source gives its subclasses one generator that draws each global batch: every rank draws the
+    same indices and takes its own slice, so a global batch is the same on 1 process or N (DDP matches a single
+    process exactly), and the generator's state is what a resumed run restores."""
+    model_args = {}
+    meta = {}
+    measures = ()
+    STATS = ()
 
     def __init__(self, data_dir, block_size, batch_size, device, seed, rank, world_size):
         self.data_dir, self.block_size, self.batch_size, self.device = data_dir, block_size, batch_size, device
-        self.rank, self.world_size = rank, world_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
+
+    def get_batch(self, split, generator=None):
+        raise NotImplementedError
+
+    def init_model(self, model):
+        return ''
+
+    def bind(self, model, autocast, parent):
+        pass
+
+    def measure(self, model):
+        return {}
+
+    def pop_stats(self):
+        return {}
 
     def state_dict(self):
         return {'generator': self.generator.get_state()}
@@ -65,10 +107,14 @@ class TokenStream(Source):
     of each batch's rows backward and the rest forward, each document behind its <|forward|>/<|backward|> token.
     Data whose meta.json says "windows": "document" (rewrite pairs: a pair cut from its draft teaches nothing) has
     every window start at a document's <|bos|>.
+    TurnGPT's token vectors (train.py's data_args): semantic_init starts a new model's listed words' vectors around
+    their category's direction (semantic.semantic_init), eval_analogies logs their semantic arithmetic at each eval
+    (semantic.analogy_eval) as analogy/<figure>.
     """
+    ANALOGY = ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')  # what eval_analogies logs
 
     def __init__(self, data_dir, block_size, batch_size, device, seed=1337, rank=0, world_size=1,
-                 direction='forward', backward_frac=0.5):
+                 direction='forward', backward_frac=0.5, semantic_init=False, eval_analogies=False):
         if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
             die(f"no prepared data in {data_dir}: " + make_hint(data_dir, "prepare it first, e.g. python -m prepare.chitchat or "
                 "python -m prepare.text ../shared/data/tinyshakespeare.txt --tokenizer=char --out=data/shakespeare_char"))
@@ -82,6 +128,8 @@ class TokenStream(Source):
         self.tokenizer = Tokenizer.load(os.path.join(data_dir, 'tokenizer.json'))
         super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
         self.direction, self.backward_frac = direction, backward_frac
+        self.semantic_init, self.eval_analogies = semantic_init, eval_analogies
+        self.measures = tuple(f'analogy/{k}' for k in self.ANALOGY) if eval_analogies else ()
         if direction == 'bidirectional' and None in (self.tokenizer.special('<|forward|>'), self.tokenizer.special('<|backward|>')):
             die(f"bidirectional training needs <|forward|> and <|backward|> tokens, which {data_dir}'s "
                 f"{self.tokenizer.kind} tokenizer lacks; prepare the data again with this version")
@@ -91,6 +139,20 @@ class TokenStream(Source):
             if n < block_size + 1:
                 die(f"split '{split}' of {data_dir} has {n} tokens, fewer than block_size+1 = {block_size + 1}; "
                     f"lower block_size or prepare more data")
+
+    def init_model(self, model):
+        """semantic_init: the listed words' rows of a new model's token vectors around their category's direction."""
+        if not self.semantic_init:
+            return ''
+        stats = semantic.semantic_init(model.token_vectors(), self.tokenizer, torch.Generator().manual_seed(self.seed))
+        return semantic.describe_init(stats)
+
+    def measure(self, model):
+        """eval_analogies: the token vectors' semantic arithmetic."""
+        if not self.eval_analogies:
+            return {}
+        found = semantic.analogy_eval(model.token_vectors().detach(), self.tokenizer)
+        return {f'analogy/{k}': found[k] for k in self.ANALOGY}
 
     def streams(self, split):
         """[(tokens, mask or None)] of a split, one per direction it is read in (two, of equal length, if bidirectional)."""
@@ -251,6 +313,7 @@ class BagSource(Source):
         from prepare.common import read_vocab
         vectors = read_vocab(os.path.join(self.data_dir, 'vocab.h5'))[3]
         model.vectors[len(model.vectors) - len(vectors):] = torch.from_numpy(vectors)  # after the specials
+        return ''
 
     def get_batch(self, split, generator=None):
         ids, offsets, teacher = self.bags[split]
@@ -296,6 +359,7 @@ class Rollouts(Source):
             die(f"data_args needs temperature > 0 (samples must differ), kl >= 0 and eval_problems >= 1; got "
                 f"temperature={temperature}, kl={kl}, eval_problems={eval_problems}")
         self.direction, self.backward_frac, self.samples, self.temperature = direction, backward_frac, samples, temperature
+        self.measures = ('val_pass1',) if direction != 'bidirectional' else ('val_pass1/forward', 'val_pass1/backward')
         self.max_new_tokens, self.kl, self.eval_problems = max_new_tokens, kl, eval_problems
         self.sampler = torch.Generator(device=device).manual_seed(seed + 7 + rank)  # the answers' tokens
         self.model = self.reference_model = None
@@ -373,8 +437,8 @@ class Rollouts(Source):
 
     @torch.no_grad()
     def measure(self, model):
-        """{'pass1': share} (or per reading direction, bidirectional): greedy answers to eval_problems test problems
-        spread over the levels, at each eval."""
+        """{'val_pass1': share} (or per reading direction, bidirectional): greedy answers to eval_problems test
+        problems spread over the levels, at each eval."""
         import rl
         out, tok = {}, self.tokenizer
         ways = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
@@ -383,7 +447,8 @@ class Rollouts(Source):
         for b in ways:
             rewards = rl.attempt(model, tok, [(p, b) for p in tests], self.direction == 'bidirectional',
                                  self.max_new_tokens, 0, autocast=self.autocast)[3]
-            out['pass1' if len(ways) == 1 else f"pass1/{'backward' if b else 'forward'}"] = rewards.mean().item()
+            key = 'val_pass1' if len(ways) == 1 else f"val_pass1/{'backward' if b else 'forward'}"
+            out[key] = rewards.mean().item()
         return out
 
 
@@ -404,5 +469,6 @@ def pick_dataset(mix, generator):
     return names[torch.multinomial(torch.tensor([float(mix[n]) for n in names]), 1, generator=generator).item()]
 
 
+# data sources by name (config: data_source); each a Source, whose docstring is the protocol train.py keeps to
 SOURCES = {'tokens': TokenStream, 'speakers': SpeakerStream, 'pairs': PairSource, 'masked_pairs': MaskedPairs,
-           'bags': BagSource, 'rollouts': Rollouts}  # config: data_source
+           'bags': BagSource, 'rollouts': Rollouts}

@@ -11,7 +11,9 @@ $ python train.py --out_dir=out-quickstart --init_from=resume --max_iters=3000
 Fine-tune another run's model (base -> mid -> sft): --init_from=out-base
 
 What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in dataloader.py
-(SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (logits, loss).
+(SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (output, loss); what else the loop
+asks of a model kind or a data source is one protocol each, of optional methods with defaults, written where MODELS
+and SOURCES are.
 The config is read once; only a curriculum phase changes it afterwards, in one place (enter_phase).
 """
 
@@ -61,7 +63,8 @@ wandb_run_name = 'run'
 dataset = 'chitchat'  # data/<dataset>, made by a prepare/ script; evaluation (val_loss, best checkpoint) is on it
 data_mix = {}  # {dataset: weight}: what training draws from, micro-batch by micro-batch; {} is {dataset: 1}
 data_source = 'tokens'  # a name in dataloader.SOURCES
-data_args = {}  # what the data source takes beyond the common arguments, e.g. RL's {'samples': 8, 'temperature': 1.0}
+data_args = {}  # what the data source takes beyond the common arguments, e.g. RL's {'samples': 8, 'temperature': 1.0},
+                # TurnGPT's {'semantic_init': True, 'eval_analogies': True} (dataloader.SOURCES)
 direction: ('forward', 'backward', 'bidirectional') = 'forward'  # the order the model reads documents in; saved in the checkpoint
 backward_frac: '[0, 1]' = 0.5  # bidirectional: the share of each batch's rows read backward
 gradient_accumulation_steps: '[1, inf)' = 1  # micro-steps per optimizer step, over all processes together
@@ -83,8 +86,6 @@ causal = True
 turn_dim: '[0, inf)' = 0  # TurnGPT: > 0 gives each token a vector of this size, mapped to n_embd (0: dense embeddings)
 turn_map: ('linear', 'poly') = 'linear'  # turn_dim's map to the width: linear (ALBERT) or the source's polynomials
 n_speakers: '[0, inf)' = 0  # TurnGPT: 2 adds a user/assistant speaker embedding (needs data_source='speakers')
-semantic_init = False  # from scratch: put listed words' token vectors around their category's direction (semantic.py)
-eval_analogies = False  # log the token vectors' semantic arithmetic (semantic.analogy_eval) at each eval
 pooling: ('mean', 'attention', 'self_attention') = 'attention'  # approximator: how the bag of entries is pooled
 entry_dim: '[0, inf)' = 0  # approximator: > 0 gives each entry a learned vector of this size beside the teacher's
 mse_weight: '[0, inf)' = 1.0  # approximator's distillation loss: squared distance to the teacher's vector,
@@ -275,9 +276,7 @@ for n, source in sources.items():
         die(f"data/{n} was made with another tokenizer than data/{dataset}; a mix shares one: prepare it with "
             f"--tokenizer=data/{dataset}")
 mix_generator = torch.Generator().manual_seed(seed + 3)  # which dataset each micro-batch comes from
-ANALOGY = ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')  # what eval_analogies logs
-METRICS = {'val_loss', 'val_ppl', 'train_loss'} | {f'val_loss/{n}' for n in names} | (
-    {f'analogy/{k}' for k in ANALOGY} if eval_analogies else set())
+METRICS = {'val_loss', 'val_ppl', 'train_loss'} | {f'val_loss/{n}' for n in names} | set(data.measures)
 for start, c in curriculum():
     for k in c['advance_when']:
         if k not in METRICS:
@@ -329,19 +328,14 @@ if ckpt is None:
     config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
     model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
     model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
-    model_args.update({k: v for k, v in getattr(data, 'model_args', {}).items() if k in {f.name for f in fields(config_cls)}})
+    model_args.update({k: v for k, v in data.model_args.items() if k in {f.name for f in fields(config_cls)}})
     try:
         check_memory_fits(meta_model(lambda: model_cls(config_cls(**model_args))))
         model = model_cls(config_cls(**model_args))
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
         die(f"{model_kind}: {e}")
-    start_line = "from scratch"
-    if hasattr(data, 'init_model'):  # what the data decides of a new model's weights (the approximator's entries)
-        data.init_model(model)
-    if semantic_init:
-        import semantic
-        stats = semantic.semantic_init(model.token_vectors(), data.tokenizer, torch.Generator().manual_seed(seed))
-        start_line += f"; {semantic.describe_init(stats)}"
+    note = data.init_model(model)  # what the data sets of a new model's weights (the approximator's entries, ...)
+    start_line = "from scratch" + (f"; {note}" if note else '')
 else:
     if ckpt['tokenizer'] != data.tokenizer.info:
         die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
@@ -365,12 +359,11 @@ else:
         parent = os.path.abspath(init_from)  # lineage: this run descends from that one
         start_line = f"fine-tuning {ckpt['path']} ({where})"
 model.to(device)
-for source in sources.values():
-    if hasattr(source, 'bind'):  # a source that samples from the model it trains (RL's rollouts), and its parent
-        source.bind(model, autocast, parent)
+for source in sources.values():  # a source that samples from the model it trains (RL's rollouts), and its parent
+    source.bind(model, autocast, parent)
 # the data formats this model and its ancestors were trained on ('text', 'rewrite', ...), so a consumer knows what it
 # can do: sample.py's rewrite mode asks for 'rewrite'
-formats += [f for f in [getattr(data, 'meta', {}).get('format', 'text')] if f not in formats]
+formats += [f for f in [data.meta.get('format', 'text')] if f not in formats]
 
 # a GradScaler only for float16, which only CUDA runs; a no-op otherwise
 scaler = torch.amp.GradScaler('cuda', enabled=(ptdtype == torch.float16))
@@ -403,7 +396,7 @@ while len(entered) < len(STARTS) and STARTS[len(entered)] <= iter_num:  # phases
 if entered:
     print0(f"curriculum: phase {len(entered)} of {len(STARTS)} in force (since iter {entered[-1]})")
 print0(f"{model_kind}: {model.get_num_params() / 1e6:.2f}M parameters, {start_line}")
-for line in getattr(model, 'describe', list)():  # what a model kind wants known, e.g. TurnGPT's compression
+for line in model.describe():  # what a model kind wants known, e.g. TurnGPT's compression
     print0(line)
 print0(f"data/{dataset} ({data_source}, {data.tokenizer.kind} tokenizer of {data.tokenizer.vocab_size:,}), "
        f"{tokens_per_iter:,} tokens per iteration ({gradient_accumulation_steps} micro-steps x {batch_size} rows "
@@ -443,7 +436,7 @@ def estimate_loss():
     `dataset`, and val of every other dataset in the mix in force."""
     out = {}
     eval_model.eval()
-    measures = getattr(raw_model, 'EVAL_METRICS', ())  # what a kind measures on val beyond its loss (eval_metrics)
+    measures = raw_model.EVAL_METRICS  # what a kind measures on val beyond its loss (eval_metrics)
     for name, split in [(dataset, 'train'), (dataset, 'val')] + [(n, 'val') for n in mix if n != dataset]:
         generator = torch.Generator().manual_seed(seed + 1)
         wanted = measures if (name, split) == (dataset, 'val') else ()
@@ -464,12 +457,7 @@ def estimate_loss():
         out[f'{split}_loss' if name == dataset else f'val_loss/{name}'] = (total[0] / total[1]).item()
         out.update({f'val_{m}': (total[2 + i] / total[1]).item() for i, m in enumerate(wanted)})
     out['val_ppl'] = math.exp(min(out['val_loss'], 50.0))
-    if hasattr(data, 'measure'):  # what the source measures of the model itself (RL: greedy pass@1 on test problems)
-        out.update({f'val_{k}': v for k, v in data.measure(raw_model).items()})
-    if eval_analogies:
-        import semantic
-        found = semantic.analogy_eval(raw_model.token_vectors().detach(), data.tokenizer)
-        out.update({f'analogy/{k}': found[k] for k in ANALOGY})
+    out.update(data.measure(raw_model))  # what the source measures of the model itself (RL's pass@1, analogies)
     eval_model.train()
     return out
 
@@ -572,7 +560,7 @@ def stop_if_not_finite(what, value):
 def source_stats():
     """{name: mean} of what the data source measured while drawing batches since the last log (RL: the reward,
     the answers' length), averaged over the processes; {} for sources that measure nothing."""
-    stats = data.pop_stats() if hasattr(data, 'pop_stats') else {}
+    stats = data.pop_stats()
     if ddp and stats:
         values = torch.tensor(list(stats.values()), device=device)
         dist.all_reduce(values, op=dist.ReduceOp.AVG)
@@ -612,7 +600,7 @@ if hdf5_log and master_process and not eval_only:
     else:
         # fixed, from val, in the base config's shape: the same all run, whatever phase a resume lands in
         probe_batch = whole_batch(data, 'val', torch.Generator().manual_seed(seed + 2), config['batch_size'], config['block_size'])
-        shapes = h5log.series_shapes(raw_model, probe_batch, autocast) | {f'train/{k}': () for k in getattr(data, 'STATS', ())}
+        shapes = h5log.series_shapes(raw_model, probe_batch, autocast) | {f'train/{k}': () for k in data.STATS}
         try:
             h5 = h5log.H5Log(H5_PATH, config, shapes, iter_num if init_from == 'resume' else None)
         except Exception as e:  # the log is extra: a run goes on without it

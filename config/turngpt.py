@@ -30,14 +30,13 @@ sample_prompts = ['hi, how are you?', "what's your favorite color?", 'what do yo
 
 dataset = 'chitchat'  # evaluation: whole held-out conversations
 data_source = 'speakers'  # batches carry each token's speaker
+data_args = {'semantic_init': True, 'eval_analogies': True}  # listed words start by category; analogies at each eval
 
 n_layer = 4
 n_head = 4
 n_embd = 128
 turn_dim = 32
 n_speakers = 2
-semantic_init = True
-eval_analogies = True
 # per-group lrs (the source's lower lr for the turn table, which here gets gradients): 0.5 measured slightly worse
 # than 1.0 (val 6.33 vs 6.26 after 400 iterations of turngpt_simple, under ALBERT's init), so every group keeps 1
 lr_scales = {'transformer.turn': 1.0, 'transformer.turn_map': 1.0, 'transformer.wse': 1.0}

@@ -196,3 +196,16 @@ def test_a_turngpt_run_trains_prints_both_ratios_and_chats(workdir, chat_data, t
     assert (tmp_path / 'best.pt').is_file()
     chat = run('chat.py', f'--out_dir={tmp_path}', '--device=cpu', '--max_new_tokens=8', cwd=workdir, stdin='hello\n/quit\n')
     assert chat.returncode == 0 and 'Bot:' in chat.stdout, chat.stderr[-2000:]
+
+
+def test_semantic_init_and_analogies_are_the_sources_business(workdir, chat_data, tmp_path):
+    # data_args reach the token stream: it initializes a new model's listed words and measures analogies at each
+    # eval, which advance_when may name
+    proc = train(workdir, tmp_path, '--max_iters=2', '--eval_interval=2', '--turn_dim=8', '--block_size=32',
+                 "--data_args={'semantic_init': True, 'eval_analogies': True}",
+                 "--advance_when={'analogy/distance_rel': 100.0}", dataset='chat')
+    assert 'parameters, from scratch; semantic init: ' in proc.stdout
+    evals = [r for r in read_log(tmp_path) if 'val_loss' in r]
+    assert [r['iter'] for r in evals] == [0, 2]
+    assert all({f'analogy/{k}' for k in ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')} <= r.keys()
+               for r in evals)

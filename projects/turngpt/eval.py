@@ -40,7 +40,7 @@ FULL, SIMPLE = os.path.join(REPO, 'config', 'turngpt.py'), os.path.join(REPO, 'c
 ARMS = {
     'full (curriculum, semantic, E=32, speakers)': (FULL, []),
     'simple (one phase)': (SIMPLE, []),
-    'random init': (FULL, ['--semantic_init=False']),
+    'random init': (FULL, ["--data_args={'semantic_init': False, 'eval_analogies': True}"]),
     'E=8': (FULL, ['--turn_dim=8']),
     'dense embeddings': (FULL, ['--turn_dim=0', "--lr_scales={'transformer.wse': 1.0}"]),
     'no speakers': (FULL, ['--n_speakers=0', '--data_source=tokens',
