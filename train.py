@@ -10,7 +10,7 @@ Resume a run where it stopped (its config comes from its checkpoint):
 $ python train.py --out_dir=out-quickstart --init_from=resume --max_iters=3000
 Fine-tune another run's model (base -> mid -> sft): --init_from=out-base
 
-What differs between projects lives elsewhere: the model in model.py (MODELS), its batches in dataloader.py
+What differs between projects lives elsewhere: the model in a model file (common.MODELS), its batches in dataloader.py
 (SOURCES), its settings in a config/ file. Every model's forward(*batch) returns (output, loss); what else the loop
 asks of a model kind or a data source is one protocol each, of optional methods with defaults, written where MODELS
 and SOURCES are.
@@ -25,7 +25,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,8 @@ gradient_accumulation_steps: '[1, inf)' = 1  # micro-steps per optimizer step, o
 batch_size: '[1, inf)' = 12  # rows per micro-step; the global batch, gradient_accumulation_steps x batch_size, is the same on any number of processes
 block_size: '[1, inf)' = 256
 # model
-model_kind = 'gpt'  # a name in model.MODELS
+model_kind = 'gpt'  # a name in common.MODELS
+model_args = {}  # the kind's own config fields that no key here sets, e.g. the approximator's {'pooling': 'mean'}
 n_layer: '[1, inf)' = 6
 n_head: '[1, inf)' = 6
 n_embd: '[1, inf)' = 384  # a multiple of n_head
@@ -86,11 +87,6 @@ causal = True
 turn_dim: '[0, inf)' = 0  # TurnGPT: > 0 gives each token a vector of this size, mapped to n_embd (0: dense embeddings)
 turn_map: ('linear', 'poly') = 'linear'  # turn_dim's map to the width: linear (ALBERT) or the source's polynomials
 n_speakers: '[0, inf)' = 0  # TurnGPT: 2 adds a user/assistant speaker embedding (needs data_source='speakers')
-pooling: ('mean', 'attention', 'self_attention') = 'attention'  # approximator: how the bag of entries is pooled
-entry_dim: '[0, inf)' = 0  # approximator: > 0 gives each entry a learned vector of this size beside the teacher's
-mse_weight: '[0, inf)' = 1.0  # approximator's distillation loss: squared distance to the teacher's vector,
-cos_weight: '[0, inf)' = 1.0  # 1 - cosine to it,
-sim_weight: '[0, inf)' = 0.0  # and the error of the batch's pairwise cosines against the teacher's
 # AdamW
 learning_rate: '(0, inf)' = 1e-3
 max_iters: '[0, inf)' = 5000
@@ -168,6 +164,10 @@ elif init_from != 'scratch':
             die(f"{explicit[k]} conflicts with {init_from}'s {k}={inherited[k]!r}: a fine-tuned model keeps its "
                 f"parent's architecture and direction; drop the key (or train from scratch)")
         globals()[k] = inherited[k]
+    for k, v in model_args.items():  # the kind's own fields are the parent's too
+        if ckpt['model_args'].get(k, v) != v:
+            die(f"{explicit['model_args']} conflicts with {init_from}'s {k}={ckpt['model_args'][k]!r}: a fine-tuned "
+                f"model keeps its parent's architecture; drop the key (or train from scratch)")
 
 
 def curriculum():
@@ -308,8 +308,8 @@ def check_memory_fits(model):
     blocks = len(h5log.layers(model)) if not eval_only else min(1, len(h5log.layers(model)))  # no_grad keeps one's
     processes = int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if device_type == 'cpu' else 1  # a CPU's memory is shared
     check_memory(f"{'evaluating' if eval_only else 'training'} {model_kind} ({params:,} parameters; {tokens:,} tokens a micro-step through {blocks} "
-                 f"blocks of width {model_args.get('n_embd', 0)})",
-                 params * (4 if eval_only else 16) + 8 * tokens * model_args.get('n_embd', 0) * blocks, device,
+                 f"blocks of width {arch.get('n_embd', 0)})",
+                 params * (4 if eval_only else 16) + 8 * tokens * arch.get('n_embd', 0) * blocks, device,
                  "lower batch_size (raise gradient_accumulation_steps to keep the global batch), block_size, or the "
                  "model's size", processes)
     if hdf5_log and master_process and not eval_only:
@@ -318,20 +318,38 @@ def check_memory_fits(model):
                      device, "lower block_size or batch_size, or run without the HDF5 log: --hdf5_log=''", processes)
 
 
+def check_model_args(config_cls):
+    """model_args sets the model kind's own fields: those of its config dataclass (common.MODELS) that no key above
+    sets and the data doesn't decide, each with a value of its default's type; one line for the first that isn't."""
+    own = {f.name: f.default for f in fields(config_cls)
+           if f.name not in KEYS and f.name != 'vocab_size' and f.name not in data.model_args}
+    for k, v in model_args.items():
+        if k not in own:
+            die(f"model_args sets '{k}', which is not a field of {model_kind}'s own ({', '.join(own) or 'it has none'})"
+                + (f"; set --{k} itself" if k in KEYS else ''))
+        if type(v) is not type(own[k]) and not (type(own[k]) is float and type(v) is int):
+            die(f"model_args['{k}'] expects {type(own[k]).__name__}, got {type(v).__name__} {v!r}")
+
+
 # -----------------------------------------------------------------------------
 # model: from scratch, resumed from out_dir, or started from another run's weights
 iter_num, best_val_loss, parent, tokens_seen, formats = 0, 1e9, None, 0, []  # formats: see below
 entered, stale = [], 0  # the iteration each phase began at; evals since val loss last improved (patience)
 began = []  # a resumed run's `entered`, from its checkpoint: those phases are put in force again below
 saved_iter = None  # the iteration of out_dir's checkpoint: what a failed write says to resume from
+config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')  # a fine-tuned run's model_kind is its parent's
+check_model_args(config_cls)
 if ckpt is None:
-    config_cls, model_cls = lookup(MODELS, model_kind, 'model_kind')
-    model_args = {f.name: config[f.name] for f in fields(config_cls) if f.name in config}
-    model_args.update(vocab_size=data.tokenizer.vocab_size, block_size=max_block_size)
-    model_args.update({k: v for k, v in data.model_args.items() if k in {f.name for f in fields(config_cls)}})
+    # the fields of the kind's config dataclass: the keys above of the same names, the kind's own (model_args), then
+    # what the data decides; the defaults fill the rest. The checkpoint keeps them all as its model_args
+    arch = {k: config[k] for k in (f.name for f in fields(config_cls)) if k in config} | model_args
+    arch |= {'vocab_size': data.tokenizer.vocab_size, 'block_size': max_block_size}
+    arch |= {k: v for k, v in data.model_args.items() if k in {f.name for f in fields(config_cls)}}
     try:
-        check_memory_fits(meta_model(lambda: model_cls(config_cls(**model_args))))
-        model = model_cls(config_cls(**model_args))
+        model_config = config_cls(**arch)
+        arch = asdict(model_config)
+        check_memory_fits(meta_model(lambda: model_cls(model_config)))
+        model = model_cls(model_config)
     except ValueError as e:  # what the model's config rejects (common.check_value has done the ranges)
         die(f"{model_kind}: {e}")
     note = data.init_model(model)  # what the data sets of a new model's weights (the approximator's entries, ...)
@@ -340,13 +358,13 @@ else:
     if ckpt['tokenizer'] != data.tokenizer.info:
         die(f"{ckpt['path']} was trained with another tokenizer than data/{dataset}'s; "
             f"train on data made with the same tokenizer")
-    model_args = dict(ckpt['model_args'], dropout=dropout)  # the architecture is the checkpoint's; dropout may change
+    arch = dict(ckpt['model_args'], dropout=dropout)  # the architecture is the checkpoint's; dropout may change
     formats = list(ckpt.get('formats', []))
     parent = ckpt.get('parent')
-    if max_block_size > model_args['block_size']:
-        die(f"block_size {max_block_size} is larger than the checkpoint's {model_args['block_size']}; "
-            f"continue with --block_size={model_args['block_size']} or less")
-    ckpt['model_args'] = model_args
+    if max_block_size > arch['block_size']:
+        die(f"block_size {max_block_size} is larger than the checkpoint's {arch['block_size']}; "
+            f"continue with --block_size={arch['block_size']} or less")
+    ckpt['model_args'] = arch
     model = build_model(ckpt)
     check_memory_fits(model)
     where = f"iter {ckpt['iter_num']}, val loss {ckpt['best_val_loss']:.4f}"
@@ -527,7 +545,7 @@ def save(improved):
     leave the others to fail at their next collective with a traceback."""
     global saved_iter
     ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-            'model_kind': model_kind, 'model_args': model_args, 'tokenizer': data.tokenizer.info, 'direction': direction,
+            'model_kind': model_kind, 'model_args': arch, 'tokenizer': data.tokenizer.info, 'direction': direction,
             'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, 'parent': parent,
             'phases_entered': entered, 'tokens_seen': tokens_seen, 'stale_evals': stale, 'formats': formats, 'rng': rng_states(),
             'data': {'sources': {n: s.state_dict() for n, s in sources.items()}, 'mix': mix_generator.get_state()}}

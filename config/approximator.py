@@ -12,17 +12,18 @@ out_dir = 'out-approximator'
 dataset = 'approximator'
 data_source = 'bags'
 model_kind = 'approximator'
-pooling = 'attention'
-entry_dim = 64  # each entry's learned vector beside the teacher's (1.9M of the 3.3M parameters; folded into the tables)
+model_args = {  # the approximator's own fields (model.ApproximatorConfig)
+    'pooling': 'attention',
+    'entry_dim': 64,  # each entry's learned vector beside the teacher's (1.9M of the 3.3M parameters; folded into
+                      # the tables)
+    'mse_weight': 1.0, 'cos_weight': 1.0, 'sim_weight': 1.0,  # the loss: squared distance, 1 - cosine, pairwise cosines
+}
 n_layer = 2  # phi's layers
 n_embd = 512
 n_head = 4  # attention-pooling heads
 block_size = 1024  # entries of a bag that count: 512 words give 1,024 at most (each its n-gram and a skip-gram); a
                   # batch is padded to its largest bag, so a chat message's ~10 cost no more
 batch_size = 256
-mse_weight = 1.0
-cos_weight = 1.0
-sim_weight = 1.0
 learning_rate = 2e-3
 min_lr = 2e-4
 weight_decay = 0.01

@@ -532,6 +532,18 @@ def test_resume_continues_exactly(approx_workdir, approx_run, tmp_path):
     assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-5) and a['val_spearman'] == pytest.approx(b['val_spearman'], abs=1e-5)
 
 
+@pytest.mark.parametrize('args, message', [
+    (["--model_args={'pooling': 'attention', 'entry_dim': '64'}"], "model_args['entry_dim'] expects int, got str '64'"),
+    (["--model_args={'pooling': 'mean'}", '--init_from={run}'], "conflicts with {run}'s pooling='attention'"),
+], ids=['wrong-type', 'finetune-other-pooling'])
+def test_model_args_are_checked_in_one_line(approx_workdir, approx_run, tmp_path, args, message):
+    # the approximator's own fields come through model_args, checked as the config keys are
+    args = [a.replace('{run}', str(approx_run)) for a in args]
+    proc = train_approx(approx_workdir, tmp_path / 'out', *args, check=False)
+    assert proc.returncode == 1 and message.replace('{run}', str(approx_run)) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / 'out').exists()
+
+
 def expected_stop(rows_, patience):
     """The iteration the log's val losses should have stopped the run at: the first eval `patience` evals after the
     best one."""

@@ -9,7 +9,7 @@ import torch
 
 from common import build_model, load_checkpoint
 from dataloader import TokenStream
-from helpers import read_log, run
+from helpers import read_log, run, train
 
 
 def test_run_leaves_checkpoint_and_meta_and_no_temp_files(char_run):
@@ -45,6 +45,19 @@ def test_built_model_reproduces_the_logged_val_loss(char_run, char_data):
     with torch.no_grad():
         loss = np.mean([model(*data.get_batch('val', generator))[1].item() for _ in range(2)])
     assert np.isclose(loss, read_log(char_run)[-1]['val_loss'], rtol=1e-5)
+
+
+def test_a_checkpoint_whose_config_has_keys_train_py_no_longer_has_resumes(workdir, char_run, tmp_path):
+    # saved before the approximator's and TurnGPT's keys moved into model_args and data_args: its config holds them
+    # and no model_args; the model's own model_args kept the same field names
+    shutil.copytree(char_run, tmp_path, dirs_exist_ok=True)
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    del ckpt['config']['model_args']
+    ckpt['config'].update(semantic_init=False, eval_analogies=False, pooling='attention', entry_dim=0,
+                          mse_weight=1.0, cos_weight=1.0, sim_weight=0.0)
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    train(workdir, tmp_path, '--init_from=resume', '--max_iters=22')
+    assert load_checkpoint(str(tmp_path))['iter_num'] == 22
 
 
 def corrupt(kind, path):

@@ -90,6 +90,16 @@ def test_bad_curriculum_exits_before_training(workdir, char_data, tmp_path, phas
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('model_args, message', [
+    ("{'pooling': 'mean'}", "model_args sets 'pooling', which is not a field of gpt's own (it has none)"),
+    ("{'n_layer': 3}", "model_args sets 'n_layer', which is not a field of gpt's own (it has none); set --n_layer itself"),
+], ids=['not-the-kinds', 'a-key-of-its-own'])
+def test_bad_model_args_exit_in_one_line_before_writing(workdir, char_data, tmp_path, model_args, message):
+    proc = train(workdir, tmp_path / 'out', '--max_iters=2', f'--model_args={model_args}', check=False)
+    assert proc.returncode == 1 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / 'out').exists()
+
+
 def test_finetune_starts_from_the_parent(workdir, char_run, tmp_path):
     train(workdir, tmp_path, f'--init_from={char_run}', '--max_iters=5', '--eval_interval=5')
     ckpt = load_checkpoint(str(tmp_path))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import teacher as teachers
-from common import REPO, configure, die, launch, load_checkpoint, mean_std, need
+from common import REPO, configure, die, launch, load_checkpoint, mean_std, need, read_config_file
 from projects.approximator.embedder import student_encoder
 
 # -----------------------------------------------------------------------------
@@ -332,16 +332,24 @@ def worst(path, texts, reference, n):
 
 
 # -- ablations: each variant is a train.py run, at the same iterations and seeds, on data prepared for it
+CONFIG = os.path.join(REPO, 'config', 'approximator.py')
+
+
+def model_args(**change):
+    """The train.py override that changes these of config/approximator.py's model_args (a flag sets the whole dict)."""
+    return ['--model_args=' + repr({**read_config_file(CONFIG)['model_args'], **change})]
+
+
 ABLATIONS = {  # name: (run slug, data dir, train.py overrides)
-    'mean pooling': ('mean', 'approximator', ['--pooling=mean']),
+    'mean pooling': ('mean', 'approximator', model_args(pooling='mean')),
     'attention pooling (default)': ('attention', 'approximator', []),
-    '+ self-attention': ('self-attention', 'approximator', ['--pooling=self_attention']),
-    'no learned entry vectors': ('no-entry', 'approximator', ['--entry_dim=0']),
+    '+ self-attention': ('self-attention', 'approximator', model_args(pooling='self_attention')),
+    'no learned entry vectors': ('no-entry', 'approximator', model_args(entry_dim=0)),
     'vocab 10k': ('vocab10k', 'approximator_10k', []),
     'vocab 100k': ('vocab100k', 'approximator_100k', []),
     'no skip-grams': ('noskip', 'approximator_noskip', []),
-    'loss: MSE only': ('mse', 'approximator', ['--cos_weight=0', '--sim_weight=0']),
-    'loss: MSE + cosine': ('mse-cos', 'approximator', ['--sim_weight=0']),
+    'loss: MSE only': ('mse', 'approximator', model_args(cos_weight=0.0, sim_weight=0.0)),
+    'loss: MSE + cosine': ('mse-cos', 'approximator', model_args(sim_weight=0.0)),
     'teacher: MiniLM [CLS]': ('cls', 'approximator_cls', []),
 }
 PREPARE = {'approximator_10k': ['--vocab_size=10000'], 'approximator_100k': ['--vocab_size=100000'],
