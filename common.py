@@ -332,6 +332,14 @@ def mean_std(xs, digits=4):
     return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.{digits}f}"
 
 
+def spearman(a, b):
+    """Spearman's rank correlation of two 1-D tensors: Pearson's of their ranks (ties broken by order)."""
+    ranks = lambda x: torch.empty_like(x).scatter_(0, x.argsort(), torch.arange(len(x), dtype=x.dtype, device=x.device))
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return (ra @ rb / (ra.norm() * rb.norm())).item()
+
+
 def peak_memory_mb(device_type):
     """The process's peak memory so far, in MB: allocated on the GPU, resident on the CPU."""
     if device_type == 'cuda':
@@ -396,8 +404,7 @@ def load_checkpoint(path, device='cpu'):
 # hold the defaults a kind doesn't override):
 #   forward(*batch) -> (logits, loss)   a batch as its source yields it (dataloader.SOURCES); loss None without targets
 #   describe() -> [line, ...]           what train.py prints about it at the start (default: nothing)
-#   EVAL_METRICS, eval_metrics(output, *batch) -> {name: float}   what train.py measures on val beyond the loss, the
-#                                       means logged as val_<name> (default: (), and no eval_metrics)
+# Its config dataclass is filled from train.py's keys of the same names, then model_args, then the source's model_args.
 #   can, usage                          what scripts may ask of it (NEEDS below), and the command that serves it
 #   get_num_params(), configure_optimizers(...), estimate_mfu(...), device()   the loop's bookkeeping
 # A model knows tensors: chatting with one (a conversation as ids, a reply as text) is engine.py's.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import semantic
-from common import die, make_hint
+from common import die, make_hint, spearman
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
 
@@ -53,6 +53,9 @@ class Source:
                   trains (RL's rollouts); parent is the run it was fine-tuned from, or None.
     measure(model) -> {log key: value}: at each eval, after the losses, what the source measures of the model
                   itself (RL's val_pass1, TurnGPT's analogy/...); `measures` names those keys, for advance_when.
+    EVAL_METRICS, eval_metrics(output, *batch) -> {name: float}: on each val batch of the run's own dataset, what
+                  the source measures of the model's output beyond the loss (the approximator's cosine and Spearman
+                  against the teacher's vectors); their means are logged as val_<name>.
     STATS, pop_stats() -> {name: mean}: at each log line, what drawing batches measured since the last one (RL's
                   reward), logged under its name (and train/<name> in the HDF5 log, which STATS declares).
     Beside the protocol, Source gives its subclasses one generator that draws each global batch: every rank draws the
@@ -61,6 +64,7 @@ class Source:
     model_args = {}
     meta = {}
     measures = ()
+    EVAL_METRICS = ()
     STATS = ()
 
     def __init__(self, data_dir, block_size, batch_size, device, seed, rank, world_size):
@@ -78,6 +82,9 @@ class Source:
         pass
 
     def measure(self, model):
+        return {}
+
+    def eval_metrics(self, output, *batch):
         return {}
 
     def pop_stats(self):
@@ -314,6 +321,20 @@ class BagSource(Source):
         vectors = read_vocab(os.path.join(self.data_dir, 'vocab.h5'))[3]
         model.vectors[len(model.vectors) - len(vectors):] = torch.from_numpy(vectors)  # after the specials
         return ''
+
+    EVAL_METRICS = ('cosine', 'spearman')
+
+    @staticmethod
+    @torch.no_grad()
+    def eval_metrics(pred, ids, target):
+        """The mean cosine of a val batch's predicted vectors to the teacher's, and the Spearman correlation of the
+        batch's pairwise cosines with the teacher's (what a similarity search ranks by)."""
+        pred, target = pred.float(), target.float()
+        s, t = (torch.nn.functional.normalize(v, dim=-1) for v in (pred, target))
+        upper = torch.triu_indices(len(s), len(s), 1, device=s.device)
+        pairs = lambda m: m[upper[0], upper[1]]
+        return {'cosine': torch.nn.functional.cosine_similarity(pred, target, dim=-1).mean().item(),
+                'spearman': spearman(pairs(s @ s.t()), pairs(t @ t.t()))}
 
     def get_batch(self, split, generator=None):
         ids, offsets, teacher = self.bags[split]

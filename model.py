@@ -450,7 +450,6 @@ class GPT(nn.Module):
     # texts (projects/approximator/embed.py)
     can = ('sample', 'chat', 'score')
     usage = "sample from it: python sample.py --out_dir={out_dir}"  # what to do with it, where a script can't help
-    EVAL_METRICS = ()  # what train.py measures on val beyond the loss: none (a kind with some has eval_metrics too)
 
     def device(self):
         return self.transformer.ln_f.weight.device

@@ -195,19 +195,6 @@ class Approximator(nn.Module):
             loss = loss + c.sim_weight * ((s @ s.t() - t @ t.t())[off]).pow(2).mean()
         return loss
 
-    EVAL_METRICS = ('cosine', 'spearman')  # what eval_metrics measures; train.py logs their means as val_<name>
-
-    @torch.no_grad()
-    def eval_metrics(self, pred, ids, target):
-        """{name: value} of a val batch's predictions (forward's output on ids): the mean cosine to the teacher's
-        vectors, and the Spearman correlation of the batch's pairwise cosines with the teacher's."""
-        pred, target = pred.float(), target.float()
-        s, t = (F.normalize(v, dim=-1) for v in (pred, target))
-        upper = torch.triu_indices(len(s), len(s), 1, device=s.device)
-        pairs = lambda m: m[upper[0], upper[1]]
-        return {'cosine': F.cosine_similarity(pred, target, dim=-1).mean().item(),
-                'spearman': spearman(pairs(s @ s.t()), pairs(t @ t.t()))}
-
     configure_optimizers = GPT.configure_optimizers  # AdamW with decayed matrices, as the GPT's
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
@@ -215,11 +202,3 @@ class Approximator(nn.Module):
 
     def device(self):
         return self.sink.device
-
-
-def spearman(a, b):
-    """Spearman's rank correlation of two 1-D tensors: Pearson's of their ranks (ties broken by order)."""
-    ranks = lambda x: torch.empty_like(x).scatter_(0, x.argsort(), torch.arange(len(x), dtype=x.dtype, device=x.device))
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return (ra @ rb / (ra.norm() * rb.norm())).item()

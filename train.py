@@ -454,7 +454,7 @@ def estimate_loss():
     `dataset`, and val of every other dataset in the mix in force."""
     out = {}
     eval_model.eval()
-    measures = raw_model.EVAL_METRICS  # what a kind measures on val beyond its loss (eval_metrics)
+    measures = data.EVAL_METRICS  # what the source measures of a val batch's output beyond the loss (eval_metrics)
     for name, split in [(dataset, 'train'), (dataset, 'val')] + [(n, 'val') for n in mix if n != dataset]:
         generator = torch.Generator().manual_seed(seed + 1)
         wanted = measures if (name, split) == (dataset, 'val') else ()
@@ -467,7 +467,7 @@ def estimate_loss():
                     output, loss = eval_model(*batch)
                 part = torch.stack([loss.float(), torch.ones((), device=device)])  # no sync with the device here
                 if wanted:
-                    found = raw_model.eval_metrics(output, *batch)
+                    found = data.eval_metrics(output, *batch)
                     part = torch.cat([part, torch.tensor([found[m] for m in wanted], device=device)])
                 total += part
         if ddp:

@@ -120,7 +120,7 @@ def recall(query_vecs, cand_vecs, answers):
 
 def pair_spearman(a, b):
     """Spearman's correlation of the pairwise cosines of unit vectors a (N, D) with those of b (N, D')."""
-    from model_approximator import spearman
+    from common import spearman
     a, b = torch.from_numpy(a), torch.from_numpy(b)
     i, j = torch.triu_indices(len(a), len(a), 1)
     return spearman((a[i] * a[j]).sum(1), (b[i] * b[j]).sum(1))
