@@ -4,7 +4,7 @@ $ python sample.py --out_dir=out-shakespeare-char-cpu --start="ROMEO:" --num_sam
 $ python sample.py --out_dir=out-quickstart --start=FILE:prompt.txt --temperature=0.8 --top_p=0.95
 The model, its tokenizer and its direction come from the checkpoint. A backward model takes --start as the
 ending and writes what came before it (shown in reading order); a bidirectional model reads --direction.
-Rewrite a draft in a vibejam model's style (README "vibejam"), the draft as text or FILE:path:
+Rewrite a draft in a vibejam model's style (projects/vibejam/README.md), the draft as text or FILE:path:
 $ python sample.py --out_dir=out-vibejam-rewrite-char --rewrite="Hello. I am going to the store, do you want anything?"
 """
 

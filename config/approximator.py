@@ -1,5 +1,5 @@
 """
-The BERT approximator (README "Approximator"): a DeepSets + attention-pooling student of all-MiniLM-L6-v2, trained on
+The BERT approximator (projects/approximator/README.md): a DeepSets + attention-pooling student of all-MiniLM-L6-v2, trained on
 the chitchat messages as bags of words, n-grams and skip-grams: 3.3M learned parameters (1.9M of them the entries'
 own 64-dim vectors), 3,000 iterations of 256 messages in 6 minutes on one CPU thread. It reaches val cosine 0.848 to
 the teacher and in-batch Spearman 0.769; on the test messages Spearman 0.768, cosine 0.841 and 75% of the teacher's

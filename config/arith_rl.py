@@ -5,7 +5,7 @@ architecture, tokenizer and direction it keeps. Each iteration samples 8 answers
 group-normalized rewards as advantages. val_pass1 is the greedy pass@1 on 200 test problems at each eval.
 Prepare: python -m prepare.arith
 Train:   python train.py config/arith_rl.py --init_from=out-arith-sft
-         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-fw      (then: python rl.py --runs=experiments/arith-fw-rl)
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-fw      (then: python -m projects.rl.eval --runs=experiments/arith-fw-rl)
 """
 
 out_dir = 'out-arith-rl'

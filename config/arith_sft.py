@@ -7,7 +7,7 @@ Train:   python train.py config/arith_sft.py    (alone; any --direction)
          python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=forward --name=arith-fw
          python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=backward --name=arith-bw
          python -m projects.backward.lineage --recipe=arith --phases=sft,rl --direction=bidirectional --name=arith-bi
-Measure: python rl.py --runs=experiments/arith-fw-rl,experiments/arith-bw-rl,experiments/arith-bi-rl
+Measure: python -m projects.rl.eval --runs=experiments/arith-fw-rl,experiments/arith-bw-rl,experiments/arith-bi-rl
 """
 
 out_dir = 'out-arith-sft'

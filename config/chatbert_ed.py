@@ -4,7 +4,7 @@ ChatBERT-ED: a bidirectional encoder over the context (96 tokens) and a causal d
 count is the GPT baseline's (config/chatbert_gpt.py). Val loss is the response's NLL per token, its end token
 included: the GPT baseline's response perplexity measures the same thing. About 15 minutes on one CPU thread; it
 reaches val loss 4.29, and on the test pairs response perplexity 56.2 (the GPT: 37.8), R@1/20 0.082, looping greedy
-replies (README "ChatBERT").
+replies (projects/chatbert/README.md).
 Prepare: python -m prepare.chitchat
          python -m prepare.chatbert --tokenizer=data/chitchat
 Train:   python train.py config/chatbert_ed.py

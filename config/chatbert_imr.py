@@ -4,7 +4,7 @@ ChatBERT-IMR: iterative masked refinement (masked diffusion, MDLM/LLaDA) on (con
 with probability t ~ U(0.001, 1) and weights the loss on masked tokens by 1/t, so val loss is an upper bound on the
 response NLL per token (its end token and padding included). About 15 minutes on one CPU thread; it reaches val loss
 3.59, a response NLL bound of 6.24 per token (perplexity <= 511; the GPT: 37.8) and short replies ("Yeah"); /blocks 8
-lengthens them. Masked diffusion needs far more training than this (README "ChatBERT").
+lengthens them. Masked diffusion needs far more training than this (projects/chatbert/README.md).
 Prepare: python -m prepare.chitchat
          python -m prepare.chatbert --tokenizer=data/chitchat
 Train:   python train.py config/chatbert_imr.py

@@ -4,7 +4,7 @@ with in-batch negatives (each context's response against the batch's 63 others, 
 It answers with the training response nearest to the context, from a Faiss index of every distinct training response
 built at the first chat and saved beside the checkpoint. Val loss is the in-batch contrastive loss (ln 64 = 4.16 at
 chance). About 15 minutes on one CPU thread; it reaches val loss 3.49 and, on the test pairs, R@1/20 0.278 (the GPT's
-likelihood: 0.114) and the most varied replies (README "ChatBERT").
+likelihood: 0.114) and the most varied replies (projects/chatbert/README.md).
 Prepare: python -m prepare.chitchat
          python -m prepare.chatbert --tokenizer=data/chitchat
 Train:   python train.py config/chatbert_ra.py

@@ -1,7 +1,7 @@
 """
 Lineage, phase 1 of 3: base. A 4-layer, 128-wide BPE GPT on the chitchat conversations as plain text (no role
 tokens), the "pretraining" of a base -> mid -> sft lineage; projects/backward/lineage.py runs the three in order, in any
-direction (the projects/backward/lineage.py lines below, as README "Backward LMs" runs them).
+direction (the projects/backward/lineage.py lines below, as projects/backward/README.md runs them).
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat
 Train:   python train.py config/lineage_base.py    (alone, in any --direction)

@@ -12,7 +12,7 @@ Evaluation is always on whole held-out conversations (dataset='chitchat'), so va
 About 7 minutes on 2 CPU cores (20 / 28 / 43 ms an iteration in the three phases, plus evals). It reaches val loss
 4.40 on held-out conversations (perplexity 81), response perplexity 73, Hits@1/20 0.10, coherence 0.19 (human
 replies: 0.31), held-out analogies top-1 0.32 in turn space (0 at init), and replies like "I think it is a good
-question"; the one-phase config/turngpt_simple.py ties it (val 4.39). README "TurnGPT" has the A/B.
+question"; the one-phase config/turngpt_simple.py ties it (val 4.39). projects/turngpt/README.md has the A/B.
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat
          python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat

@@ -1,5 +1,5 @@
 """
-vibejam's style model, BPE (2,048 tokens): a small GPT of one person's casual writing (README "vibejam"). The built-in
+vibejam's style model, BPE (2,048 tokens): a small GPT of one person's casual writing (projects/vibejam/README.md). The built-in
 corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files in data/raw/ to make it yours.
 Prepare: python -m prepare.vibejam --tokenizer=bpe --out=data/vibejam_bpe
 Train:   python train.py config/vibejam_bpe.py

@@ -1,5 +1,5 @@
 """
-vibejam's style model, characters: a small GPT of one person's casual writing (README "vibejam"). The built-in
+vibejam's style model, characters: a small GPT of one person's casual writing (projects/vibejam/README.md). The built-in
 corpus is chitchat's most prolific sender (1.1 MB); put your own .txt/.md files in data/raw/ to make it yours.
 Prepare: python -m prepare.vibejam --out=data/vibejam_char
 Train:   python train.py config/vibejam_char.py

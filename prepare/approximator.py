@@ -1,5 +1,5 @@
 r"""
-The BERT approximator's data (README "Approximator"): a vocabulary of words, n-grams and skip-grams with the
+The BERT approximator's data (projects/approximator/README.md): a vocabulary of words, n-grams and skip-grams with the
 teacher's vector of each, and the chitchat messages as bags of those entries with the teacher's vector of each
 message, the target the student learns to match.
     python -m prepare.approximator                                  # -> data/approximator (30k entries)

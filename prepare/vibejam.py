@@ -1,5 +1,5 @@
 r"""
-vibejam's personal corpus (README "vibejam"): a person's own writing, for a GPT that writes in their style.
+vibejam's personal corpus (projects/vibejam/README.md): a person's own writing, for a GPT that writes in their style.
     python -m prepare.vibejam                                   # char-level -> data/vibejam_char
     python -m prepare.vibejam --tokenizer=bpe --vocab_size=2048 # -> data/vibejam_bpe
     python -m prepare.vibejam --folder=~/notes                  # your own .txt/.md files instead

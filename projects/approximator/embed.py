@@ -1,5 +1,5 @@
 """
-Everything a user does with a trained BERT approximator (README "Approximator"), one entry point:
+Everything a user does with a trained BERT approximator (projects/approximator/README.md), one entry point:
 $ python -m projects.approximator.embed text --text="any plans for the weekend?"            # the vector (its first values, its norm)
 $ python -m projects.approximator.embed file --file=lines.txt --output=vectors.npy          # one text per line, in batches
 $ python -m projects.approximator.embed index --file=lines.txt                              # a Faiss index of the lines, beside the run

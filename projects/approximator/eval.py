@@ -1,5 +1,5 @@
 """
-The BERT approximator's evaluation (README "Approximator"): how well, and how fast, a student approximates its
+The BERT approximator's evaluation (projects/approximator/README.md): how well, and how fast, a student approximates its
 teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
 $ python -m projects.approximator.eval                      # quality, failure cases -> projects/approximator/approximator_results.*
 $ python -m projects.approximator.eval --ablations=True     # trains every ablation run, then tables them -> ..._results_ablations.*

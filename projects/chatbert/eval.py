@@ -1,5 +1,5 @@
 """
-ChatBERT's results table (README "ChatBERT"): every approach on one held-out test set, the table the source's paper
+ChatBERT's results table (projects/chatbert/README.md): every approach on one held-out test set, the table the source's paper
 left blank. Rows: BM25 retrieval (no model), the GPT baseline, ChatBERT-ED, ChatBERT-RA, ChatBERT-IMR at several
 refinement step counts, and FIB (the IMR model filling templates made from the test replies).
 $ python -m projects.chatbert.eval        # -> projects/chatbert/chatbert_results.md, .json, .png (~10 min, 2 CPU cores)

@@ -1,5 +1,5 @@
 """
-TurnGPT's evaluation (README "TurnGPT"). One run: the honest compression figures, semantic arithmetic in turn
+TurnGPT's evaluation (projects/turngpt/README.md). One run: the honest compression figures, semantic arithmetic in turn
 space at init and after training, the conversation metrics on held-out conversations (convmetrics.py), a turn-
 vector heatmap and a dashboard PNG:
 $ python -m projects.turngpt.eval --out_dir=out-turngpt            # -> out-turngpt/turngpt.json, turn_heatmap.png, dashboard.png

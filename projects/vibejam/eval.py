@@ -1,5 +1,5 @@
 """
-vibejam's measurement (README "vibejam"): rewrites of the person's held-out text, on the three axes that
+vibejam's measurement (projects/vibejam/README.md): rewrites of the person's held-out text, on the three axes that
 style-transfer work reports, and the "Layer 2" path (another model's draft, rewritten in the person's style).
 $ python -m projects.vibejam.eval              # -> projects/vibejam/vibejam_results.md/.json/.png (~10 min on 2 cores)
 $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
@@ -52,7 +52,7 @@ def runs(*keys):
     named = [(key, r) for key in keys for r in globals()[key].split(',') if r]
     for key, run in named:
         if not os.path.exists(run):
-            how = make_hint(run, 'train it first (README "vibejam" lists the commands)')
+            how = make_hint(run, 'train it first (projects/vibejam/README.md lists the commands)')
             die(f"no run {run}: {how}, or set --{key} to runs you have")
     return [r for _, r in named]
 
