@@ -12,7 +12,7 @@ out_dir = 'out-approximator'
 dataset = 'approximator'
 data_source = 'bags'
 model_kind = 'approximator'
-model_args = {  # the approximator's own fields (model.ApproximatorConfig)
+model_args = {  # the approximator's own fields (model_approximator.ApproximatorConfig)
     'pooling': 'attention',
     'entry_dim': 64,  # each entry's learned vector beside the teacher's (1.9M of the 3.3M parameters; folded into
                       # the tables)

@@ -1,4 +1,4 @@
-"""The BERT approximator: its n-gram tokenizer (tokenizer.NgramTokenizer), the DeepSets student (model.Approximator),
+"""The BERT approximator: its n-gram tokenizer (tokenizer.NgramTokenizer), the DeepSets student (model_approximator.Approximator),
 its data (prepare/approximator.py, dataloader.BagSource), the teacher's cache (teacher.cached_embed), its training through
 train.py, and what a user does with it (projects/approximator/embed.py, projects/approximator/eval.py, retrieval.ResponsePool). The teacher is a toy
 (conftest.toy_embed) everywhere but in one test of the real one."""

@@ -16,7 +16,7 @@ from tokenizer import NgramTokenizer
 
 
 class Embedder:
-    """A student checkpoint ready to embed texts: its tokenizer, its phi/attention tables (model.Approximator.tables),
+    """A student checkpoint ready to embed texts: its tokenizer, its phi/attention tables (model_approximator.Approximator.tables),
     optionally int8, and an LRU cache of vectors by text."""
 
     def __init__(self, ckpt, device='cpu', quantize=False, cache_size=10000):
