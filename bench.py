@@ -57,7 +57,7 @@ def train(out_dir, extra):
                  f'--log_interval={max(1, bench_iters // 5)}']
     print(' '.join(command('train.py', *args)), flush=True)
     if launch('train.py', *args):
-        die(f"train.py failed (its message is above); bench.py passes it every argument but --bench_*")
+        die("train.py failed (its message is above); bench.py passes it every argument but --bench_*")
     rows = read_log(os.path.join(out_dir, 'log.jsonl'))
     steps = [r for r in rows if 'ms' in r][1:]  # the first interval holds the first eval and warmup
     evals = [r for r in rows if 'val_loss' in r]

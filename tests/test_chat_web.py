@@ -1,6 +1,5 @@
 """chat_web.py's API: replies stream as chat.py's, every model kind through what it provides, /health, bad input
 answered with a 400 and a reason, the limits, one generation at a time, and a client that leaves stops its reply."""
-import json
 import threading
 import time
 

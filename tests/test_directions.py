@@ -1,7 +1,5 @@
 """Backward and bidirectional models end to end: checkpoints carry the direction, fine-tuning inherits it,
 sample.py and chat.py read and write in it (a backward model writes what came before, shown in reading order)."""
-import numpy as np
-import torch
 
 from common import load_checkpoint
 from engine import chat_for

@@ -7,7 +7,7 @@ from conftest import CONVERSATIONS
 from dataloader import SOURCES, pick_dataset
 from helpers import read_log, run, train, train_losses
 from model import GPT, GPTConfig
-from tokenizer import SPEAKERS, orient, render_conversation, reversal_index, speaker_ids
+from tokenizer import SPEAKERS, render_conversation, reversal_index, speaker_ids
 
 V, C, E = 300, 32, 8
 
