@@ -124,6 +124,8 @@ def plot(rows, path, reference):
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
     setup_device(device, 'float32', threads)
+    if set(runs) != {'GPT', 'ED', 'RA', 'IMR'}:  # the table compares them all, each against the GPT's judgement
+        die(f"--runs names one run for each of GPT, ED, RA and IMR, got {', '.join(runs) or 'none'}")
     missing = [r for r in runs.values() if not os.path.isdir(r)]
     if missing and not templates:
         die(f"no run in {', '.join(missing)}: train them first, e.g. python train.py config/chatbert_ed.py")
