@@ -39,6 +39,9 @@ class ApproximatorConfig:
             raise ValueError(f"pooling must be 'mean', 'attention' or 'self_attention', got {self.pooling!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        for name in ('entry_dim', 'mse_weight', 'cos_weight', 'sim_weight'):  # set through model_args, unchecked there
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class BagSelfAttention(nn.Module):

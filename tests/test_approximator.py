@@ -536,7 +536,8 @@ def test_resume_continues_exactly(approx_workdir, approx_run, tmp_path):
 @pytest.mark.parametrize('args, message', [
     (["--model_args={'pooling': 'attention', 'entry_dim': '64'}"], "model_args['entry_dim'] expects int, got str '64'"),
     (["--model_args={'pooling': 'mean'}", '--init_from={run}'], "conflicts with {run}'s pooling='attention'"),
-], ids=['wrong-type', 'finetune-other-pooling'])
+    (["--model_args={'pooling': 'attention', 'sim_weight': -1.0}"], "sim_weight must be >= 0, got -1.0"),
+], ids=['wrong-type', 'finetune-other-pooling', 'negative-weight'])
 def test_model_args_are_checked_in_one_line(approx_workdir, approx_run, tmp_path, args, message):
     # the approximator's own fields come through model_args, checked as the config keys are
     args = [a.replace('{run}', str(approx_run)) for a in args]
