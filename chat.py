@@ -49,8 +49,8 @@ if __name__ == '__main__':
     *_, device, device_type, ptdtype, autocast = setup_device(device, dtype, threads)
     torch.manual_seed(seed)
     if demo:
-        from prepare.common import split_conversations
-        bot, way = BM25Chat(split_conversations()[0]), 'forward'
+        from splits import split_conversations
+        bot, way = BM25Chat(split_conversations()['train']), 'forward'
         print("chatting by BM25 retrieval over the training conversations (no model: the reply to the turn most like "
               "yours). /top K, /clear, /quit")
     else:

@@ -327,19 +327,6 @@ def peak_flops(device_type):
     return next((flops for key, flops in table if key in name), None)
 
 
-def mean_std(xs, digits=4):
-    """'mean ± std' over seeds (the sample std; 0 for one seed), for results tables."""
-    return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.{digits}f}"
-
-
-def spearman(a, b):
-    """Spearman's rank correlation of two 1-D tensors: Pearson's of their ranks (ties broken by order)."""
-    ranks = lambda x: torch.empty_like(x).scatter_(0, x.argsort(), torch.arange(len(x), dtype=x.dtype, device=x.device))
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return (ra @ rb / (ra.norm() * rb.norm())).item()
-
-
 def peak_memory_mb(device_type):
     """The process's peak memory so far, in MB: allocated on the GPU, resident on the CPU."""
     if device_type == 'cuda':

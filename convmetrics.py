@@ -4,8 +4,8 @@ so every model kind plugs in its own (scorer and replier wrap its engine.Chat's 
     score(history, replies) -> [(sum log-prob, n_tokens), ...]   how likely each reply is after history
     reply(history) -> text                                        the model's reply to history
 history is a list of (role, text) turns, oldest first; a reply is the next 'assistant' turn.
-    from prepare.common import split_conversations
-    ps = pairs(split_conversations()[1], n=200, seed=0)
+    from splits import split_conversations
+    ps = pairs(split_conversations()['test'], n=200, seed=0)
     bot = engine.chat_for(model, tok, ckpt)
     evaluate(ps, score=scorer(bot), reply=replier(bot),
              teacher_model=teacher.load())  # {'response_ppl': ..., 'hits@1/20': ..., 'distinct_1': ..., ...}

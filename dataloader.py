@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 import semantic
-from common import die, make_hint, spearman
+from common import die, make_hint
+from stats import spearman
 from tokenizer import NgramTokenizer, Tokenizer, orient, speaker_ids
 
 

@@ -2,8 +2,8 @@ r"""
 (context, response) pairs for ChatBERT, from the chitchat conversations, split by conversation exactly as
 prepare.chitchat splits them and with its tokenizer, so the GPT baseline is scored on the same test pairs:
     python -m prepare.chitchat                      # first: the conversations and their tokenizer
-    python -m prepare.chatbert                      # -> data/chatbert/{train,val}_{context,response}.npy
-    -> train has 124,996 pairs (29,420 responses cut to 32 tokens), val has 6,573 pairs (2s on 2 CPU cores)
+    python -m prepare.chatbert                      # -> data/chatbert/{train,val,test}_{context,response}.npy
+    -> train has 118,763 pairs (27,747 responses cut to 32 tokens), val 6,233, test 6,573 (6s on 2 CPU cores)
     python -m prepare.chatbert --source=dailydialog --out=data/chatbert_dd   # online: DailyDialog, or personachat
 Every turn after a conversation's first is a response to the turns before it, re-roled so that the response is
 the assistant's and the turn before it the user's. The context is that history as chat.py renders it (ending in
@@ -17,7 +17,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, split_conversations, write_meta
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, write_meta
+from splits import TEST_FRAC, VAL_FRAC, split_conversations
 
 
 def conversation_pairs(tok, turns, context_len, response_len):
@@ -55,7 +56,8 @@ HUB = {
 
 
 def hub_conversations(name):
-    """(train, val) conversations of an online corpus, roles alternating from the first speaker (the user)."""
+    """{split: conversations} of an online corpus, roles alternating from the first speaker (the user): its own
+    train, validation (our val) and test splits."""
     from prepare.common import hub_unreachable
     why = hub_unreachable()
     if why:
@@ -63,10 +65,10 @@ def hub_conversations(name):
                          f"--source=chitchat works")
     import datasets
     hub, turns = HUB[name]
-    out = []
-    for split in ('train', 'validation'):
-        rows = datasets.load_dataset(hub, split=split)
-        out.append([[('user' if i % 2 == 0 else 'assistant', t.strip()) for i, t in enumerate(turns(r))] for r in rows])
+    out = {}
+    for ours, theirs in (('train', 'train'), ('val', 'validation'), ('test', 'test')):
+        rows = datasets.load_dataset(hub, split=theirs)
+        out[ours] = [[('user' if i % 2 == 0 else 'assistant', t.strip()) for i, t in enumerate(turns(r))] for r in rows]
     return out
 
 
@@ -99,7 +101,8 @@ if __name__ == '__main__':
     parser.add_argument('--tokenizer', default='data/chitchat', help="the prepared data dir whose tokenizer to share")
     parser.add_argument('--context_len', type=int, default=96, help="context tokens, BOS and <|assistant|> included")
     parser.add_argument('--response_len', type=int, default=32, help="response tokens, its end token included")
-    parser.add_argument('--val_frac', type=float, default=0.05, help="as prepare.chitchat's, so the splits agree")
+    parser.add_argument('--val_frac', type=float, default=VAL_FRAC, help="as prepare.chitchat's, so the splits agree")
+    parser.add_argument('--test_frac', type=float, default=TEST_FRAC, help="as prepare.chitchat's, so the splits agree")
     parser.add_argument('--out', default='data/chatbert')
     add_overwrite(parser)
     args = parser.parse_args()
@@ -110,7 +113,7 @@ if __name__ == '__main__':
     tok = reuse_tokenizer(args.tokenizer)
     if tok.special('<|pad|>') is None:
         raise SystemExit(f"{args.tokenizer}'s tokenizer has no <|pad|> token; prepare it again with python -m prepare.chitchat")
-    train, val = split_conversations(args.val_frac) if args.source == 'chitchat' else hub_conversations(args.source)
-    write_pairs(args.out, tok, {'train': train, 'val': val}, args.context_len, args.response_len,
+    convs = split_conversations(args.val_frac, args.test_frac) if args.source == 'chitchat' else hub_conversations(args.source)
+    write_pairs(args.out, tok, convs, args.context_len, args.response_len,
                 source='chitchat-dataset (Chit-Chat Challenge), pairs' if args.source == 'chitchat' else f'{HUB[args.source][0]}, pairs')
     print(f"done in {time.time() - t0:.1f}s")

@@ -4,8 +4,8 @@ corpus for chat. 7,168 two-person conversations, 138,737 turns, 12.5M characters
 Each conversation is rendered with tokenizer.render_conversation, exactly as chat.py renders a live chat:
     <|bos|><|user|>Hello\nHow are you doing today?<|assistant|>whats up MD\nim doing good ...
     python -m prepare.chitchat
-    -> 6,809 train / 359 val conversations, vocab_size 4,096,
-       train has 3,355,523 tokens, val has 169,439 tokens (about 3s on 2 CPU cores)
+    -> 6,431 train / 378 val / 359 test conversations (splits.py), vocab_size 4,096,
+       train has 3,176,137 tokens, val 179,763, test 169,529 (about 10s on 2 CPU cores)
 Three formats of the same conversations, for a base -> mid -> sft lineage that shares one tokenizer:
     python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat   # no role tokens
     python -m prepare.chitchat --format=sft --out=data/chitchat_sft --tokenizer=data/chitchat       # loss on replies
@@ -22,7 +22,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, split_conversations, write_dataset
+from prepare.common import add_overwrite, check_out, dtype_for, reuse_tokenizer, write_dataset
+from splits import SPLITS, TEST_FRAC, VAL_FRAC, split_conversations
 from tokenizer import render_conversation, train_bpe
 
 
@@ -67,7 +68,8 @@ if __name__ == '__main__':
                         "engaged (the less talkative side's word count), in both splits")
     parser.add_argument('--tokenizer', default=None, help="reuse this tokenizer (a data dir or its tokenizer.json) instead of training one")
     parser.add_argument('--vocab_size', type=int, default=4096, help="counts the special tokens")
-    parser.add_argument('--val_frac', type=float, default=0.05)
+    parser.add_argument('--val_frac', type=float, default=VAL_FRAC, help="the share of conversations for every choice (best.pt, early stopping)")
+    parser.add_argument('--test_frac', type=float, default=TEST_FRAC, help="the share held out for the reported tables (test.bin), read by no training run")
     parser.add_argument('--out', default=None, help="default: data/chitchat, or data/chitchat_<format>")
     add_overwrite(parser)
     args = parser.parse_args()
@@ -75,12 +77,13 @@ if __name__ == '__main__':
     check_out(out, args.overwrite)
 
     t0 = time.time()
-    train_convs, val_convs = split_conversations(args.val_frac)
     if not 0 < args.engaged <= 1:
         raise SystemExit(f"--engaged is a share of the conversations in (0, 1], got {args.engaged}")
+    convs = split_conversations(args.val_frac, args.test_frac)
     if args.engaged < 1:
-        train_convs, val_convs = most_engaged(train_convs, args.engaged), most_engaged(val_convs, args.engaged)
-    print(f"{len(train_convs) + len(val_convs):,} conversations: {len(train_convs):,} train / {len(val_convs):,} val")
+        convs = {s: most_engaged(c, args.engaged) for s, c in convs.items()}
+    train_convs = convs['train']
+    print(f"{sum(map(len, convs.values())):,} conversations: " + ' / '.join(f"{len(convs[s]):,} {s}" for s in SPLITS))
     if args.tokenizer:
         tok = reuse_tokenizer(args.tokenizer)
     else:
@@ -90,11 +93,11 @@ if __name__ == '__main__':
 
     dtype = dtype_for(tok.vocab_size)
     splits, masks = {}, {}
-    for split, convs in [('train', train_convs), ('val', val_convs)]:
-        rendered = [render(tok, turns, args.format) for turns in tqdm(convs, desc=split)]
+    for split in SPLITS:
+        rendered = [render(tok, turns, args.format) for turns in tqdm(convs[split], desc=split)]
         splits[split] = [np.array(ids, dtype=dtype) for ids, _ in rendered]
         if args.format == 'sft':
             masks[split] = [np.array(m, dtype=np.uint8) for _, m in rendered]
     write_dataset(out, tok, splits, masks=masks, source=f'chitchat-dataset (Chit-Chat Challenge), {args.format}',
-                  train_conversations=len(train_convs), val_conversations=len(val_convs), format=args.format)
+                  format=args.format, **{f'{s}_conversations': len(convs[s]) for s in SPLITS})
     print(f"done in {time.time() - t0:.1f}s")

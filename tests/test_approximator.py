@@ -18,7 +18,7 @@ from conftest import TOY_DIM, toy_embed, toy_splits
 from dataloader import SOURCES, BagSource
 from projects.approximator.embedder import Embedder, export
 from helpers import REPO, read_log, run, train, train_losses
-from common import spearman
+from stats import spearman
 from model_approximator import Approximator, ApproximatorConfig
 from prepare.approximator import choose_entries, count_entries, teacher_text
 from prepare.common import read_vocab, write_vocab

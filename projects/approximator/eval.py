@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 import teacher as teachers
-from common import REPO, configure, die, launch, load_checkpoint, mean_std, need, read_config_file
+from stats import mean_std
+from common import REPO, configure, die, launch, load_checkpoint, need, read_config_file
 from projects.approximator.embedder import student_encoder
 
 # -----------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def recall(query_vecs, cand_vecs, answers):
 
 def pair_spearman(a, b):
     """Spearman's correlation of the pairwise cosines of unit vectors a (N, D) with those of b (N, D')."""
-    from common import spearman
+    from stats import spearman
     a, b = torch.from_numpy(a), torch.from_numpy(b)
     i, j = torch.triu_indices(len(a), len(a), 1)
     return spearman((a[i] * a[j]).sum(1), (b[i] * b[j]).sum(1))

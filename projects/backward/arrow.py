@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import configure, die, launch, mean_std
+from common import configure, die, launch
+from stats import mean_std
 
 # -----------------------------------------------------------------------------
 sizes = 'small,medium'  # names in SIZES

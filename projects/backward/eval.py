@@ -187,8 +187,8 @@ def task_items(task, tok, block_size, n, seed):
         if None in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')):
             return f"the {tok.kind} tokenizer has no <|bos|>, <|user|>, <|assistant|>: not a chat model"
         try:
-            from prepare.common import split_conversations
-            return next_turn_items(split_conversations()[1], tok, block_size, n, seed)
+            from splits import split_conversations
+            return next_turn_items(split_conversations()['test'], tok, block_size, n, seed)
         except ImportError:
             return "the chitchat-dataset package is not installed (pip install -r requirements.txt)"
         except ValueError as e:  # a char tokenizer of other text (the arithmetic task's) lacks chitchat's characters

@@ -3,7 +3,7 @@ ChatBERT's results table (projects/chatbert/README.md): every approach on one he
 left blank. Rows: BM25 retrieval (no model), the GPT baseline, ChatBERT-ED, ChatBERT-RA, ChatBERT-IMR at several
 refinement step counts, and FIB (the IMR model filling templates made from the test replies).
 $ python -m projects.chatbert.eval        # -> projects/chatbert/chatbert_results.md, .json, .png (~10 min, 2 CPU cores)
-The test set: held-out (history, reply) pairs of chitchat's val conversations (the split every run trained
+The test set: held-out (history, reply) pairs of chitchat's test conversations (splits.py: no run trained, selected
 without), one per conversation, the reply short enough for every model to score whole (response_len - 1 tokens).
 Every generating row replies greedily (temperature 0), so the table is reproducible.
 Train the runs first: python train.py config/chatbert_{gpt,ed,ra,imr}.py
@@ -23,7 +23,7 @@ import convmetrics
 import teacher
 from common import build_model, configure, die, load_checkpoint, setup_device
 from engine import BM25Chat, chat_for
-from prepare.common import split_conversations
+from splits import split_conversations
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -129,7 +129,8 @@ if __name__ == '__main__':
     missing = [r for r in runs.values() if not os.path.isdir(r)]
     if missing and not templates:
         die(f"no run in {', '.join(missing)}: train them first, e.g. python train.py config/chatbert_ed.py")
-    train_convs, val_convs = split_conversations()
+    convs = split_conversations()
+    train_convs, test_convs = convs['train'], convs['test']
     keep = frequent_words(train_convs, keep_words)
     if templates:
         shapes = Counter(template_of(t, keep) for turns in train_convs for _, t in turns)
@@ -141,7 +142,7 @@ if __name__ == '__main__':
     if any(b.tok.info != tok.info for b in bots.values()):
         die("the runs were trained with different tokenizers: prepare data/chatbert with --tokenizer=data/chitchat")
     L = bots['IMR'].model.config.response_len
-    candidates = convmetrics.pairs(val_convs, len(val_convs), seed)
+    candidates = convmetrics.pairs(test_convs, len(test_convs), seed)
     pairs = [(h, r) for h, r in candidates if len(tok.encode(r)) + 1 <= L][:n_pairs]
     print(f"{len(pairs)} held-out pairs whose reply fits {L - 1} tokens (of {len(candidates)}, one per conversation)")
     minilm = teacher.load()

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from common import REPO, configure, die, launch, mean_std, setup_device, load_checkpoint, build_model, read_config_file, read_log
+from stats import mean_std
+from common import REPO, configure, die, launch, setup_device, load_checkpoint, build_model, read_config_file, read_log
 from tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def evaluate(run):
     import semantic
     from engine import chat_for
     import teacher
-    from prepare.common import split_conversations
+    from splits import split_conversations
     path = os.path.join(run, ckpt_name) if os.path.isfile(os.path.join(run, ckpt_name)) else run
     ckpt = load_checkpoint(path, device)
     model, tok = build_model(ckpt).to(device).eval(), Tokenizer(ckpt['tokenizer'])
@@ -71,7 +72,7 @@ def evaluate(run):
            'compression': model.compression(),
            'analogies_init': {k.split('/')[1]: v for k, v in init.items() if k.startswith('analogy/')},
            'analogies': semantic.analogy_eval(model.token_vectors().detach().float(), tok)}
-    pairs = convmetrics.pairs(split_conversations()[1], n_pairs, seed)
+    pairs = convmetrics.pairs(split_conversations()['test'], n_pairs, seed)
     torch.manual_seed(seed)
     bot = chat_for(model, tok, ckpt)
     res.update(convmetrics.evaluate(pairs, convmetrics.scorer(bot), convmetrics.replier(bot, max_new_tokens), teacher.load()))

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import configure, die, mean_std, setup_device, load_checkpoint, build_model, make_hint, need
+from stats import mean_std
+from common import configure, die, setup_device, load_checkpoint, build_model, make_hint, need
 from engine import chat_for
 from tokenizer import Tokenizer
 

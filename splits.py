@@ -1,0 +1,42 @@
+"""
+Train, val and test: the one split every prepare script and every evaluation uses.
+- train is what a model learns from;
+- val is for every choice: best.pt, early stopping, advance_when, learning rates, iteration counts, which rule or
+  setting a table reports;
+- test is read once, for the reported tables. Nothing is tuned on it.
+A key (a conversation id, a document's name, a problem's question) goes to a split by the md5 of its text, so the
+split is the same on every machine and every run, and a whole conversation or document goes to one split: no test
+conversation is half-seen in training. Test takes the lowest hashes, then val, so growing val never moves a test key.
+"""
+import hashlib
+
+VAL_FRAC = 0.05
+TEST_FRAC = 0.05
+SPLITS = ('train', 'val', 'test')
+
+
+def split_of(key, val_frac=VAL_FRAC, test_frac=TEST_FRAC):
+    """'train', 'val' or 'test' for a key (str), deterministically (Python's hash() of a str is salted; md5 is not)."""
+    h = int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:8], 'big') / 2**64
+    return 'test' if h < test_frac else 'val' if h < test_frac + val_frac else 'train'
+
+
+def split_keys(keys, val_frac=VAL_FRAC, test_frac=TEST_FRAC):
+    """{split: [key, ...]} of keys in their given order."""
+    out = {s: [] for s in SPLITS}
+    for k in keys:
+        out[split_of(k, val_frac, test_frac)].append(k)
+    return out
+
+
+def split_conversations(val_frac=VAL_FRAC, test_frac=TEST_FRAC):
+    """{'train', 'val', 'test': [conversation, ...]} of chitchat, each conversation a list of (role, text) turns,
+    split by conversation id. A turn is consecutive messages by one sender, one line per message; the two senders
+    alternate, and whoever opens plays the user. Every project holds out the same val and test conversations."""
+    import chitchat_dataset
+    out = {s: [] for s in SPLITS}
+    for cid, c in chitchat_dataset.Dataset().items():
+        turns = [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
+                 for i, turn in enumerate(c['messages'])]
+        out[split_of(cid, val_frac, test_frac)].append(turns)
+    return out
