@@ -29,14 +29,24 @@ def split_keys(keys, val_frac=VAL_FRAC, test_frac=TEST_FRAC):
     return out
 
 
+def chitchat_splits(val_frac=VAL_FRAC, test_frac=TEST_FRAC):
+    """{conversation id: split} of every chitchat conversation. The key is the conversation's text, not its id:
+    chitchat holds 928 exact copies of conversations under other ids (7,168 ids, 6,240 distinct conversations), and
+    an id key sent 30 test conversations' copies to train. Keyed by text, copies share a split."""
+    import chitchat_dataset
+    return {cid: split_of('\n'.join(m['text'] for turn in c['messages'] for m in turn), val_frac, test_frac)
+            for cid, c in chitchat_dataset.Dataset().items()}
+
+
 def split_conversations(val_frac=VAL_FRAC, test_frac=TEST_FRAC):
-    """{'train', 'val', 'test': [conversation, ...]} of chitchat, each conversation a list of (role, text) turns,
-    split by conversation id. A turn is consecutive messages by one sender, one line per message; the two senders
+    """{'train', 'val', 'test': [conversation, ...]} of chitchat by chitchat_splits, each conversation a list of
+    (role, text) turns. A turn is consecutive messages by one sender, one line per message; the two senders
     alternate, and whoever opens plays the user. Every project holds out the same val and test conversations."""
     import chitchat_dataset
+    split = chitchat_splits(val_frac, test_frac)
     out = {s: [] for s in SPLITS}
     for cid, c in chitchat_dataset.Dataset().items():
         turns = [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
                  for i, turn in enumerate(c['messages'])]
-        out[split_of(cid, val_frac, test_frac)].append(turns)
+        out[split[cid]].append(turns)
     return out

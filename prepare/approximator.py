@@ -11,8 +11,8 @@ entry once: its outputs are cached in data/teacher_cache/<teacher>.h5 and reused
 first prepare waits for it: ~250k texts, the 223k distinct messages and up to 30k entries, about 15 minutes on 2
 CPU cores (measured: 164 texts a second on one thread of a busy machine, 26 minutes); a new vocabulary size then
 takes seconds plus its new entries.
-Messages are split by conversation: test is prepare.chitchat's val conversations (held out by every nanolab
-project), val is another 5% of the rest, train the others. The vocabulary is counted on train only: words first
+Messages are split by conversation, as every nanolab project splits chitchat (splits.py): test and val are
+prepare.chitchat's test and val conversations, train the others. The vocabulary is counted on train only: words first
 (up to --word_frac of the entries), then n-grams (n <= 3) and, with --skipgrams, skip-grams ('how _ you'), by
 frequency; every character seen in train is an entry too, so an unknown word always backs off to pieces.
 Writes <out>/vocab.h5 (entries, kinds, frequencies, float16 teacher vectors), tokenizer.json, meta.json and,
@@ -29,17 +29,17 @@ import numpy as np
 from tqdm import tqdm
 
 import teacher as teachers
-from prepare.common import add_overwrite, check_out, flag, is_val, write_meta, write_vocab
+from prepare.common import add_overwrite, check_out, flag, write_meta, write_vocab
+from splits import SPLITS, VAL_FRAC, chitchat_splits
 from tokenizer import NgramTokenizer, words
 
 
-def split_messages(val_frac=0.05):
-    """{split: [(text, conversation, turn)]}: every message of chitchat, split by conversation."""
+def split_messages(val_frac=VAL_FRAC):
+    """{split: [(text, conversation, turn)]}: every message of chitchat, split by conversation (splits.py)."""
     import chitchat_dataset
-    splits = {'train': [], 'val': [], 'test': []}
+    splits, split = {s: [] for s in SPLITS}, chitchat_splits(val_frac)
     for c, (cid, conv) in enumerate(chitchat_dataset.Dataset().items()):
-        split = 'test' if is_val(cid, 0.05) else 'val' if is_val('approximator:' + cid, val_frac) else 'train'
-        splits[split] += [(m['text'], c, t) for t, turn in enumerate(conv['messages']) for m in turn]
+        splits[split[cid]] += [(m['text'], c, t) for t, turn in enumerate(conv['messages']) for m in turn]
     return splits
 
 
@@ -125,7 +125,7 @@ if __name__ == '__main__':
     parser.add_argument('--min_count', type=int, default=2, help="entries seen fewer times in train are left out")
     parser.add_argument('--max_words', type=int, default=512, help="words of a text that count; the rest is cut, as the teacher cuts")
     parser.add_argument('--teacher', default='', help="'' for the packaged all-MiniLM-L6-v2 (offline), else a hub name or a local path")
-    parser.add_argument('--val_frac', type=float, default=0.05, help="share of the non-test conversations held out for val")
+    parser.add_argument('--val_frac', type=float, default=0.05, help="share of the conversations held out for val (splits.py)")
     parser.add_argument('--out', default='data/approximator')
     add_overwrite(parser)
     args = parser.parse_args()

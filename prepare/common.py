@@ -3,8 +3,8 @@ What every prepare script shares: read a text, split documents deterministically
     data/<name>/train.bin, val.bin   flat token streams, read back with np.memmap(path, dtype=meta['dtype'])
     data/<name>/tokenizer.json       Tokenizer.save, so training and sampling use the exact same tokenizer
     data/<name>/meta.json            vocab_size, dtype, token counts, source, ...
-and what a dataset's readers share with its prepare script: chitchat's split (every project holds out the same val
-conversations), vibejam's person and drafts, the approximator's vocab.h5.
+and what a dataset's readers share with its prepare script: vibejam's person and drafts, the approximator's vocab.h5.
+Every split is splits.py's (train, val, test), so every project holds out the same conversations.
 """
 import hashlib
 import json
@@ -148,23 +148,6 @@ def write_dataset(out, tok, splits, source, masks=None, **extra):
 
 
 # -----------------------------------------------------------------------------
-# the chitchat conversations, split once for every project: prepare.chitchat trains on the train split, and every
-# evaluation (convmetrics, projects/*/eval.py, prepare.chatbert's pairs) holds out the same val conversations
-
-
-def split_conversations(val_frac=0.05):
-    """(train, val) lists of conversations, each a list of (role, text) turns, split by conversation (so no
-    val conversation is half-seen in training) with the same md5 rule every time. A turn is consecutive messages
-    by one sender, one line per message; the two senders alternate, and whoever opens plays the user."""
-    import chitchat_dataset
-    convs = {cid: [('user' if i % 2 == 0 else 'assistant', '\n'.join(m['text'] for m in turn))
-                   for i, turn in enumerate(c['messages'])]
-             for cid, c in chitchat_dataset.Dataset().items()}
-    train = [turns for cid, turns in convs.items() if not is_val(cid, val_frac)]
-    val = [turns for cid, turns in convs.items() if is_val(cid, val_frac)]
-    return train, val
-
-
 # vibejam's person: prepare.vibejam's built-in corpus, and projects/vibejam/eval.py's held-out writing
 SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
 

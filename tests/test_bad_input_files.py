@@ -361,9 +361,13 @@ def test_a_bpe_smaller_than_asked_says_so_and_why(text, tmp_path):
     assert 'not the 8,192 asked' in note and 'use a smaller --vocab_size or more text' in note
 
 
-@pytest.mark.parametrize('args, message', [(['--val_frac=0'], '--val_frac must be between 0 and 1, got 0.0'),
-                                           (['--val_frac=1.5'], '--val_frac must be between 0 and 1, got 1.5')],
-                         ids=['val_frac-0', 'val_frac-1.5'])
+SPLIT_RULE = '--val_frac (> 0) and --test_frac (>= 0) must leave some train text, got'
+
+
+@pytest.mark.parametrize('args, message', [(['--val_frac=0'], f'{SPLIT_RULE} 0.0 and 0.05'),
+                                           (['--val_frac=1.5'], f'{SPLIT_RULE} 1.5 and 0.05'),
+                                           (['--val_frac=0.5', '--test_frac=0.5'], f'{SPLIT_RULE} 0.5 and 0.5')],
+                         ids=['val_frac-0', 'val_frac-1.5', 'no-train-left'])
 def test_prepare_text_refuses_a_split_it_cannot_make(tmp_path, args, message):
     (tmp_path / 'in.txt').write_text('hello there\n', encoding='utf-8')
     assert the_one_line(run('prepare.text', tmp_path / 'in.txt', f'--out={tmp_path / "out"}', *args)) == message

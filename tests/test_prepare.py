@@ -1,4 +1,4 @@
-"""prepare.text: a text file becomes train/val token streams that decode back to the text."""
+"""prepare.text: a text file becomes train/test/val token streams that decode back to the text, in that order."""
 import json
 
 import numpy as np
@@ -9,7 +9,7 @@ from tokenizer import Tokenizer
 
 def load_splits(out):
     meta = json.loads((out / 'meta.json').read_text())
-    splits = {s: np.fromfile(out / f'{s}.bin', dtype=meta['dtype']) for s in ('train', 'val')}
+    splits = {s: np.fromfile(out / f'{s}.bin', dtype=meta['dtype']) for s in ('train', 'val', 'test')}
     assert all(len(splits[s]) == meta[f'{s}_tokens'] for s in splits)
     return Tokenizer.load(out / 'tokenizer.json'), splits
 
@@ -20,7 +20,8 @@ def test_bpe_prepare_round_trips_the_text(text, tmp_path):
     assert proc.returncode == 0, proc.stderr
     tok, splits = load_splits(tmp_path / 'out')
     assert tok.vocab_size == 300 and splits['train'][0] == tok.bos and tok.bos not in splits['val']
-    assert tok.decode(splits['train'][1:]) + tok.decode(splits['val']) == text
+    assert tok.bos not in splits['test'] and len(splits['test']) > 0
+    assert tok.decode(splits['train'][1:]) + tok.decode(splits['test']) + tok.decode(splits['val']) == text
 
 
 def test_prepare_missing_file_says_one_line(tmp_path):
