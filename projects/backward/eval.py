@@ -28,7 +28,7 @@ from tokenizer import Tokenizer, orient, render_conversation
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # a run's directory (its ckpt.pt) or a checkpoint file; several, comma-separated, for one table
-dataset = ''  # data/<dataset> whose val.bin the loss reads; '' for the checkpoint's own
+dataset = ''  # data/<dataset> whose test.bin the loss reads (val.bin if it has none); '' for the checkpoint's own
 eval_tokens: '[1, inf)' = 50_000  # held-out tokens scored per reading direction
 batch_size: '[1, inf)' = 16  # windows per forward pass in the loss
 tasks = 'loss,next_turn'  # comma-separated: loss, next_turn, arc_easy (online, needs `pip install datasets`)
@@ -47,7 +47,7 @@ WAYS = ('forward', 'backward')  # reading directions
 
 
 def held_out_span(tokens, bos, n):
-    """The first n targets' worth of the val stream, cut back to whole documents where it holds several, so
+    """The first n targets' worth of the held-out stream, cut back to whole documents where it holds several, so
     that both directions read complete documents and the same tokens."""
     span = np.asarray(tokens[:n + 1], dtype=np.int64)
     starts = np.flatnonzero(span == bos) if bos is not None and len(tokens) > n + 1 else []
@@ -242,6 +242,8 @@ def check_data(ckpt):
     d = ckpt['data_dir']
     if not all(os.path.isfile(os.path.join(d, f)) for f in ('val.bin', 'meta.json', 'tokenizer.json')):
         die(f"no prepared data in {d} (val.bin, meta.json, tokenizer.json) for {ckpt['path']}; pass --dataset")
+    if not os.path.isfile(os.path.join(d, 'test.bin')):
+        print(f"note: {d} has no test.bin (prepared before splits.py); the loss reads val.bin, which runs select on")
     if Tokenizer.load(os.path.join(d, 'tokenizer.json')).info != ckpt['tokenizer']:
         die(f"{d} was made with another tokenizer than {ckpt['path']}'s model; pass --dataset")
 
@@ -259,9 +261,11 @@ def evaluate(ckpt, several):
     os.makedirs(out, exist_ok=True)
     with autocast:
         if 'loss' in task_list:
+            # test: the text no run trained or selected on (val picked best.pt)
+            s['split'] = 'test' if os.path.isfile(os.path.join(data_dir, 'test.bin')) else 'val'
             with open(os.path.join(data_dir, 'meta.json')) as f:
-                val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=json.load(f)['dtype'], mode='r')
-            span = held_out_span(val, tok.bos, eval_tokens)
+                held = np.memmap(os.path.join(data_dir, f"{s['split']}.bin"), dtype=json.load(f)['dtype'], mode='r')
+            span = held_out_span(held, tok.bos, eval_tokens)
             for way in WAYS:  # a bidirectional model reads each way behind that way's marker
                 loss = s['loss'][way] = text_loss(model, tok, span, way == 'backward', direction == 'bidirectional', batch_size)
                 print(f"{way} text: {loss['bpb']:.4f} bits per byte ({loss['tokens']:,} tokens, {loss['bytes']:,} bytes)")
