@@ -30,12 +30,16 @@ def split_keys(keys, val_frac=VAL_FRAC, test_frac=TEST_FRAC):
 
 
 def chitchat_splits(val_frac=VAL_FRAC, test_frac=TEST_FRAC):
-    """{conversation id: split} of every chitchat conversation. The key is the conversation's text, not its id:
-    chitchat holds 928 exact copies of conversations under other ids (7,168 ids, 6,240 distinct conversations), and
-    an id key sent 30 test conversations' copies to train. Keyed by text, copies share a split."""
+    """{conversation id: split} of every chitchat conversation: split_of its id, where a copy takes its original's.
+    chitchat holds 928 exact copies of conversations under other ids (7,168 ids, 6,240 distinct conversations); split
+    by their own ids, 30 test conversations had copies in train. The original is the first id with the same text in
+    the dataset's order, so a conversation with no copy is split by its own id, as a reader keyed by id expects."""
     import chitchat_dataset
-    return {cid: split_of('\n'.join(m['text'] for turn in c['messages'] for m in turn), val_frac, test_frac)
-            for cid, c in chitchat_dataset.Dataset().items()}
+    first, out = {}, {}
+    for cid, c in chitchat_dataset.Dataset().items():
+        original = first.setdefault('\n'.join(m['text'] for turn in c['messages'] for m in turn), cid)
+        out[cid] = split_of(original, val_frac, test_frac)
+    return out
 
 
 def split_conversations(val_frac=VAL_FRAC, test_frac=TEST_FRAC):

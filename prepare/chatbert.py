@@ -3,7 +3,7 @@ r"""
 prepare.chitchat splits them and with its tokenizer, so the GPT baseline is scored on the same test pairs:
     python -m prepare.chitchat                      # first: the conversations and their tokenizer
     python -m prepare.chatbert                      # -> data/chatbert/{train,val,test}_{context,response}.npy
-    -> train has 116,682 pairs (27,469 responses cut to 32 tokens), val 5,951, test 8,936 (6s on 2 CPU cores)
+    -> train has 118,764 pairs (27,747 responses cut to 32 tokens), val 6,233, test 6,572 (6s on 2 CPU cores)
     python -m prepare.chatbert --source=dailydialog --out=data/chatbert_dd   # online: DailyDialog, or personachat
 Every turn after a conversation's first is a response to the turns before it, re-roled so that the response is
 the assistant's and the turn before it the user's. The context is that history as chat.py renders it (ending in

@@ -4,17 +4,17 @@ corpus for chat. 7,168 two-person conversations, 138,737 turns, 12.5M characters
 Each conversation is rendered with tokenizer.render_conversation, exactly as chat.py renders a live chat:
     <|bos|><|user|>Hello\nHow are you doing today?<|assistant|>whats up MD\nim doing good ...
     python -m prepare.chitchat
-    -> 6,518 train / 305 val / 345 test conversations (splits.py), vocab_size 4,096,
-       train has 3,131,522 tokens, val 149,276, test 244,218 (about 10s on 2 CPU cores)
+    -> 6,428 train / 354 val / 386 test conversations (splits.py), vocab_size 4,096,
+       train has 3,175,970 tokens, val 179,690, test 169,769 (about 10s on 2 CPU cores)
 Three formats of the same conversations, for a base -> mid -> sft lineage that shares one tokenizer:
     python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat   # no role tokens
     python -m prepare.chitchat --format=sft --out=data/chitchat_sft --tokenizer=data/chitchat       # loss on replies
 and, for TurnGPT's curriculum, short single turns as plain text, and the most engaged conversations:
     python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat
-    -> train has 3,125,004 tokens, val 148,971, test 243,873
+    -> train has 3,169,542 tokens, val 179,336, test 169,383
     python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat
-    -> the tenth of each split with the most words from its less talkative side: 652 train / 30 val / 34 test
-       conversations, train has 1,830,847 tokens (58% of all: engaged conversations are long), val 74,936
+    -> the tenth of each split with the most words from its less talkative side: 643 train / 35 val / 39 test
+       conversations, train has 1,847,653 tokens (58% of all: engaged conversations are long), val 101,693
 """
 import argparse
 import time
