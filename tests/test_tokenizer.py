@@ -59,9 +59,9 @@ def test_tokenizer_save_load_round_trips(chat_tok, tmp_path):
 def test_char_prepare_round_trips_the_text(char_data, text):
     meta = json.loads((char_data / 'meta.json').read_text())
     tok = Tokenizer.load(char_data / 'tokenizer.json')
-    train, val = (np.fromfile(char_data / f'{s}.bin', dtype=meta['dtype']) for s in ('train', 'val'))
-    assert tok.decode(train) + tok.decode(val) == text
-    assert len(val) == pytest.approx(0.1 * len(text), abs=1)  # the default val_frac
+    train, test, val = (np.fromfile(char_data / f'{s}.bin', dtype=meta['dtype']) for s in ('train', 'test', 'val'))
+    assert tok.decode(train) + tok.decode(test) + tok.decode(val) == text  # test is the stretch before nanoGPT's val
+    assert len(val) == pytest.approx(0.1 * len(text), abs=1) and len(test) == pytest.approx(0.05 * len(text), abs=1)
 
 
 def test_char_prepare_vocab_is_the_sorted_char_set(char_data, text):
