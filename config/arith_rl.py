@@ -26,7 +26,7 @@ block_size = 160  # as config/arith_sft.py's: a prompt of up to 112 characters a
 dropout = 0.0  # the policy that samples is the one that learns
 
 learning_rate = 1e-5  # the forward sft run (greedy pass@1 0.50): 1e-4 drove it to 0.07 in 250 iterations, 3e-5 rose
-max_iters = 400       # to 0.60, then fell to 0.48 by 150; 1e-5 rose to 0.69 by 150 (Adam's steps are lr-sized, however noisy)
+max_iters = 150       # to 0.60, then fell to 0.48 by 150; 1e-5 rose to 0.69 by 150 (Adam's steps are lr-sized, however noisy)
 decay_lr = False
 warmup_iters = 0
 grad_clip = 1.0

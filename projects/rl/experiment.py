@@ -86,8 +86,8 @@ def main():
         plan['sweep'] = sweep
         plan['selected_on'] = "val_pass1: greedy pass@1 on 200 val problems (levels 1-2) at the RL run's last eval"
     runs = plan.setdefault('runs', {})
-    for d in ds:
-        if ('rl' in todo or 'control' in todo) and d not in plan.get('sweep', {}):
+    for d in ds if 'rl' in todo or 'control' in todo else []:
+        if d not in plan.get('sweep', {}):
             die(f"no chosen lr for {d}: run --phases=sweep first")
         for s in ss:
             parent, lr = name(d, s, 'sft'), plan['sweep'][d]['lr'] if 'sweep' in plan else None
