@@ -10,7 +10,7 @@ The RL phase's measurement (projects/rl/README.md), on the TEST problems, read o
   (stats.paired_bootstrap), for RL vs control and RL vs parent;
 - the reward and val pass@1 during RL, plotted.
 Writes <out>.json (every model's right/wrong on every test problem), <out>.md and rl_curves.png beside them.
-$ python -m projects.rl.eval --plan=projects/rl/rl_sweep.json
+$ python -m projects.rl.eval --plan=projects/rl/rl_sweep.json --k_per_level=0   # the README's table (no pass@k: time)
 $ python -m projects.rl.eval --runs=experiments/arith-fw-rl     # any RL runs (their parents from the checkpoint)
 """
 
@@ -29,7 +29,7 @@ from stats import mcnemar, mean_std, paired_bootstrap
 plan = ''  # projects/rl/experiment.py's rl_sweep.json: every parent, RL run and control; or:
 runs = ''  # comma-separated RL runs (experiment dirs), each compared with its parent (no control)
 per_level: '[1, inf)' = 500  # test problems per level for greedy pass@1
-k_per_level: '[0, inf)' = 50  # of those, the first k_per_level a level for pass@k (0: no pass@k)
+k_per_level: '[0, inf)' = 25  # of those, the first k_per_level a level for pass@k (0: no pass@k)
 k: '[1, inf)' = 8  # samples per problem for pass@k
 temperature: '(0, inf)' = 1.0  # for pass@k's samples
 max_new_tokens: '[1, inf)' = 48

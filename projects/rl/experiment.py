@@ -1,8 +1,8 @@
 """
 Every measured run of the RL phase (projects/rl/README.md, issue 22), in one command, on one CPU core:
 $ python -m prepare.arith
-$ python -m projects.rl.experiment          # about 55 minutes on one core; then the table:
-$ python -m projects.rl.eval --plan=projects/rl/rl_sweep.json
+$ python -m projects.rl.experiment          # about 45 minutes on one core; then the table:
+$ python -m projects.rl.eval --plan=projects/rl/rl_sweep.json --k_per_level=0   # the README's table (no pass@k: time)
 Phases (--phases, in order; each skips a run whose checkpoint exists, so a stopped experiment picks up):
 - sft:     config/arith_sft.py, 3 seeds x 3 directions -> experiments/arith22-<dir>-s<seed>-sft
 - sweep:   config/arith_rl.py from each direction's seed-1 parent at each learning rate in LRS; the one with the
