@@ -8,9 +8,9 @@ Shrunk for issue 22 (9 SFT parents, each followed by RL and a continued-SFT cont
 iterations, evals at 0, 75 and 150 (~90 s a run on one core). samples and temperature are the earlier runs' (8, 1.0),
 not swept: only the learning rate fit the budget (projects/rl/experiment.py's sweep, projects/rl/rl_sweep.json).
 Prepare: python -m prepare.arith
-Train:   python -m projects.rl.experiment     (every measured run: 3 seeds x 3 directions, the sweep, the controls)
-         python train.py config/arith_rl.py --init_from=out-arith-sft
+Train:   python train.py config/arith_rl.py --init_from=out-arith-sft
          python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-fw      (then: python -m projects.rl.eval --runs=experiments/arith-fw-rl)
+Every measured run (3 seeds x 3 directions, the lr sweep, the controls): python -m projects.rl.experiment
 """
 
 out_dir = 'out-arith-rl'
