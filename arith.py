@@ -7,18 +7,19 @@ offline), each with a worked solution whose last line is the answer, "#### 42", 
     level 3  ... a multiplication first ("3 boxes of 4 pens")                    two lines
     level 4  ... a multiplication and two more steps                             three lines
 
-problems(split, n, level) is deterministic, and a problem's split is a hash of its question, so the train and
-test problems never share a question. check(text, answer) reads the final line exactly: anything else (no final
+problems(split, n, level) is deterministic, and a problem's split ('train', 'val' or 'test') is splits.split_of
+of its question, so no question is in two splits: val is for every choice (SFT's early stopping, RL's settings), test
+is read once, for projects/rl/eval.py's table. check(text, answer) reads the final line exactly: anything else (no final
 line, a wrong number, text after the number) scores 0. prepare/arith.py renders the problems as conversations for
 SFT; dataloader.Rollouts samples answers to them for RL; projects/rl/eval.py measures pass@k.
 """
 
-import hashlib
 import random
 import re
 
+from splits import SPLITS, split_of
+
 LEVELS = (1, 2, 3, 4)
-TEST_FRAC = 0.1  # the share of all questions that is test
 NAMES = ['Ann', 'Ben', 'Cal', 'Dee', 'Eve', 'Fay', 'Gus', 'Hal', 'Ida', 'Jo', 'Kim', 'Lou']
 ITEMS = ['pens', 'eggs', 'cards', 'books', 'apples', 'coins', 'shells', 'stamps', 'cups', 'keys']
 PRONOUN = {'Ann': 'She', 'Dee': 'She', 'Eve': 'She', 'Fay': 'She', 'Ida': 'She', 'Kim': 'She', 'Jo': 'She'}
@@ -53,24 +54,35 @@ def make_problem(rng, level):
     return {'question': question, 'solution': '\n'.join(work + [f"#### {total}"]), 'answer': total, 'level': level}
 
 
-def is_test(question):
-    """The split of a question: a hash of its text (md5 is stable across machines; Python's hash() is salted)."""
-    h = int.from_bytes(hashlib.md5(question.encode('utf-8')).digest()[:8], 'big')
-    return h < TEST_FRAC * 2**64
-
-
 def problems(split, n, level, seed=0):
-    """n distinct problems of a level from split 'train' or 'test', the same ones for the same arguments."""
-    assert split in ('train', 'test'), split
+    """n distinct problems of a level from split 'train', 'val' or 'test' (splits.split_of of the question, with its
+    default 5% val and 5% test), the same ones for the same arguments."""
+    assert split in SPLITS, split
     rng, out, seen = random.Random(f"{seed}-{level}"), [], set()
     for _ in range(200 * n + 10_000):  # a level has far more questions than anyone asks for; this only bounds the loop
         p = make_problem(rng, level)
-        if p['question'] not in seen and is_test(p['question']) == (split == 'test'):
+        if p['question'] not in seen and split_of(p['question']) == split:
             seen.add(p['question'])
             out.append(p)
             if len(out) == n:
                 return out
     raise ValueError(f"level {level} has fewer than {n} distinct {split} problems")
+
+
+def last_number(question):
+    """A floor baseline's answer: the last number the question states (a level-1 problem's added amount, often)."""
+    numbers = re.findall(r'\d+', question)
+    return int(numbers[-1]) if numbers else 0
+
+
+def most_common_answers(train):
+    """A floor baseline's answers: {level: the most common answer among train problems of that level} (the
+    smallest on a tie), a constant per level that a model could learn without reading the question."""
+    counts = {}
+    for p in train:
+        c = counts.setdefault(p['level'], {})
+        c[p['answer']] = c.get(p['answer'], 0) + 1
+    return {level: max(sorted(c), key=c.get) for level, c in counts.items()}
 
 
 def parse_answer(text):

@@ -353,7 +353,8 @@ class Rollouts(Source):
     it writes from its final line up; a bidirectional model answers a backward_frac share of the problems backward.
     kl > 0 takes kl x (log p - log p_SFT) of each answer off its reward, p_SFT the parent run's (train.py's bind).
     Evaluation's batches (a generator given) are the problems' worked solutions, teacher-forced: val_loss is their
-    -log p per token; measure() adds the greedy pass@1 on eval_problems test problems (val_pass1).
+    -log p per token; measure() adds the greedy pass@1 on eval_problems VAL problems (val_pass1): every choice (lr,
+    samples, iterations) is made on val; the test problems are read only by projects/rl/eval.py.
     Set through train.py's data_args: samples, temperature, max_new_tokens, levels, kl, eval_problems."""
     STATS = ('reward', 'answer_tokens', 'kl', 'signal')  # what pop_stats gives train.py to log
 
@@ -369,10 +370,10 @@ class Rollouts(Source):
         super().__init__(data_dir, block_size, batch_size, device, seed, rank, world_size)
         levels = set(levels or ())
         self.problems = {split: [p for p in rl.read_problems(data_dir, split) if not levels or p['level'] in levels]
-                         for split in ('train', 'test')}
+                         for split in ('train', 'val')}
         if not all(self.problems.values()):
             die(f"{data_dir} has no problems at levels {sorted(levels)}; its levels are "
-                f"{sorted({p['level'] for p in rl.read_problems(data_dir, 'test')})}")
+                f"{sorted({p['level'] for p in rl.read_problems(data_dir, 'val')})}")
         if samples < 1 or batch_size % samples:
             die(f"data_args samples={samples} must divide batch_size={batch_size}: a batch is whole groups of samples")
         if not 0 < max_new_tokens < block_size:
@@ -439,9 +440,9 @@ class Rollouts(Source):
         return to_device(self.device, *rl.policy_batch(prompts, answers, full, advantages))
 
     def references(self, split, generator):
-        """Teacher-forced worked solutions of the split's problems (test for 'val'), weighted to their mean -log p."""
+        """Teacher-forced worked solutions of the split's problems, weighted to their mean -log p."""
         import rl
-        picks = self.picks('train' if split == 'train' else 'test', self.batch_size, generator or self.generator)
+        picks = self.picks('train' if split == 'train' else 'val', self.batch_size, generator or self.generator)
         marker, max_len = self.direction == 'bidirectional', self.block_size - self.max_new_tokens
         ps = [rl.prompt(self.tokenizer, p['question'], b, marker, max_len) for p, b in picks]
         answers = [rl.reference(self.tokenizer, p['solution'], b)[:self.max_new_tokens] for p, b in picks]
@@ -459,15 +460,15 @@ class Rollouts(Source):
 
     @torch.no_grad()
     def measure(self, model):
-        """{'val_pass1': share} (or per reading direction, bidirectional): greedy answers to eval_problems test
+        """{'val_pass1': share} (or per reading direction, bidirectional): greedy answers to eval_problems val
         problems spread over the levels, at each eval."""
         import rl
         out, tok = {}, self.tokenizer
         ways = {'forward': [False], 'backward': [True], 'bidirectional': [False, True]}[self.direction]
-        tests = self.problems['test']  # in level order: a stride takes every level's share
-        tests = tests[::max(1, len(tests) // self.eval_problems)][:self.eval_problems]
+        vals = self.problems['val']  # in level order: a stride takes every level's share
+        vals = vals[::max(1, len(vals) // self.eval_problems)][:self.eval_problems]
         for b in ways:
-            rewards = rl.attempt(model, tok, [(p, b) for p in tests], self.direction == 'bidirectional',
+            rewards = rl.attempt(model, tok, [(p, b) for p in vals], self.direction == 'bidirectional',
                                  self.max_new_tokens, 0, autocast=self.autocast)[3]
             key = 'val_pass1' if len(ways) == 1 else f"val_pass1/{'backward' if b else 'forward'}"
             out[key] = rewards.mean().item()

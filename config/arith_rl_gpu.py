@@ -4,7 +4,7 @@ available (data_args kl, off by default as in nanochat). Start it from a bigger 
 run this file as its rl phase, cp config/arith_rl_gpu.py config/arith_rl.py first), or alone (the first):
 Prepare: python -m prepare.arith
 Train:   python train.py config/arith_rl_gpu.py --init_from=experiments/arith-gpu-sft
-         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512
+         python -m projects.backward.lineage --recipe=arith --phases=sft,rl --name=arith-gpu --n_layer=8 --n_head=8 --n_embd=512 --block_size=256
 """
 
 out_dir = 'out-arith-rl-gpu'
@@ -19,7 +19,7 @@ batch_size = 256  # 16 problems x 16 samples
 block_size = 256
 dropout = 0.0
 
-learning_rate = 1e-5  # what the CPU runs found: 3e-5 and up undid the sft model (config/arith_rl.py)
+learning_rate = 1e-5  # not chosen for this scale: sweep it on val first (projects/rl/experiment.py --lrs=...)
 max_iters = 2000
 decay_lr = False
 warmup_iters = 0

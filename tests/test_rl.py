@@ -11,7 +11,8 @@ import rl
 from common import load_checkpoint
 from helpers import ENV, read_log, run, train_losses  # noqa: F401
 from model import GPT, GPTConfig
-from tokenizer import SPECIAL_TOKENS, char_tokenizer
+from splits import split_of
+from tokenizer import SPECIAL_TOKENS, Tokenizer, char_tokenizer
 
 # a tiny char GPT over whole problems: a prompt is up to ~100 characters and an answer up to 48
 RL_TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=160',
@@ -23,13 +24,34 @@ RL_ARGS = ['--data_source=rollouts', "--data_args={'samples': 4, 'max_new_tokens
 # -- the task ------------------------------------------------------------------
 
 @pytest.mark.parametrize('level', arith.LEVELS)
-def test_problems_are_deterministic_and_train_and_test_are_disjoint(level):
-    train, test = arith.problems('train', 300, level, seed=3), arith.problems('test', 30, level, seed=3)
-    assert train == arith.problems('train', 300, level, seed=3) and test == arith.problems('test', 30, level, seed=3)
-    assert arith.problems('train', 300, level, seed=4) != train  # the seed picks the problems
-    questions = [p['question'] for p in train]
-    assert len(set(questions)) == 300 and not set(questions) & {p['question'] for p in test}
-    assert all(arith.is_test(p['question']) for p in test) and not any(arith.is_test(q) for q in questions)
+def test_problems_are_deterministic_and_train_val_and_test_are_disjoint(level):
+    sets = {s: arith.problems(s, n, level, seed=3) for s, n in (('train', 300), ('val', 30), ('test', 30))}
+    assert sets == {s: arith.problems(s, len(ps), level, seed=3) for s, ps in sets.items()}
+    assert arith.problems('train', 300, level, seed=4) != sets['train']  # the seed picks the problems
+    questions = {s: {p['question'] for p in ps} for s, ps in sets.items()}
+    assert [len(q) for q in questions.values()] == [300, 30, 30]
+    assert not questions['train'] & questions['val'] and not questions['test'] & (questions['train'] | questions['val'])
+    assert all(split_of(q) == s for s, qs in questions.items() for q in qs)  # the one split every project uses
+
+
+def test_prepare_writes_three_disjoint_splits_and_val_bin_holds_no_test_question(tmp_path):
+    proc = run('prepare.arith', '--train_per_level=200', '--val_per_level=20', '--test_per_level=30', f'--out={tmp_path / "a"}')
+    assert proc.returncode == 0, proc.stderr
+    sets = {s: rl.read_problems(str(tmp_path / 'a'), s) for s in ('train', 'val', 'test')}
+    assert [len(ps) for ps in sets.values()] == [800, 80, 120]
+    questions = {s: {p['question'] for p in ps} for s, ps in sets.items()}
+    assert not questions['test'] & (questions['train'] | questions['val']) and not questions['train'] & questions['val']
+    tok = Tokenizer.load(str(tmp_path / 'a' / 'tokenizer.json'))
+    meta = json.loads((tmp_path / 'a' / 'meta.json').read_text())
+    val = tok.decode(np.fromfile(tmp_path / 'a' / 'val.bin', dtype=meta['dtype']).tolist())
+    assert all(q in val for q in questions['val']) and not any(q in val for q in questions['test'])
+    assert not (tmp_path / 'a' / 'test.bin').exists()  # test is read by projects/rl/eval.py alone
+
+
+def test_floor_baselines():
+    assert arith.last_number('Ann has 7 pens. She gets 12 more. How many pens does Ann have?') == 12
+    train = [{'level': 1, 'answer': a} for a in (3, 5, 5, 9)] + [{'level': 2, 'answer': a} for a in (4, 2, 2, 4, 8)]
+    assert arith.most_common_answers(train) == {1: 5, 2: 2}  # a tie goes to the smaller answer
 
 
 @pytest.mark.parametrize('level', arith.LEVELS)
@@ -239,17 +261,58 @@ def test_experiment_runs_sft_then_rl_and_rl_py_compares_them(arith_data):
     assert json.loads((exp / 'ar-rl' / 'parent_link.json').read_text())['parent'] == str(exp / 'ar-sft')
     log = read_log(exp / 'ar-rl')
     assert {'val_pass1/forward', 'val_pass1/backward'} <= set(log[0])  # a bidirectional model is measured both ways
-    proc = run('projects.rl.eval', f'--runs={exp / "ar-rl"}', '--per_level=2', '--k=2', '--out=res', cwd=arith_data)
+    proc = run('projects.rl.eval', f'--runs={exp / "ar-rl"}', '--per_level=2', '--k=2', '--k_per_level=1', '--out=res',
+               cwd=arith_data)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((arith_data / 'res.json').read_text())['results'][0]
-    assert set(res['before']) == set(res['after']) == {'forward', 'backward'}
-    for when in ('before', 'after'):
+    res = json.loads((arith_data / 'res.json').read_text())
+    r = res['results'][0]
+    assert set(r['parent']) == set(r['rl']) == {'forward', 'backward'} and 'control' not in r
+    assert [p['level'] for p in res['tests']] == [1, 1, 2, 2, 3, 3, 4, 4]
+    for role in ('parent', 'rl'):
         for way in ('forward', 'backward'):
-            levels = res[when][way]
-            assert set(levels) == {'1', '2', '3', '4', 'all'}
-            assert all(0 <= v['pass1'] <= 1 and 0 <= v['pass2'] <= 1 and v['length'] >= 0 for v in levels.values())
+            m = r[role][way]
+            assert len(m['right']) == 8 and set(m['right']) <= {0, 1} and len(m['passk']) == 4 and m['length'] >= 0
     assert (arith_data / 'rl_curves.png').stat().st_size > 1000
     assert '| bidirectional | backward | all | 1 |' in (arith_data / 'res.md').read_text()
+
+
+def test_eval_pairs_rl_with_its_control_and_parent_on_the_same_problems(arith_data):
+    """projects/rl/eval.py's paired tests count each problem where exactly one of two models is right, pooled over
+    the plan's seeds, and its floors score the same test problems."""
+    exp = arith_data / 'experiments'
+    args = [a for a in RL_TINY if not a.startswith('--warmup')] + ['--batch_size=8', '--eval_interval=2',
+                                                                    '--warmup_iters=0', '--dataset=arith_tiny']
+    runs = {}
+    for seed in (1, 2):
+        sft, rl_run, ctl = exp / f'pe-s{seed}-sft', exp / f'pe-s{seed}-rl', exp / f'pe-s{seed}-ctl'
+        for out, extra in ((sft, ['--max_iters=30', '--direction=forward']), (ctl, [f'--init_from={sft}', '--max_iters=2']),
+                           (rl_run, [f'--init_from={sft}', '--max_iters=2', '--data_source=rollouts',
+                                     "--data_args={'samples': 4, 'max_new_tokens': 48, 'eval_problems': 4}"])):
+            proc = run('train.py', f'--out_dir={out}', *args, f'--seed={seed}', *extra, cwd=arith_data)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[f'forward-s{seed}'] = {'direction': 'forward', 'seed': seed, 'parent': str(sft), 'rl': str(rl_run),
+                                    'control': str(ctl)}
+    (arith_data / 'plan.json').write_text(json.dumps({'runs': runs}))
+    proc = run('projects.rl.eval', '--plan=plan.json', '--per_level=3', '--k_per_level=0', '--out=pe', cwd=arith_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((arith_data / 'pe.json').read_text())
+    tests = res['tests']
+    assert len(tests) == 12 and 'passk' not in res['results'][0]['rl']['forward']
+    for row in res['paired']:
+        m = [t['level'] <= 2 or row['levels'] == 'all' for t in tests]
+        a = np.concatenate([np.array(r['rl']['forward']['right'])[m] for r in res['results']]).astype(bool)
+        b = np.concatenate([np.array(r[row['b']]['forward']['right'])[m] for r in res['results']]).astype(bool)
+        assert row['items'] == len(a) == 2 * sum(m)  # pooled over the two seeds
+        assert (row['mcnemar']['a_only'], row['mcnemar']['b_only']) == ((a & ~b).sum(), (b & ~a).sum())
+        assert row['bootstrap']['diff'] == pytest.approx(a.mean() - b.mean())
+    assert {(row['levels'], row['b']) for row in res['paired']} == {('all', 'control'), ('all', 'parent'),
+                                                                    ('1-2', 'control'), ('1-2', 'parent')}
+    train = rl.read_problems(str(arith_data / 'data' / 'arith_tiny'), 'train')
+    common = arith.most_common_answers(train)
+    assert res['floors']['most common train answer'] == [int(common[t['level']] == t['answer']) for t in tests]
+    assert res['floors']['last number in the question'] == [int(arith.last_number(t['question']) == t['answer'])
+                                                             for t in tests]
+    assert '| forward | forward | all | 2 |' in (arith_data / 'pe.md').read_text()
 
 
 def test_a_recipe_without_the_phase_says_one_line(arith_data):
