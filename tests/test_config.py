@@ -6,7 +6,7 @@ import pytest
 
 from common import configure, read_config_file
 from conftest import CONVERSATIONS, build_toy_approximator_data
-from helpers import REPO, run, train
+from helpers import REPO, run, sampled, train
 from prepare.chatbert import write_pairs
 
 
@@ -107,7 +107,13 @@ def test_config_file_has_a_docstring(name):
     assert ast.get_docstring(ast.parse((REPO / 'config' / name).read_text()))
 
 
-@pytest.mark.parametrize('name', CONFIGS)
+# one config of each data source and kind of start runs in the default suite (each is a train.py subprocess of a few
+# seconds); --slow runs every config
+COVERING = ['quickstart.py', 'turngpt.py', 'chatbert_ed.py', 'chatbert_imr.py', 'approximator.py', 'arith_rl.py',
+            'vibejam_rewrite.py']
+
+
+@pytest.mark.parametrize('name', sampled(COVERING + [c for c in CONFIGS if c not in COVERING], keep=len(COVERING)))
 def test_config_file_sets_only_train_keys(name, workdir, char_data, chat_tok, tmp_path):
     # every key of the file goes through the configurator; tiny overrides after it keep the run short
     path = REPO / 'config' / name
