@@ -15,7 +15,8 @@ Train:   python train.py config/vibejam_bpe.py --dataset=vibejam_bpe_p1 --out_di
 Shrunk for issue 22 (one CPU core for three people, each a style model and three rewrite seeds): 300 iterations of
 batch 8 (the earlier single-person run took 2,000), one seed (1337) per person: the style model is only the rewrite
 model's starting point here. best.pt is the lowest val loss; the val losses each run reaches, and that they are
-still falling at 300, are in projects/vibejam/train_logs.md, written from the runs' logs.
+still falling at 300, are in projects/vibejam/vibejam_results.md's training table,
+written from the runs' logs.
 """
 
 out_dir = 'out-vibejam-bpe'

@@ -18,8 +18,8 @@ Train:   python train.py config/vibejam_rewrite.py --init_from=out-vibejam-bpe-p
 Shrunk for issue 22 (one CPU core, 3 people x 3 seeds): 400 iterations of batch 8 (the earlier single-person run
 took 4,000 of batch 16), BPE only (about 3x faster than char). The seed seeds the fine-tune (batches, dropout); each
 person has one style model (seed 1337). best.pt is the lowest val loss on val pairs, so the iteration a run reports
-is chosen on val; the val losses are in projects/vibejam/train_logs.md, the test numbers in
-projects/vibejam/vibejam_results.md.
+is chosen on val; the val losses are in projects/vibejam/vibejam_results.md's training table (from
+the runs' logs), the test numbers above it.
 """
 
 out_dir = 'out-vibejam-rewrite-char'

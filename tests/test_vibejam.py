@@ -234,8 +234,8 @@ def test_no_test_piece_is_in_the_style_data_or_the_pairs(tmp_path, chitchat_text
     from prepare.vibejam import make_pairs
     from splits import split_of
     sender = SENDERS[person]
-    pieces = vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, seed=3)
-    assert pieces['test'] == vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, seed=3)['test']  # reproducible
+    pieces = vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, 3)
+    assert pieces['test'] == vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, 3)['test']  # reproducible
     docs = chitchat_documents(sender)
     test_text = '\n'.join(t for cid, t in docs.items() if split_of(cid) == 'test')
     assert all(o in test_text and len(o) <= vibejam.max_chars for o, _ in pieces['test'])  # the person's test text

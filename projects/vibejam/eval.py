@@ -321,15 +321,14 @@ def measure_person(p, sender, texts, runs):
     for run in runs:
         outputs.setdefault('rewrite model', []).append(rewrite_all(run, drafts))
         other_outputs.setdefault('rewrite model', []).append(rewrite_all(run, other_d))
+    outputs = {('copy the draft' if k == 'draft' else k): v for k, v in outputs.items()}  # the draft is the copy rule's output
     rows = {name: [scores(o, drafts, originals, clfs) for o in outs] for name, outs in outputs.items()}
-    rows['copy the draft'] = rows.pop('draft')
     metrics = list(rows['original'][0])
     table = {name: {m: summarize(per_seed, m) for m in metrics} for name, per_seed in rows.items()}
     model_mean = {m: np.mean([s[m] for s in rows['rewrite model']], axis=0) for m in ('chrf', 'closer', 'chrf_nodot')}
     claim = {m: paired_bootstrap(model_mean[m], rows[best][0][m]) for m in model_mean}
     per_seed_claim = [{m: paired_bootstrap(s[m], rows[best][0][m]) for m in model_mean} for s in rows['rewrite model']]
     corpus = {name: [corpus_chrf(o, originals) for o in outs] for name, outs in outputs.items()}
-    corpus['copy the draft'] = corpus.pop('draft')
     # false positives: how often each classifier calls other senders' text the person's, as written, as drafts, rewritten
     fp = {}
     for name, clf in clfs.items():
@@ -344,6 +343,20 @@ def measure_person(p, sender, texts, runs):
             'table': table, 'corpus_chrf': corpus, 'claim': claim, 'claim_per_seed': per_seed_claim,
             'false_positives': fp, 'pieces': pieces['test'], 'outputs': outputs, 'other_pieces': pieces['other'],
             'other_outputs': other_outputs}
+
+
+def training(run):
+    """A run's training, from its log.jsonl and meta.json: val loss at the start, its lowest (best.pt's) and when,
+    the iterations run and the wall time; and the run it started from (init_from)."""
+    with open(os.path.join(run, 'log.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+    with open(os.path.join(run, 'meta.json')) as f:
+        meta = json.load(f)
+    evals = [r for r in rows if 'val_loss' in r]
+    best = min(evals, key=lambda r: r['val_loss'])
+    return {'run': run, 'dataset': meta['config'].get('dataset'), 'init_from': meta['config'].get('init_from'),
+            'seed': meta['config'].get('seed'), 'val_first': evals[0]['val_loss'], 'val_best': best['val_loss'],
+            'best_iter': best['iter'], 'iters': rows[-1]['iter'], 'minutes': rows[-1]['t'] / 60}
 
 
 # -----------------------------------------------------------------------------
@@ -397,7 +410,13 @@ def markdown(results):
             rel = r['classifier_val'][name]['reliability']
             out.append(f"- {name}: " + '; '.join(f"{b['bin']} n={b['n']} {b['predicted']:.2f}/{b['observed']:.2f}" for b in rel))
         out.append("")
-    return '\n'.join(out)
+    out += ["## Training (from each run's log.jsonl; val loss per BPE token on the person's val documents or val pairs)", "",
+            "| run | data | seed | val loss at start | best val loss (best.pt) | at iteration | iterations | minutes (one shared core) |",
+            "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {t['run']} | {t['dataset']} | {t['seed']} | {t['val_first']:.3f} | {t['val_best']:.3f} | {t['best_iter']} | "
+            f"{t['iters']} | {t['minutes']:.1f} |" for t in results['training']]
+    return '\n'.join(out) + '\n'
+
 
 
 def plot(results, path):
@@ -453,6 +472,9 @@ def main():
     results = {'max_chars': max_chars, 'rewrite_runs': rewrite_runs, 'people': {}}
     for p, runs in named.items():
         results['people'][str(p)] = measure_person(p, SENDERS[p - 1], texts, runs)
+    trained = [r for rs in named.values() for r in rs]
+    parents = [training(r)['init_from'] for r in trained]
+    results['training'] = [training(r) for r in dict.fromkeys(parents + trained) if r and os.path.isdir(r)]
     md = markdown(results)
     with open(f'{out}.json', 'w') as f:
         json.dump(jsonable(results), f, indent=1)
