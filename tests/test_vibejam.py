@@ -169,7 +169,7 @@ def rewrite_runs(tmp_path_factory):
     from helpers import train
     from prepare.vibejam import build, make_pairs, split_documents, write_pairs
     work = tmp_path_factory.mktemp('vibejam')
-    docs = {f'n{i}.txt': '\n'.join(f"{w} {i % 7} ok" for w in ('abc', 'bcd', 'cab', 'dab')[i % 4:] + ('ab',)) for i in range(60)}
+    docs = {f'n{i}.txt': '\n'.join(f"{w} {i % 7} ok" for w in ('abc', 'bcd', 'cab', 'dab')[i % 4:] + ('ab',)) for i in range(200)}  # 200: val, 5% by hash, fills a block
     tok = build(str(work / 'data' / 'style'), docs, 'char', block_size=16)
     off = {'neutral': 0.0, 'expand': 0.0, 'normalize': 0.0, 'word_drop': 0.0, 'shuffle': 0.0}  # copy: the draft is the text
     parts = split_documents(docs)
