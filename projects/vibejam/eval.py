@@ -3,6 +3,11 @@ vibejam's measurement (projects/vibejam/README.md): each person's rewrite models
 on that person's test text, with the features that show a caricature and a style measure a caricature cannot win.
 $ python -m projects.vibejam.eval              # -> projects/vibejam/vibejam_results.md/.json/.png
 $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quickstart GPT's reply beside its vibejam rewrite
+$ python -m projects.vibejam.eval --earlier=FILE   # the earlier runs' outputs in FILE against the inverse rule -> vibejam_earlier.md
+--earlier: the earlier vibejam_results.json (git show 9b25303:projects/vibejam/vibejam_results.json > FILE) kept every
+output of its 4,000-iteration char and BPE rewrite runs (two seeds each) on 300 pieces of person 1's text in
+chitchat's test conversations; its first 200 are this table's person 1 test pieces (checked). Their best.pt was
+chosen on val pairs that held those test conversations, so those outputs are selected on test: an upper bound.
 People: prepare.common.SENDERS, the three most prolific chitchat senders; rewrite_runs lists each person's runs
 (seeds), comma-separated, the people separated by ';' in SENDERS' order (config/vibejam_rewrite.py trains them).
 Split (splits.py, by conversation id, as prepare.vibejam's): test pieces are the person's text in chitchat's test
@@ -56,6 +61,9 @@ threads: '[0, inf)' = 0
 draft_from = 'out-quickstart'  # --message: the model whose chat reply gets rewritten
 message = ''  # instead of the table: the draft model's reply to this message, and its rewrite by each rewrite run
 out = 'projects/vibejam/vibejam_results'  # -> .json, .md, .png: where the project's README reads them
+earlier = ''  # instead of the table: the earlier (pre-issue-22) results JSON, whose rewrite outputs are compared with
+# this table's inverse rule on person 1's test pieces (no model run): git show 9b25303:projects/vibejam/vibejam_results.json
+earlier_out = 'projects/vibejam/vibejam_earlier'  # -> .json, .md
 # -----------------------------------------------------------------------------
 
 
@@ -457,6 +465,51 @@ def side_by_side(msg):
             print(f"{run} can't rewrite it: {e}")
 
 
+def compare_earlier():
+    """The earlier (pre-issue-22) rewrite runs' committed outputs against the inverse rule, no model run: see
+    --earlier above. Writes earlier_out.json/.md."""
+    with open(earlier) as f:
+        old = json.load(f)
+    with open(f'{out}.json') as f:
+        new = json.load(f)['people']['1']
+    n = len(new['pieces'])
+    if [tuple(p) for p in old['pieces'][:n]] != [tuple(p) for p in new['pieces']]:
+        die(f"{earlier}'s first {n} pieces are not person 1's test pieces in {out}.json")
+    originals, drafts = [o for o, _ in new['pieces']], [d for _, d in new['pieces']]
+    rule = new['outputs']['inverse rule'][0]
+
+    def scored(texts):
+        chrf = sentence_chrf(texts, originals)
+        return {'chrf': chrf, 'closer': (chrf > sentence_chrf(drafts, originals)).astype(float),
+                'chrf_nodot': sentence_chrf([strip_periods(t) for t in texts], [strip_periods(o) for o in originals])}
+    base = scored(rule)
+    rows = {}
+    for kind in ('char', 'bpe'):
+        runs = old['runs'][f'rewrite-tuned ({kind})']
+        per_run = [scored(old['outputs'][r][:n]) for r in runs]
+        rows[kind] = {'runs': runs, 'corpus_chrf': [corpus_chrf(old['outputs'][r][:n], originals) for r in runs],
+                      'closer': [float(s['closer'].mean()) for s in per_run],
+                      'minus_rule': {m: paired_bootstrap(np.mean([s[m] for s in per_run], 0), base[m]) for m in base}}
+    report = {'n': n, 'rule_corpus_chrf': corpus_chrf(rule, originals), 'rule_closer': float(base['closer'].mean()),
+              'rows': rows}
+    md = [f"The earlier 4,000-iteration rewrite runs (their outputs in {earlier}, selected on test) against the inverse rule, "
+          f"on person 1's {n} test pieces. Corpus chrF and closer: mean ± sample std over 2 seeds; differences: the "
+          f"seeds' per-piece scores averaged, minus the rule's, paired bootstrap 95%.", "",
+          "| row | corpus chrF | closer than draft | sentence chrF minus rule | closer minus rule | chrF, final periods stripped, minus rule |",
+          "|---|---|---|---|---|---|",
+          f"| inverse rule | {report['rule_corpus_chrf']:.1f} | {report['rule_closer']:.3f} | - | - | - |"]
+    for kind, r in rows.items():
+        d = r['minus_rule']
+        md.append(f"| earlier rewrite-tuned ({kind}) | {mean_std(r['corpus_chrf'], 1)} | {mean_std(r['closer'], 3)} | "
+                  f"{fmt_diff(d['chrf'], 2)} (p {d['chrf']['p']:.3f}) | {fmt_diff(d['closer'])} (p {d['closer']['p']:.3f}) | "
+                  f"{fmt_diff(d['chrf_nodot'], 2)} (p {d['chrf_nodot']['p']:.3f}) |")
+    with open(f'{earlier_out}.json', 'w') as f:
+        json.dump(report, f, indent=1)
+    with open(f'{earlier_out}.md', 'w') as f:
+        f.write('\n'.join(md) + '\n')
+    print('\n'.join(md))
+
+
 def jsonable(x):
     if isinstance(x, dict):
         return {k: jsonable(v) for k, v in x.items()}
@@ -490,5 +543,7 @@ if __name__ == '__main__':
     setup_device(device, 'float32', threads)
     if message:
         side_by_side(message)
+    elif earlier:
+        compare_earlier()
     else:
         main()
