@@ -227,7 +227,7 @@ def chitchat_texts():
     return vibejam.sender_texts()
 
 
-@pytest.mark.parametrize('person', [0, 2])
+@pytest.mark.parametrize('person', [0, 1, 2])
 def test_no_test_piece_is_in_the_style_data_or_the_pairs(tmp_path, chitchat_texts, person):
     import projects.vibejam.eval as vibejam
     from prepare.common import SENDERS, chitchat_documents

@@ -6,7 +6,8 @@ $ python -m projects.vibejam.eval --message="how was your weekend?"   # the quic
 $ python -m projects.vibejam.eval --earlier=FILE   # the earlier runs' outputs in FILE against the inverse rule -> vibejam_earlier.md
 --earlier: the earlier vibejam_results.json (git show 9b25303:projects/vibejam/vibejam_results.json > FILE) kept every
 output of its 4,000-iteration char and BPE rewrite runs (two seeds each) on 300 pieces of person 1's text in
-chitchat's test conversations; its first 200 are this table's person 1 test pieces (checked). Their best.pt was
+chitchat's test conversations; those still test text here (copies of trained-on conversations left out) are scored,
+with their own drafts, against the inverse rule fitted for this table. Their best.pt was
 chosen on val pairs that held those test conversations, so those outputs are selected on test: an upper bound.
 People: prepare.common.SENDERS, the three most prolific chitchat senders; rewrite_runs lists each person's runs
 (seeds), comma-separated, the people separated by ';' in SENDERS' order (config/vibejam_rewrite.py trains them).
@@ -98,13 +99,19 @@ def load(run):
 
 def sender_texts():
     """{split: {sender: [document, ...]}}: every sender's messages of each conversation (a line each), by the split
-    of the conversation id (splits.split_of, as prepare.vibejam splits a person's documents)."""
+    of the conversation id (splits.split_of, as prepare.vibejam splits a person's documents). chitchat holds 928
+    exact copies of conversations under other ids: a val or test conversation with a copy in an earlier split (train,
+    then val) is left out, so no piece read for a choice or the table is text the models trained on."""
     import chitchat_dataset
     convs = chitchat_dataset.Dataset()
-    out = {}
-    for split, cids in split_keys(sorted(convs)).items():
+    out, seen = {}, set()
+    for split, cids in split_keys(sorted(convs)).items():  # train, val, test: in that order
         by = out.setdefault(split, {})
         for cid in cids:
+            text = '\n'.join(m['text'] for turn in convs[cid]['messages'] for m in turn)
+            if split != 'train' and text in seen:
+                continue
+            seen.add(text)
             lines = {}
             for turn in convs[cid]['messages']:
                 for m in turn:
@@ -472,11 +479,14 @@ def compare_earlier():
         old = json.load(f)
     with open(f'{out}.json') as f:
         new = json.load(f)['people']['1']
-    n = len(new['pieces'])
-    if [tuple(p) for p in old['pieces'][:n]] != [tuple(p) for p in new['pieces']]:
-        die(f"{earlier}'s first {n} pieces are not person 1's test pieces in {out}.json")
-    originals, drafts = [o for o, _ in new['pieces']], [d for _, d in new['pieces']]
-    rule = new['outputs']['inverse rule'][0]
+    # the earlier pieces that are still person 1's test text, copies of trained-on conversations left out (sender_texts)
+    still_test = set(pieces_of(sender_texts()['test'][new['sender']]))
+    keep = [i for i, (o, _) in enumerate(old['pieces']) if o in still_test]
+    if not keep:
+        die(f"none of {earlier}'s pieces is person 1's test text: pass the earlier vibejam_results.json (see --earlier)")
+    n = len(keep)
+    originals, drafts = [old['pieces'][i][0] for i in keep], [old['pieces'][i][1] for i in keep]
+    rule = [inverse(d, new['inverse_rule']) for d in drafts]
 
     def scored(texts):
         chrf = sentence_chrf(texts, originals)
@@ -486,14 +496,16 @@ def compare_earlier():
     rows = {}
     for kind in ('char', 'bpe'):
         runs = old['runs'][f'rewrite-tuned ({kind})']
-        per_run = [scored(old['outputs'][r][:n]) for r in runs]
-        rows[kind] = {'runs': runs, 'corpus_chrf': [corpus_chrf(old['outputs'][r][:n], originals) for r in runs],
+        outs = {r: [old['outputs'][r][i] for i in keep] for r in runs}
+        per_run = [scored(outs[r]) for r in runs]
+        rows[kind] = {'runs': runs, 'corpus_chrf': [corpus_chrf(outs[r], originals) for r in runs],
                       'closer': [float(s['closer'].mean()) for s in per_run],
                       'minus_rule': {m: paired_bootstrap(np.mean([s[m] for s in per_run], 0), base[m]) for m in base}}
     report = {'n': n, 'rule_corpus_chrf': corpus_chrf(rule, originals), 'rule_closer': float(base['closer'].mean()),
               'rows': rows}
     md = [f"The earlier 4,000-iteration rewrite runs (their outputs in {earlier}, selected on test) against the inverse rule, "
-          f"on person 1's {n} test pieces. Corpus chrF and closer: mean ± sample std over 2 seeds; differences: the "
+          f"on the {n} of its {len(old['pieces'])} pieces that are still person 1's test text (copies of trained-on "
+          f"conversations left out), with its drafts. Corpus chrF and closer: mean ± sample std over 2 seeds; differences: the "
           f"seeds' per-piece scores averaged, minus the rule's, paired bootstrap 95%.", "",
           "| row | corpus chrF | closer than draft | sentence chrF minus rule | closer minus rule | chrF, final periods stripped, minus rule |",
           "|---|---|---|---|---|---|",
