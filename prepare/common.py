@@ -148,8 +148,27 @@ def write_dataset(out, tok, splits, source, masks=None, **extra):
 
 
 # -----------------------------------------------------------------------------
-# vibejam's person: prepare.vibejam's built-in corpus, and projects/vibejam/eval.py's held-out writing
-SENDER = '31267496-e50f-4f91-a197-c5b1bfde803b'  # chitchat's most prolific sender, by characters written
+# vibejam's people: prepare.vibejam's built-in corpus (--sender=), and projects/vibejam/eval.py's held-out writing.
+# The three most prolific chitchat senders by the characters of their documents (chitchat_documents: 1,147,343,
+# 1,146,533 and 528,260; prolific_senders computes it). By message characters alone, without the newlines that join
+# a document's messages, the first two swap places (1,122,848 against 1,124,400).
+SENDERS = ['31267496-e50f-4f91-a197-c5b1bfde803b', '549cc1d1-270e-4a53-b561-133a8d0086b4',
+           '720840be-e522-47ba-9e9f-143f66372673']
+SENDER = SENDERS[0]  # the default person
+
+
+def prolific_senders(n=3):
+    """The n chitchat senders who wrote the most characters, as their documents count them."""
+    import chitchat_dataset
+    chars = {}
+    for conv in chitchat_dataset.Dataset().values():
+        by = {}
+        for turn in conv['messages']:
+            for m in turn:
+                by.setdefault(m['sender'], []).append(m['text'])
+        for sender, lines in by.items():
+            chars[sender] = chars.get(sender, 0) + len('\n'.join(lines))
+    return sorted(chars, key=chars.get, reverse=True)[:n]
 
 
 def chitchat_documents(sender=SENDER):

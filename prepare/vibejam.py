@@ -5,9 +5,12 @@ vibejam's personal corpus (projects/vibejam/README.md): a person's own writing, 
     python -m prepare.vibejam --folder=~/notes                  # your own .txt/.md files instead
 With no folder of your own (data/raw/ missing), the corpus is a real person's: every message of the most prolific
 sender of the chitchat conversations (1.1 MB of one person's casual writing, 25,272 messages in 777 conversations),
-each conversation's messages one document. A folder's documents are its .txt and .md files, read recursively.
-Documents are joined with the document separator (the tokenizer's <|bos|>, in front of each) and split by document,
-deterministically (an md5 of the document's name), so a document is all train or all val.
+each conversation's messages one document; --sender= picks another (SENDERS: the three most prolific, each measured
+in projects/vibejam/). A folder's documents are its .txt and .md files, read recursively.
+Documents are joined with the document separator (the tokenizer's <|bos|>, in front of each) and split by document
+with splits.split_of(name) (a chitchat document's name is its conversation id, so the test documents are exactly the
+person's text in chitchat's test conversations): train and val are written, test documents are left out of every
+file here (projects/vibejam/eval.py reads them once, for the table).
 """
 import argparse
 import json
@@ -17,8 +20,9 @@ import time
 
 import numpy as np
 
-from prepare.common import (NOISE, SENDER, add_overwrite, check_out, chitchat_documents, chunks, corrupt, is_val,
+from prepare.common import (NOISE, SENDER, add_overwrite, check_out, chitchat_documents, chunks, corrupt,
                             reuse_tokenizer, write_dataset)
+from splits import split_keys
 from tokenizer import SPECIAL_TOKENS, char_tokenizer, render_rewrite, train_bpe
 
 def folder_documents(folder):
@@ -40,14 +44,15 @@ def folder_documents(folder):
     return docs
 
 
-def split_documents(docs, val_frac):
-    """(train, val) lists of texts, by the md5 of each document's name; val gets one document at least."""
-    names = sorted(docs)
-    val = [n for n in names if is_val(n, val_frac)] or names[-1:]
-    train = [n for n in names if n not in val]
-    if not train:
+def split_documents(docs):
+    """{'train', 'val', 'test': [text, ...]} by splits.split_of(each document's name); val gets one document at least
+    (the last train name, for a folder too small to have a val document by hash), and train too."""
+    names = split_keys(sorted(docs))
+    if not names['val']:
+        names['val'], names['train'] = names['train'][-1:], names['train'][:-1]
+    if not names['train']:
         raise SystemExit(f"{len(docs)} document(s) can't be split into train and val: add more documents")
-    return [docs[n] for n in train], [docs[n] for n in val]
+    return {split: [docs[n] for n in ns] for split, ns in names.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -106,10 +111,11 @@ def write_pairs(out, tok, splits, source, block_size=256):
                   pairs={k: len(v) for k, v in docs.items()})
 
 
-def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size=256, source=''):
-    """Write data/<out>: each document after a <|bos|>, train and val by document. Dies if a split has fewer
-    tokens than block_size + 1 (the style configs' windows)."""
-    train, val = split_documents(docs, val_frac)
+def build(out, docs, tokenizer='char', vocab_size=2048, block_size=256, source=''):
+    """Write data/<out>: each document after a <|bos|>, train and val by document (test documents left out). Dies if
+    a split has fewer tokens than block_size + 1 (the style configs' windows)."""
+    parts = split_documents(docs)
+    train, val = parts['train'], parts['val']
     if tokenizer == 'char':
         # every document's characters, and the rewrite prompt's, so the rewrite pairs can be written with it
         tok = char_tokenizer(''.join(docs.values()) + 'Draft:\nRewrite:\n', specials=SPECIAL_TOKENS)
@@ -121,7 +127,7 @@ def build(out, docs, tokenizer='char', vocab_size=2048, val_frac=0.1, block_size
         if n < block_size + 1:
             raise SystemExit(f"the {name} split has {n:,} tokens, fewer than block_size + 1 = {block_size + 1}: add "
                              f"more text, or lower --block_size (and the config's block_size)")
-    write_dataset(out, tok, splits, source=source, documents={'train': len(train), 'val': len(val)})
+    write_dataset(out, tok, splits, source=source, documents={k: len(v) for k, v in parts.items()})
     return tok
 
 
@@ -130,7 +136,7 @@ if __name__ == '__main__':
     parser.add_argument('--folder', default=None, help="your .txt/.md files (default: data/raw/ if it exists, else the built-in corpus)")
     parser.add_argument('--tokenizer', default='char', choices=['char', 'bpe'])
     parser.add_argument('--vocab_size', type=int, default=2048, help="bpe only; counts the special tokens")
-    parser.add_argument('--val_frac', type=float, default=0.1, help="the share of documents held out")
+    parser.add_argument('--sender', default=SENDER, help="the built-in corpus's person: a chitchat sender id (SENDERS)")
     parser.add_argument('--block_size', type=int, default=256, help="the style config's: each split needs more tokens "
                         "than this; --pairs: a pair must fit in it")
     parser.add_argument('--out', default=None, help="default: data/vibejam_<tokenizer>, or data/vibejam_rewrite_<tokenizer> with --pairs")
@@ -144,10 +150,9 @@ if __name__ == '__main__':
         parser.add_argument(f'--{k}', type=float, default=v, help="--pairs: the probability of this noise (corrupt())")
     add_overwrite(parser)
     args = parser.parse_args()
-    if not 0 < args.val_frac < 1:
-        raise SystemExit(f"--val_frac must be between 0 and 1, got {args.val_frac}")
     tok = reuse_tokenizer(args.pairs) if args.pairs else None
     out = args.out or (f"data/vibejam_rewrite_{tok.kind}" if args.pairs else f'data/vibejam_{args.tokenizer}')
+    out += '' if args.out or args.sender == SENDER else f'_{args.sender[:8]}'  # another person: their own dir
     check_out(out, args.overwrite)
     t0 = time.time()
     tok = reuse_tokenizer(args.pairs) if args.pairs else None  # before the corpus: a missing style data dir stops at once
@@ -155,18 +160,20 @@ if __name__ == '__main__':
     if folder:
         docs, source = folder_documents(os.path.expanduser(folder)), folder
     else:
-        docs, source = chitchat_documents(), f'chitchat-dataset, every message of sender {SENDER}'
+        docs, source = chitchat_documents(args.sender), f'chitchat-dataset, every message of sender {args.sender}'
+        if not docs:
+            raise SystemExit(f"no chitchat message is by --sender={args.sender}: pass one of prepare.common.SENDERS")
         print(f"no data/raw/: using a real person's writing, {source}")
     print(f"{len(docs):,} documents, {sum(map(len, docs.values())):,} characters")
     if args.pairs:
         noise = {k: getattr(args, k) for k in NOISE}
-        train, val = split_documents(docs, args.val_frac)  # the style data's split: val documents stay unseen
-        splits = {'train': make_pairs(train, args.seed, args.max_chars, **noise),
-                  'val': make_pairs(val, args.seed + 1, args.max_chars, **noise)}
+        parts = split_documents(docs)  # the style data's split: no test document makes a pair
+        splits = {'train': make_pairs(parts['train'], args.seed, args.max_chars, **noise),
+                  'val': make_pairs(parts['val'], args.seed + 1, args.max_chars, **noise)}
         if args.edits:
             splits['train'] += read_edits(args.edits)
         print(f"{len(splits['train']):,} train / {len(splits['val']):,} val pairs, e.g. {splits['train'][0]}")
         write_pairs(out, tok, splits, f"{source}; rewrite pairs, noise {noise}", args.block_size)
     else:
-        build(out, docs, args.tokenizer, args.vocab_size, args.val_frac, args.block_size, source)
+        build(out, docs, args.tokenizer, args.vocab_size, args.block_size, source)
     print(f"done in {time.time() - t0:.1f}s")

@@ -19,32 +19,44 @@ def read_split(out, split):
 @pytest.mark.parametrize('kind', ['char', 'bpe'])
 def test_documents_are_joined_by_the_separator_and_split_whole(tmp_path, kind):
     out = tmp_path / kind
-    build(str(out), DOCS, kind, vocab_size=300, val_frac=0.2, block_size=16)
+    build(str(out), DOCS, kind, vocab_size=300, block_size=16)
     texts = {}
     for split in ('train', 'val'):
         ids, tok = read_split(out, split)
         assert ids[0] == tok.bos
         starts = list(np.flatnonzero(ids == tok.bos)) + [len(ids)]
         texts[split] = [tok.decode(ids[a + 1:b]) for a, b in zip(starts, starts[1:])]  # each document after its <|bos|>
-    assert sorted(texts['train'] + texts['val']) == sorted(DOCS.values())  # every document once, whole
+    test = split_documents(DOCS)['test']
+    assert test  # 40 names: some hash to test; they are in no file
+    assert sorted(texts['train'] + texts['val'] + test) == sorted(DOCS.values())  # every document once, whole
     assert texts['val'] and texts['train'] and not set(texts['train']) & set(texts['val'])
 
 
-def test_the_split_is_deterministic_and_by_document_name():
-    a, b = split_documents(DOCS, 0.2), split_documents(dict(reversed(list(DOCS.items()))), 0.2)
+def test_the_split_is_splits_py_by_document_name():
+    from splits import split_of
+    a, b = split_documents(DOCS), split_documents(dict(reversed(list(DOCS.items()))))
     assert a == b  # the same documents whatever order they are read in
-    assert len(a[1]) >= 1 and len(a[0]) + len(a[1]) == len(DOCS)
+    assert sum(map(len, a.values())) == len(DOCS)
+    assert a['test'] == [DOCS[n] for n in sorted(DOCS) if split_of(n) == 'test']
+    assert sorted(a['train'] + a['val']) == sorted(DOCS[n] for n in DOCS if split_of(n) != 'test')
+    assert all(split_of(n) != 'train' for n in DOCS if DOCS[n] in a['val']) or len(a['val']) == 1  # val by hash, or one
+
+
+def test_a_tiny_folder_still_gets_a_val_document():
+    docs = {f'{i}.txt': f'text {i}' for i in range(3)}
+    parts = split_documents(docs)
+    assert parts['val'] and parts['train'] and sum(map(len, parts.values())) == 3
 
 
 def test_a_corpus_too_small_for_the_block_says_so(tmp_path):
     with pytest.raises(SystemExit, match='fewer than block_size'):
-        build(str(tmp_path / 'small'), {'a.txt': 'hi there', 'b.txt': 'hello you'}, 'char', val_frac=0.5, block_size=256)
+        build(str(tmp_path / 'small'), {'a.txt': 'hi there', 'b.txt': 'hello you'}, 'char', block_size=256)
     assert not (tmp_path / 'small' / 'train.bin').exists()  # nothing written
 
 
 def test_one_document_cannot_be_split(tmp_path):
     with pytest.raises(SystemExit, match="can't be split"):
-        split_documents({'only.txt': 'just one'}, 0.1)
+        split_documents({'only.txt': 'just one'})
 
 
 def test_folder_errors_are_one_clear_line(tmp_path):
@@ -157,12 +169,12 @@ def rewrite_runs(tmp_path_factory):
     from helpers import train
     from prepare.vibejam import build, make_pairs, split_documents, write_pairs
     work = tmp_path_factory.mktemp('vibejam')
-    docs = {f'n{i}.txt': '\n'.join(f"{w} {i % 7} ok" for w in ('abc', 'bcd', 'cab', 'dab')[i % 4:] + ('ab',)) for i in range(60)}
-    tok = build(str(work / 'data' / 'style'), docs, 'char', val_frac=0.2, block_size=16)
+    docs = {f'n{i}.txt': '\n'.join(f"{w} {i % 7} ok" for w in ('abc', 'bcd', 'cab', 'dab')[i % 4:] + ('ab',)) for i in range(200)}  # 200: val, 5% by hash, fills a block
+    tok = build(str(work / 'data' / 'style'), docs, 'char', block_size=16)
     off = {'neutral': 0.0, 'expand': 0.0, 'normalize': 0.0, 'word_drop': 0.0, 'shuffle': 0.0}  # copy: the draft is the text
-    train_docs, val_docs = split_documents(docs, 0.2)
-    write_pairs(str(work / 'data' / 'pairs'), tok, {'train': make_pairs(train_docs, max_chars=12, **off),
-                                                      'val': make_pairs(val_docs, max_chars=12, **off)}, 'tests')
+    parts = split_documents(docs)
+    write_pairs(str(work / 'data' / 'pairs'), tok, {'train': make_pairs(parts['train'], max_chars=12, **off),
+                                                      'val': make_pairs(parts['val'], max_chars=12, **off)}, 'tests')
     train(work, work / 'style', '--max_iters=30', '--eval_interval=30', '--block_size=48', dataset='style')
     proc = train(work, work / 'rewrite', '--init_from=style', '--max_iters=150', '--eval_interval=150',
                  '--learning_rate=3e-3', '--warmup_iters=10', '--block_size=48', '--batch_size=16', dataset='pairs')
@@ -203,55 +215,107 @@ def test_rewrite_windows_start_at_a_pair_and_pairs_too_long_are_left_out(tmp_pat
     assert (y[:, :prompt] == -1).all()  # and its first targets are the draft's, out of the loss
 
 
-# -- projects/vibejam/eval.py, the measurement
-def test_test_pieces_are_the_persons_held_out_text_and_reproducible():
+# -- the people and the split of their text: prepare.vibejam's data against projects/vibejam/eval.py's test pieces
+def test_senders_are_the_three_most_prolific():
+    from prepare.common import SENDER, SENDERS, prolific_senders
+    assert prolific_senders(3) == SENDERS and SENDER == SENDERS[0]
+
+
+@pytest.fixture(scope='module')
+def chitchat_texts():
     import projects.vibejam.eval as vibejam
-    from prepare.common import chitchat_documents, is_val
-    pieces = vibejam.test_pieces(40, seed=3)
-    assert pieces == vibejam.test_pieces(40, seed=3) and len(pieces) == 40
-    docs = chitchat_documents()
-    held = '\n'.join(t for cid, t in docs.items() if is_val(cid, vibejam.HELD_OUT))
-    assert all(o in held and len(o) <= vibejam.max_chars for o, _ in pieces)  # none from text any model trained on
-    assert sum(o != d for o, d in pieces) > 0.8 * len(pieces)  # the drafts lost the style
+    return vibejam.sender_texts()
 
 
-def test_fluency_is_the_judges_perplexity_per_token(chat_tok):
-    import math
-    import torch
+@pytest.mark.parametrize('person', [0, 1, 2])
+def test_no_test_piece_is_in_the_style_data_or_the_pairs(tmp_path, chitchat_texts, person):
     import projects.vibejam.eval as vibejam
-    from engine import chat_for
-    from model import GPT, GPTConfig
-    from tokenizer import render_prompt
-    torch.manual_seed(0)
-    judge = GPT(GPTConfig(vocab_size=chat_tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
-    texts = ['hey there', 'how are you doing today', 'ok']
-    lp = n = 0  # brute force: each text after <|bos|><|assistant|>, then the <|user|> that ends it, token by token
-    for text in texts:
-        seq = render_prompt(chat_tok, [], 64) + chat_tok.encode(text) + [chat_tok.special('<|user|>')]
-        start = len(render_prompt(chat_tok, [], 64))
-        for j in range(start, len(seq)):
-            logits, _ = judge(torch.tensor([seq[:j]]))
-            lp += torch.log_softmax(logits[0, -1], -1)[seq[j]].item()
-            n += 1
-    assert vibejam.fluency(chat_for(judge, chat_tok), texts, batch=2) == pytest.approx(math.exp(-lp / n), rel=1e-4)
+    from prepare.common import SENDERS, chitchat_documents
+    from prepare.vibejam import make_pairs
+    from splits import split_of
+    sender = SENDERS[person]
+    pieces = vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, 3)
+    assert pieces['test'] == vibejam.person_pieces(chitchat_texts, sender, 10 ** 9, 3)['test']  # reproducible
+    docs = chitchat_documents(sender)
+    test_text = '\n'.join(t for cid, t in docs.items() if split_of(cid) == 'test')
+    assert all(o in test_text and len(o) <= vibejam.max_chars for o, _ in pieces['test'])  # the person's test text
+    assert sum(o != d for o, d in pieces['test']) > 0.8 * len(pieces['test'])  # the drafts lost the style
+    # what the style model and the rewrite pairs are made of: the written files, decoded, and the pairs
+    build(str(tmp_path / 'style'), docs, 'char', block_size=256)
+    seen = [read_split(tmp_path / 'style', split) for split in ('train', 'val')]
+    seen = [tok.decode([i for i in ids if i != tok.bos]) for ids, tok in seen]
+    parts = split_documents(docs)
+    seen += [d + '\n' + r for split in ('train', 'val') for d, r in make_pairs(parts[split], seed=0)]
+    seen = '\n'.join(seen)
+    # a short message ("yeah", "how are you?") recurs in any large text: pieces of a few words are too common to tell
+    long = [o for o, _ in pieces['test'] if len(o) >= 40]
+    assert len(long) > 50 and not [o for o in long if o in seen]
+    assert not [o for o, _ in pieces['val'] if len(o) >= 40 and o in test_text]  # val pieces aren't test text either
 
 
-def test_measure_rows_on_constructed_texts():
+# -- the rules a rewrite model must beat, the features, the style classifiers
+def test_strip_periods_takes_one_final_period_a_line():
+    import projects.vibejam.eval as vibejam
+    assert vibejam.strip_periods("Yes.\nI know...\nok.\nWhat?\nDr. Who is here.") == "Yes\nI know...\nok\nWhat?\nDr. Who is here"
+
+
+def test_the_inverse_rule_undoes_what_the_person_does_more_often():
+    import random
+    import projects.vibejam.eval as vibejam
+    from prepare.common import corrupt
+    train = "yeah im gonna go\ndont know lol\ni'm here\nyeah that's it\nyes one\nthat's fine\ni'm tired"
+    fitted = vibejam.fit_inverse(train)
+    swaps = dict(fitted['swaps'])
+    assert swaps['yes'] == 'yeah' and swaps['going to'] == 'gonna' and swaps["don't"] == 'dont'
+    assert swaps['I am'] == "I'm" and swaps['that is'] == "that's"  # contractions back, "I" in capitals
+    assert 'okay' not in swaps  # never written either way: left alone
+    assert fitted['lower'] and fitted['strip']
+    draft = corrupt("yeah im gonna go\nthat's it", random.Random(0), word_drop=0.0, shuffle=0.0)
+    assert draft == "Yes I'm going to go.\nThat is it."
+    assert vibejam.inverse(draft, fitted) == "yeah I'm gonna go\nthat's it"
+    formal = vibejam.fit_inverse("Yes, I am here.\nThat is fine.\nYes.")
+    assert formal['swaps'] == [] and not formal['lower'] and not formal['strip']
+    assert vibejam.inverse("Yes.\nME TOO.", formal) == "Yes.\nME TOO."  # a formal writer's rule changes nothing
+
+
+def test_features_of_constructed_texts():
+    import projects.vibejam.eval as vibejam
+    f = vibejam.features("haha I don't know.\nthat's fine lol\nOk.")
+    assert f['final_period'] == pytest.approx(2 / 3) and f['lower_start'] == pytest.approx(2 / 3)
+    assert f['contractions'] == pytest.approx(100 * 2 / 8) and f['laughs'] == pytest.approx(100 * 2 / 8)  # 8 words
+    assert f['chars_per_line'] == pytest.approx((18 + 15 + 3) / 3)
+    g = vibejam.features("Hahaha.\nLMAO\nhello")
+    assert g['laughs'] == pytest.approx(100 * 2 / 3) and g['contractions'] == 0 and g['lower_start'] == pytest.approx(1 / 3)
+
+
+def test_the_blind_classifier_cannot_see_case_or_final_punctuation():
+    import projects.vibejam.eval as vibejam
+    assert vibejam.blind("Yes. I Know!\nWhat?") == vibejam.blind("yes i know\nwhat") == "yes i know\nwhat"
+
+
+def test_calibration_of_a_known_classifier():
     import projects.vibejam.eval as vibejam
 
-    class Judge:  # every text equally likely per token: perplexity e
-        def score_replies(self, history, replies):
-            return [(-float(len(r.split())), len(r.split())) for r in replies]
+    class Coin:  # says 0.8 for texts with 'x', 0.2 otherwise
+        def predict_proba(self, xs):
+            p = np.array([0.8 if 'x' in t else 0.2 for t in xs])
+            return np.stack([1 - p, p], 1)
+    xs, ys = ['x'] * 10 + ['y'] * 10, [1] * 8 + [0] * 2 + [1] * 2 + [0] * 8  # calibrated: 80% and 20% are the person
+    c = vibejam.calibration(Coin(), xs, ys)
+    assert c['accuracy'] == pytest.approx(0.8) and c['brier'] == pytest.approx(0.16)
+    assert [(b['n'], b['predicted'], b['observed']) for b in c['reliability']] == [(10, 0.2, 0.2), (10, 0.8, 0.8)]
+
+
+def test_scores_on_constructed_texts():
+    import projects.vibejam.eval as vibejam
 
     class Person:  # the person writes 'lol'
         def predict(self, texts):
             return [int('lol' in t) for t in texts]
     originals, drafts = ['lol that is fun', 'yeah lol ok'], ['That is fun.', 'Yes ok.']
-    row = vibejam.measure(originals, drafts, originals, Person(), Judge())
-    assert row['chrf'] == pytest.approx(100) and row['style'] == 1.0 and row['copy'] == 0.0 and row['edit'] > 0.2
-    assert row['closer'] == 1.0  # every original is closer to itself than its draft was
-    row = vibejam.measure(drafts, drafts, originals, Person(), Judge())
-    assert row['copy'] == 1.0 and row['edit'] == 0.0 and row['style'] == 0.0 and row['chrf'] < 60 and row['closer'] == 0.0
-    assert row['ppl'] == pytest.approx(2.718281828, rel=1e-6) and row['chrf_draft'] == pytest.approx(100)
-    layer2 = vibejam.measure(drafts, drafts, None, Person(), Judge())
-    assert layer2['chrf'] is None and layer2['closer'] is None  # Layer 2: no original
+    row = vibejam.scores(originals, drafts, originals, {'raw': Person()})
+    assert row['chrf'] == pytest.approx([100, 100]) and list(row['closer']) == [1, 1] and list(row['style_raw']) == [1, 1]
+    row = vibejam.scores(drafts, drafts, originals, {'raw': Person()})
+    assert (row['chrf'] < 60).all() and list(row['closer']) == [0, 0] and list(row['final_period']) == [1, 1]
+    # the final periods, stripped from both sides, no longer count against the draft
+    assert (row['chrf_nodot'] > row['chrf']).all()
