@@ -6,7 +6,6 @@ What every prepare script shares: read a text, split documents deterministically
 and what a dataset's readers share with its prepare script: vibejam's person and drafts, the approximator's vocab.h5.
 Every split is splits.py's (train, val, test), so every project holds out the same conversations.
 """
-import hashlib
 import json
 import os
 import re
@@ -43,12 +42,6 @@ def hub_unreachable():
     except OSError as e:
         return f"the Hugging Face hub is unreachable ({e.strerror or e}; offline?)"
     return None
-
-
-def is_val(key, val_frac):
-    """Deterministic split: md5 is stable across runs and machines (Python's hash() of a str is salted)."""
-    h = int.from_bytes(hashlib.md5(key.encode('utf-8')).digest()[:8], 'big')
-    return h < val_frac * 2**64
 
 
 def reuse_tokenizer(path):
