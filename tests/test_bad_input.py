@@ -213,13 +213,13 @@ HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--th
         ('projects.approximator.eval', ['--out_dir', '--n_sentences', '--n_queries', '--n_candidates', '--ablations']),
         ('prepare.approximator', ['--vocab_size', '--skipgrams', '--word_frac', '--teacher', '--max_words']),
         ('prepare.vibejam', ['--folder', '--tokenizer', '--vocab_size', '--block_size']),
-        ('projects.vibejam.eval', ['--style_runs', '--rewrite_runs', '--judge', '--draft_from', '--message']),
+        ('projects.vibejam.eval', ['--rewrite_runs', '--earlier', '--draft_from', '--message']),
         ('projects.rl.eval', ['--runs', '--per_level', '--k', '--temperature']),
         ('prepare.arith', ['--format', '--train_per_level', '--gsm8k', '--tokenizer']),
         ('chat_web.py', ['--out_dir', '--host', '--port', '--max_new_tokens', '--max_message_chars', '--load_clients'])]
 
 
-@pytest.mark.parametrize('args', [['--judge=nope'], ['--message=hi', '--draft_from=nope']], ids=['table', 'message'])
+@pytest.mark.parametrize('args', [['--rewrite_runs=nope'], ['--message=hi', '--draft_from=nope']], ids=['table', 'message'])
 def test_vibejam_names_a_missing_run_before_any_work(tmp_path, args):
     proc = run('projects.vibejam.eval', *args, cwd=tmp_path)
     assert the_one_line(proc).startswith('no run ') and not list(tmp_path.iterdir())
