@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from common import configure, die, launch, read_log
+from common import configure, die, launch, read_config_file, read_log
 
 # -----------------------------------------------------------------------------
 phases = 'sft,sweep,rl,control'
@@ -102,7 +102,8 @@ def main():
                 entry.update(control=name(d, s, 'ctl'), control_iters=iters, rl_seconds=rl_s,
                              sft_seconds_per_iter=sft_s / sft_iters)
                 train(entry['control'], 'config/arith_sft.py', f'--init_from={parent}', f'--max_iters={iters}',
-                      f'--eval_interval={iters}', '--learning_rate=2e-4', '--decay_lr=False', '--warmup_iters=0',
+                      f'--eval_interval={iters}', f"--learning_rate={read_config_file('config/arith_sft.py')['min_lr']}",
+                      '--decay_lr=False', '--warmup_iters=0',
                       f'--seed={s}')
                 entry['control_seconds'] = seconds(entry['control'])[0]
     with open(out, 'w') as f:
