@@ -92,11 +92,16 @@ def chrf(hyps, refs):
     return CHRF().corpus_score(list(hyps), [list(refs)]).score
 
 
-def coherence(histories, replies, teacher_model):
-    """The mean cosine between the teacher's sentence embeddings of the context, taken as the history's last
-    turn (what a reply answers), and the reply."""
+def coherence_items(histories, replies, teacher_model):
+    """Per reply, the cosine between the teacher's sentence embeddings of the context, taken as the history's last
+    turn (what a reply answers), and the reply. Echo wins it: report it only beside floors()."""
     ctx = teacher.embed(teacher_model, [h[-1][1] if h else '' for h in histories])
-    return float((ctx * teacher.embed(teacher_model, replies)).sum(1).mean())
+    return (ctx * teacher.embed(teacher_model, list(replies))).sum(1).tolist()
+
+
+def coherence(histories, replies, teacher_model):
+    """The mean of coherence_items."""
+    return _mean(coherence_items(histories, replies, teacher_model))
 
 # -----------------------------------------------------------------------------
 # metrics of a scorer
@@ -124,13 +129,15 @@ def hits_at_1(score, pairs, n_candidates=20, seed=0):
     return sum(r == 1 for r in ranks(score, pairs, n_candidates, seed)) / len(pairs)
 
 
+def likelihoods(score, pairs):
+    """Per pair, (sum log-prob, n_tokens) of the true reply (with its turn-ending token, for a GPT)."""
+    return [score(h, [r])[0] for h, r in tqdm(pairs, desc='response ppl', leave=False, disable=None)]
+
+
 def response_ppl(score, pairs):
-    """exp(total NLL / total tokens) of the true replies (each with its turn-ending token, for a GPT)."""
-    nll = n = 0
-    for history, reply in tqdm(pairs, desc='response ppl', leave=False, disable=None):
-        (lp, k), = score(history, [reply])
-        nll, n = nll - lp, n + k
-    return math.exp(nll / n)
+    """exp(total NLL / total tokens) of the true replies."""
+    lps = likelihoods(score, pairs)
+    return math.exp(-sum(lp for lp, _ in lps) / sum(k for _, k in lps))
 
 # -----------------------------------------------------------------------------
 
@@ -154,33 +161,107 @@ def word_entropy(text):
     return -sum(c / n * math.log2(c / n) for c in counts.values()) if n else 0.0
 
 
-def evaluate(pairs, score=None, reply=None, teacher_model=None, n_candidates=20, seed=0, likelihood=True, judge=None):
+def similarity(replies, refs, teacher_model):
+    """Per reply, the teacher's cosine between it and the human reply: a reference-based measure that echoing the
+    context or a stock "yeah" can't win, unlike coherence."""
+    return (teacher.embed(teacher_model, list(replies)) * teacher.embed(teacher_model, list(refs))).sum(1).tolist()
+
+
+def floors(pairs, train_convs, seed=0):
+    """The replies no model is needed for, each a list aligned with pairs, so a table shows what its metrics reward:
+    copy the history's last turn (wins coherence by echo), one constant reply ('yeah', the most common short
+    reply), and a random human reply from the training conversations (fluent, human and unrelated)."""
+    rng = random.Random(seed)
+    pool = [t for turns in train_convs for role, t in turns if role == 'assistant' and t.strip()]
+    return {'copy the last turn': [h[-1][1] if h else '' for h, _ in pairs],
+            'constant "yeah"': ['yeah'] * len(pairs),
+            'random human reply': [rng.choice(pool) for _ in pairs]}
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+# each metric as a function of per-pair items (a dict of equal-length lists), so that one definition gives both the
+# number and, over resampled pairs, its bootstrap interval; corpus-level metrics (ppl, chrF, distinct-n) stay corpus-level
+METRICS = {
+    'response_ppl': lambda it: math.exp(-sum(it['logprob']) / sum(it['tokens'])),
+    'hits@1': lambda it: _mean([r == 1 for r in it['rank']]),
+    'mrr': lambda it: _mean([1 / r for r in it['rank']]),
+    'ms_per_reply': lambda it: _mean(it['ms']),
+    'distinct_1': lambda it: distinct_n(it['reply'], 1),
+    'distinct_2': lambda it: distinct_n(it['reply'], 2),
+    'repetition': lambda it: repetition_rate(it['reply']),
+    'bleu2': lambda it: bleu2(it['reply'], it['ref']),
+    'chrf': lambda it: chrf(it['reply'], it['ref']),
+    'f1': lambda it: _mean(it['f1']),
+    'entropy': lambda it: _mean(it['entropy']),
+    'gen_ppl': lambda it: math.exp(-sum(it['gen_logprob']) / sum(it['gen_tokens'])),
+    'coherence': lambda it: _mean(it['coherence']),
+    'similarity': lambda it: _mean(it['similarity']),
+}
+NEEDS = {'response_ppl': 'logprob', 'hits@1': 'rank', 'mrr': 'rank', 'ms_per_reply': 'ms', 'gen_ppl': 'gen_logprob',
+         'coherence': 'coherence', 'similarity': 'similarity'}
+
+
+def metrics(items, keys=None):
+    """Every metric (or those in keys) that items allow, by METRICS."""
+    return {k: f(items) for k, f in METRICS.items()
+            if NEEDS.get(k, 'reply') in items and (keys is None or k in keys)}
+
+
+def intervals(items, keys=None, n_boot=500, level=0.95, seed=0, n_candidates=20):
+    """{metric: (lo, hi)}: percentile bootstrap intervals over the pairs, each metric computed as metrics() does
+    on every resample (stats.bootstrap_ci over item indices); keys named as evaluate() names them. distinct-n has
+    none: a resample repeats pairs, and it would count their replies as the model repeating itself."""
+    from stats import bootstrap_ci
+    n = len(items['ref'])
+    pick = lambda idx: {k: [v[i] for i in idx] for k, v in items.items()}  # noqa: E731
+    return {(f'hits@1/{n_candidates}' if k == 'hits@1' else k): bootstrap_ci(range(n), lambda idx, f=f: f(pick(idx)), n_boot, level, seed)
+            for k, f in METRICS.items() if NEEDS.get(k, 'reply') in items and (keys is None or k in keys)
+            and not k.startswith('distinct')}
+
+
+def evaluate(pairs, score=None, reply=None, teacher_model=None, n_candidates=20, seed=0, likelihood=True, judge=None,
+             replies=None):
     """Every metric that what was given allows. A score gives hits@1/<n_candidates> and mrr and, if it is a
-    likelihood (not a retriever's similarity), response_ppl. A reply generates one reply per pair for ms_per_reply,
-    distinct_1/2, repetition, bleu2, chrf and f1 against the true replies, and entropy (of each reply's words); with
-    a teacher_model, coherence; with a judge (another model's score), gen_ppl, the replies' perplexity under it.
-    'samples' holds a few (context, reference, generated) triples."""
+    likelihood (not a retriever's similarity), response_ppl. A reply (or the replies, given as a list aligned with
+    pairs: a floor) gives ms_per_reply (reply only), distinct_1/2, repetition, bleu2, chrf and f1 against the true
+    replies, and entropy (of each reply's words); with a teacher_model, coherence (with the last turn) and
+    similarity (with the human reply); with a judge (another model's score), gen_ppl, the replies' perplexity under
+    it. 'items' holds the per-pair values behind every metric, for intervals() and paired comparisons; 'samples' a
+    few (context, reference, generated) triples."""
     if not pairs:
         raise ValueError("no (history, reply) pairs to evaluate")
-    out = {}
+    histories, refs = [h for h, _ in pairs], [r for _, r in pairs]
+    items = {'ref': refs}
     if score is not None:
         if likelihood:
-            out['response_ppl'] = response_ppl(score, pairs)
-        r = ranks(score, pairs, n_candidates, seed)
-        out[f'hits@1/{n_candidates}'] = sum(k == 1 for k in r) / len(r)
-        out['mrr'] = sum(1 / k for k in r) / len(r)
+            lps = likelihoods(score, pairs)
+            items.update(logprob=[lp for lp, _ in lps], tokens=[k for _, k in lps])
+        items['rank'] = ranks(score, pairs, n_candidates, seed)
     if reply is not None:
-        histories, refs = [h for h, _ in pairs], [r for _, r in pairs]
-        t0 = time.perf_counter()
-        hyps = [reply(h) for h in tqdm(histories, desc='replies', leave=False, disable=None)]
-        out['ms_per_reply'] = 1000 * (time.perf_counter() - t0) / len(hyps)
-        out.update(distinct_1=distinct_n(hyps, 1), distinct_2=distinct_n(hyps, 2), repetition=repetition_rate(hyps),
-                   bleu2=bleu2(hyps, refs), chrf=chrf(hyps, refs),
-                   f1=sum(map(unigram_f1, hyps, refs)) / len(hyps), entropy=sum(map(word_entropy, hyps)) / len(hyps))
+        replies, items['ms'] = [], []
+        for h in tqdm(histories, desc='replies', leave=False, disable=None):
+            t0 = time.perf_counter()
+            replies.append(reply(h))
+            items['ms'].append(1000 * (time.perf_counter() - t0))
+    if replies is not None:
+        items.update(reply=list(replies), f1=list(map(unigram_f1, replies, refs)), entropy=list(map(word_entropy, replies)))
         if judge is not None:
-            out['gen_ppl'] = response_ppl(judge, list(zip(histories, hyps)))
+            lps = likelihoods(judge, list(zip(histories, replies)))
+            items.update(gen_logprob=[lp for lp, _ in lps], gen_tokens=[k for _, k in lps])
         if teacher_model is not None:
-            out['coherence'] = coherence(histories, hyps, teacher_model)
-            out['coherence_reference'] = coherence(histories, refs, teacher_model)  # what people score: the ceiling
-        out['samples'] = [(h[-1][1] if h else '', r, g) for h, r, g in list(zip(histories, refs, hyps))[:5]]
+            items['coherence'] = coherence_items(histories, replies, teacher_model)
+            items['similarity'] = similarity(replies, refs, teacher_model)
+    if len(items) == 1:
+        return {}
+    out = metrics(items)
+    if 'hits@1' in out:
+        out[f'hits@1/{n_candidates}'] = out.pop('hits@1')
+    if replies is not None:
+        if teacher_model is not None:  # what people score: not a ceiling, as echo and "yeah" can beat it
+            out['coherence_reference'] = coherence(histories, refs, teacher_model)
+        out['samples'] = [(h[-1][1] if h else '', r, g) for h, r, g in list(zip(histories, refs, replies))[:5]]
+    out['items'] = items
     return out

@@ -213,16 +213,42 @@ def test_evaluate_computes_what_it_is_given():
     echo = {h[-1][1]: r for h, r in ps}
     assert cm.evaluate(ps) == {}
     got = cm.evaluate(ps, score=knows(ps))
-    assert set(got) == {'response_ppl', 'hits@1/20', 'mrr'} and got['hits@1/20'] == got['mrr'] == 1.0
-    assert set(cm.evaluate(ps, score=knows(ps), likelihood=False)) == {'hits@1/20', 'mrr'}  # a retriever's similarity
+    assert set(got) == {'response_ppl', 'hits@1/20', 'mrr', 'items'} and got['hits@1/20'] == got['mrr'] == 1.0
+    assert set(cm.evaluate(ps, score=knows(ps), likelihood=False)) == {'hits@1/20', 'mrr', 'items'}  # a retriever's
     got = cm.evaluate(ps, reply=lambda h: echo[h[-1][1]], judge=knows(ps))  # replies the reference exactly
     assert set(got) == {'distinct_1', 'distinct_2', 'repetition', 'bleu2', 'chrf', 'f1', 'entropy', 'ms_per_reply',
-                        'gen_ppl', 'samples'}
+                        'gen_ppl', 'samples', 'items'}
     assert got['bleu2'] == pytest.approx(100) and got['chrf'] == pytest.approx(100) and got['f1'] == 1.0
     assert got['gen_ppl'] == cm.response_ppl(knows(ps), ps)  # the judge scores the replies: here the references
     assert got['entropy'] == pytest.approx(sum(cm.word_entropy(r) for _, r in ps) / len(ps))
     assert got['samples'][0] == ('q0', ps[0][1], ps[0][1]) and len(got['samples']) == 5
     assert got['distinct_1'] == cm.distinct_n([r for _, r in ps], 1) and got['repetition'] == cm.repetition_rate([r for _, r in ps]) > 0
+    given = cm.evaluate(ps, replies=[r for _, r in ps], judge=knows(ps))  # a floor: replies given, not generated
+    assert {k: v for k, v in given.items() if k != 'items'} == {k: v for k, v in got.items() if k not in ('items', 'ms_per_reply')}
+
+
+def test_intervals_hold_the_metric_and_match_a_brute_force_bootstrap():
+    ps = qa_pairs()
+    got = cm.evaluate(ps, score=knows(ps), replies=[r if i % 3 else 'no' for i, (_, r) in enumerate(ps)])
+    ci = cm.intervals(got['items'], n_boot=200)
+    assert set(ci) == {k for k in got if k not in ('items', 'samples') and not k.startswith('distinct')}
+    for k, (lo, hi) in ci.items():
+        assert lo <= got[k] + 1e-9 and got[k] - 1e-9 <= hi, k
+    assert ci['hits@1/20'] == (1.0, 1.0)  # every pair ranks first: no resample says otherwise
+    # f1 is a mean over pairs: the same resamples by hand give the same interval
+    idx = np.random.default_rng(0).integers(0, len(ps), size=(200, len(ps)))
+    f1 = np.array(got['items']['f1'])
+    assert ci['f1'] == pytest.approx(tuple(np.quantile(f1[idx].mean(1), [0.025, 0.975])))
+    assert ci['chrf'][0] < got['chrf'] < ci['chrf'][1]  # a corpus-level metric, resampled as a corpus
+
+
+def test_floors_are_aligned_with_the_pairs_and_come_from_train():
+    ps = qa_pairs()
+    train = [[('user', 'a'), ('assistant', f'train reply {i}')] for i in range(50)]
+    got = cm.floors(ps, train, seed=0)
+    assert got['copy the last turn'] == [h[-1][1] for h, _ in ps] and got['constant "yeah"'] == ['yeah'] * len(ps)
+    assert len(got['random human reply']) == len(ps) and set(got['random human reply']) <= {f'train reply {i}' for i in range(50)}
+    assert got == cm.floors(ps, train, seed=0) != cm.floors(ps, train, seed=1)
 
 
 def test_evaluate_a_tiny_gpt(chat_tok):
@@ -248,6 +274,12 @@ def test_teacher_embeds_and_scores_coherence(monkeypatch):
     related = cm.coherence([[('user', 'x'), ('assistant', 'do you like tea?')]], ['yes, I drink it with milk'], m)
     unrelated = cm.coherence([[('user', 'do you like tea?')]], ['the train leaves from platform 9'], m)
     assert same == pytest.approx(1, abs=1e-4) and related > unrelated + 0.1
+    sim = cm.similarity(['yes, I drink it with milk', 'hello'], ['I like tea with milk', 'the train leaves at 9'], m)
+    assert sim[0] > sim[1] + 0.1 and cm.similarity(['hi there'], ['hi there'], m)[0] == pytest.approx(1, abs=1e-4)
+    # coherence rewards echo: the copy floor beats the human reply; similarity to the human reply does not
+    h, ref = [('user', 'do you like tea?')], 'yes, I drink it with milk'
+    assert cm.coherence([h], ['do you like tea?'], m) > cm.coherence([h], [ref], m)
+    assert cm.similarity(['do you like tea?'], [ref], m)[0] < 1 - 0.1
 
 
 def test_teacher_says_what_to_do_when_it_cannot_load(monkeypatch):
