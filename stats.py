@@ -1,6 +1,7 @@
 """
 The statistics every results table uses, in one place:
 - mean_std: mean ± sample std over seeds (the spread a reader should expect from another seed);
+- mean_ci: the t interval of a mean over seeds (how well a few seeds pin the mean down);
 - bootstrap_ci: a percentile bootstrap interval over test items (how much the number moves with other test items);
 - paired_bootstrap: A - B on the same items, resampled together, for a table that claims A beats B;
 - mcnemar: the exact McNemar test, for right/wrong outcomes of two systems on the same items;
@@ -16,6 +17,16 @@ import torch
 def mean_std(xs, digits=4):
     """'mean ± std' over seeds (the sample std, ddof=1; 0 for one seed), for results tables."""
     return f"{np.mean(xs):.{digits}f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.{digits}f}"
+
+
+def mean_ci(xs, level=0.95):
+    """(lo, hi): Student's t interval of the mean over seeds, the one to quote when seeds are the noise (a handful
+    of runs is too few for a bootstrap). Its half-width is the resolution: effects smaller cannot be told from 0."""
+    from common import need
+    t = need('scipy.stats', 'requirements-dev.txt').t  # not the core's: each project that quotes it lists scipy
+    xs = np.asarray(xs, dtype=float)
+    half = t.ppf((1 + level) / 2, len(xs) - 1) * xs.std(ddof=1) / math.sqrt(len(xs))
+    return float(xs.mean() - half), float(xs.mean() + half)
 
 
 def _resamples(n, n_boot, seed):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from stats import bootstrap_ci, fmt_diff, mcnemar, mean_std, paired_bootstrap
+from stats import bootstrap_ci, fmt_diff, mcnemar, mean_ci, mean_std, paired_bootstrap
 
 
 def test_mean_std_is_the_sample_std():
@@ -51,3 +51,11 @@ def test_mcnemar_is_the_exact_binomial_on_the_disagreements():
     assert mcnemar(b, a)['p'] == pytest.approx(brute) and mcnemar(a, a)['p'] == 1.0
     scipy = pytest.importorskip('scipy.stats')
     assert r['p'] == pytest.approx(scipy.binomtest(10, 12, 0.5).pvalue)
+
+
+def test_mean_ci_is_students_t_interval():
+    xs = [0.3, -0.1, 0.5, 0.2, 0.0]
+    lo, hi = mean_ci(xs)
+    half = 2.7764451 * np.std(xs, ddof=1) / np.sqrt(5)  # t(0.975, 4 dof), from a table
+    assert (lo, hi) == pytest.approx((np.mean(xs) - half, np.mean(xs) + half), rel=1e-6)
+    assert mean_ci(xs, level=0.5)[1] - mean_ci(xs, level=0.5)[0] < hi - lo  # less confidence, narrower
