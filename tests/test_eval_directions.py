@@ -194,3 +194,43 @@ def test_bad_tasks_stop_with_one_line_and_write_nothing(workdir, char_run, tmp_p
     proc = run('projects.backward.eval', f'--out_dir={char_run}', '--dataset=nope', f'--eval_dir={tmp_path / "ev"}', cwd=workdir)
     assert proc.returncode == 1 and 'no prepared data in data/nope' in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / 'ev').exists()
+
+
+@pytest.mark.parametrize('backward,marker', [(False, False), (True, False), (True, True)])
+def test_nll_by_context_equals_scoring_each_context_alone(backward, marker):
+    # brute force: for each target and each c, feed exactly the c tokens before it (as this reading orders the
+    # text) and read the last position; stride-1 windows must give the same numbers
+    torch.manual_seed(0)
+    tok, ids = char_docs()
+    ids = np.concatenate([ids] * 3)  # several documents, so that targets have T tokens before them both ways
+    model = GPT(GPTConfig(block_size=6, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16)).eval()
+    targets = ev.position_targets(ids, tok, 6, n=8)
+    assert len(targets) == 8 and all(tok.byte_lengths()[ids[targets]] > 0)
+    got = ev.nll_by_context(model, tok, ids, targets, backward, marker, batch_size=4)
+    stream, pos = ev.oriented_positions(ids, tok, backward, marker)
+    assert (stream[pos] == ids).all()  # pos finds every span token in the oriented stream
+    for k, t in enumerate(targets):
+        for c in range(1, 7):
+            x = torch.from_numpy(stream[pos[t] - c:pos[t]])[None]
+            with torch.no_grad():
+                logits, _ = model(x, x)
+            want = -logits[0, -1].log_softmax(-1)[ids[t]].item()
+            assert got[k, c - 1] == pytest.approx(want, abs=1e-5), (k, c)
+    assert [b['positions'] for b in ev.position_summary(got)] == ['[1, 2)', '[2, 4)', '[4, 7)']
+
+
+def test_next_turn_items_in_plain_text(chat_tok):
+    # a model trained on plain conversations (turns joined by newlines) gets its items in that format
+    convs, tok = conversations(), chat_tok
+    items = ev.next_turn_items(convs, tok, 64, 20, seed=1, plain=True)
+    chat = ev.next_turn_items(convs, tok, 64, 20, seed=1)
+    assert len(items) == 20
+    roles = {tok.special('<|user|>'), tok.special('<|assistant|>')}
+    for it in items:
+        c, i = map(int, it['id'].split('.'))
+        last = i + 1 == len(convs[c])
+        assert it['prompt'][0] == tok.bos and not roles & set(it['prompt'])
+        assert tok.decode(it['prompt'][1:]).endswith('\n') and it['texts'][it['answer']] == convs[c][i][1]
+        ends = [o[-1] == tok.bos if last else tok.decode(o).endswith('\n') for o in it['options']]
+        assert all(ends)  # every option ends the same way: the ending gives nothing away
+    assert any(a['prompt'] != b['prompt'] for a, b in zip(items, chat))

@@ -30,6 +30,7 @@ from tokenizer import Tokenizer, orient, render_conversation
 out_dir = 'out'  # a run's directory (its ckpt.pt) or a checkpoint file; several, comma-separated, for one table
 dataset = ''  # data/<dataset> whose test.bin the loss reads (val.bin if it has none); '' for the checkpoint's own
 eval_tokens: '[1, inf)' = 50_000  # held-out tokens scored per reading direction
+position_tokens: '[0, inf)' = 0  # > 0: also this many held-out tokens scored at every context length, both ways (paired)
 batch_size: '[1, inf)' = 16  # windows per forward pass in the loss
 tasks = 'loss,next_turn'  # comma-separated: loss, next_turn, arc_easy (online, needs `pip install datasets`)
 mc_items: '[1, inf)' = 200  # items per multiple-choice task
@@ -98,6 +99,51 @@ def text_loss(model, tok, span, backward, marker, batch_size):
     return loss_summary(token_nll(model, x, y, batch_size), y, tok.byte_lengths())
 
 # -----------------------------------------------------------------------------
+# the loss at every context length, on the same tokens both ways: the arrow of time by position, paired
+
+
+def oriented_positions(span, tok, backward, marker):
+    """(ids, pos): span as a model of that reading reads it, and pos[i], where span's token i sits in ids."""
+    ids, where = orient(span, tok, backward, marker, mask=np.arange(1, len(span) + 1))  # 0: an inserted marker
+    pos = np.empty(len(span), dtype=np.int64)
+    pos[where[where > 0] - 1] = np.flatnonzero(where > 0)
+    return ids, pos
+
+
+def position_targets(span, tok, T, n):
+    """The first n text tokens of span (in span order) that have at least T tokens before them read forward and
+    read backward, so that every context length 1..T exists for each of them both ways: the same targets for
+    every model and reading."""
+    ok = tok.byte_lengths()[span] > 0
+    for backward in (False, True):
+        ok &= oriented_positions(span, tok, backward, False)[1] >= T  # a marker only moves tokens later
+    return np.flatnonzero(ok)[:n]
+
+
+@torch.no_grad()
+def nll_by_context(model, tok, span, targets, backward, marker, batch_size):
+    """(len(targets), T): each target's NLL given exactly c tokens before it as this reading orders the text,
+    for c = 1..T (column c - 1). Stride-1 windows: the window that starts c tokens before a target predicts it
+    at position c - 1, so one pass over the windows gives every target at every context length."""
+    T = model.config.block_size
+    ids, pos = oriented_positions(span, tok, backward, marker)
+    p = pos[targets]
+    first = p.min() - T  # the first window any target needs
+    starts = np.arange(first, p.max())
+    x = np.stack([ids[s:s + T] for s in starts])
+    y = np.stack([ids[s + 1:s + T + 1] for s in starts])
+    nll = token_nll(model, x, y, batch_size)  # (windows, T)
+    c = np.arange(1, T + 1)
+    return nll[p[:, None] - c[None, :] - first, c[None, :] - 1]
+
+
+def position_summary(nll):
+    """Mean NLL per context length, bucketed as loss_summary buckets positions (c = 1, [2, 4), [4, 8), ...)."""
+    T = nll.shape[1]
+    return [{'positions': f'[{2**b}, {min(2**(b + 1), T + 1)})', 'nll': float(nll[:, 2**b - 1:min(2**(b + 1), T + 1) - 1].mean())}
+            for b in range(T.bit_length())]
+
+# -----------------------------------------------------------------------------
 # multiple choice
 
 
@@ -118,13 +164,20 @@ def score_options(model, tok, direction, backward, prompt_ids, options_ids):
     return sequence_logprobs(model, seqs, [head] * len(seqs))
 
 
-def next_turn_items(convs, tok, block_size, n, seed):
+def next_turn_items(convs, tok, block_size, n, seed, plain=False):
     """n items from conversations [(role, text), ...]: a turn (not the first) after the turns before it (the
     oldest dropped to fit the block), against 3 turns by the same role from other conversations of the nearest
     token lengths (within 30%), so length gives nothing away. All 4 end with the token that ends this turn (the
-    next turn's role token, or BOS), so the ending gives nothing away either. Deterministic given the seed."""
+    next turn's role token, or BOS), so the ending gives nothing away either. Deterministic given the seed.
+    plain=True renders them as a model trained on plain text (prepare.chitchat --format=plain) read them: turns
+    joined by newlines, no role tokens; an option then ends with its newline (or BOS, if it ends the conversation)."""
     role_id = {r: tok.special(f'<|{r}|>') for r in ('user', 'assistant')}
     enc = [[tok.encode(text) for _, text in turns] for turns in convs]
+
+    def render(context, role):  # the prompt: the turns before, and what starts the next one
+        if plain:
+            return [tok.bos] + tok.encode('\n'.join(text for _, text in context) + '\n')
+        return render_conversation(tok, context) + [role_id[role]]
     pool = {r: sorted((len(enc[c][i]), c, i) for c, turns in enumerate(convs) for i, (role, _) in enumerate(turns)
                       if role == r) for r in role_id}
     lengths = {r: [p[0] for p in pool[r]] for r in role_id}
@@ -148,15 +201,18 @@ def next_turn_items(convs, tok, block_size, n, seed):
             continue
         sources = [(c, i)] + rng.sample(list(others.values()), 3)
         rng.shuffle(sources)
-        end = [role_id[convs[c][i + 1][0]] if i + 1 < len(convs[c]) else tok.bos]
-        options = [enc[d][j] + end for d, j in sources]
+        last = i + 1 == len(convs[c])
+        if plain:
+            options = [tok.encode(convs[d][j][1]) + [tok.bos] if last else tok.encode(convs[d][j][1] + '\n') for d, j in sources]
+        else:
+            options = [enc[d][j] + [tok.bos if last else role_id[convs[c][i + 1][0]]] for d, j in sources]
         context = convs[c][:i]
-        prompt = render_conversation(tok, context) + [role_id[role]]
+        prompt = render(context, role)
         # the oldest turns go until prompt + option fit the block with room for a marker; a single turn still
         # too long loses its oldest tokens in score_options
         while len(prompt) > block_size - max(map(len, options)) and len(context) > 1:
             context = context[1:]
-            prompt = render_conversation(tok, context) + [role_id[role]]
+            prompt = render(context, role)
         items.append({'id': f'{c}.{i}', 'prompt': prompt, 'options': options, 'answer': sources.index((c, i)),
                       'texts': [convs[d][j][1] for d, j in sources], 'sources': sources})
     return items
@@ -181,14 +237,14 @@ def arc_items(tok, n, seed):
              'answer': r['choices']['label'].index(r['answerKey'])} for r in map(rows.__getitem__, order)]
 
 
-def task_items(task, tok, block_size, n, seed):
-    """A task's items, or why it is skipped."""
+def task_items(task, tok, block_size, n, seed, plain=False):
+    """A task's items, or why it is skipped. plain: the model read its conversations as plain text."""
     if task == 'next_turn':
         if None in (tok.bos, tok.special('<|user|>'), tok.special('<|assistant|>')):
             return f"the {tok.kind} tokenizer has no <|bos|>, <|user|>, <|assistant|>: not a chat model"
         try:
             from splits import split_conversations
-            return next_turn_items(split_conversations()['test'], tok, block_size, n, seed)
+            return next_turn_items(split_conversations()['test'], tok, block_size, n, seed, plain)
         except ImportError:
             return "the chitchat-dataset package is not installed (pip install -r requirements.txt)"
         except ValueError as e:  # a char tokenizer of other text (the arithmetic task's) lacks chitchat's characters
@@ -269,6 +325,15 @@ def evaluate(ckpt, several):
             for way in WAYS:  # a bidirectional model reads each way behind that way's marker
                 loss = s['loss'][way] = text_loss(model, tok, span, way == 'backward', direction == 'bidirectional', batch_size)
                 print(f"{way} text: {loss['bpb']:.4f} bits per byte ({loss['tokens']:,} tokens, {loss['bytes']:,} bytes)")
+            if position_tokens:  # paired: the same targets, every context length, each way the model reads
+                targets = position_targets(np.asarray(held, dtype=np.int64), tok, model.config.block_size, position_tokens)
+                s['positions'] = {'targets': len(targets)}
+                for way in WAYS if direction == 'bidirectional' else (direction,):
+                    nll = nll_by_context(model, tok, np.asarray(held, dtype=np.int64), targets, way == 'backward',
+                                         direction == 'bidirectional', batch_size)
+                    np.save(os.path.join(out, f'positions.{way}.npy'), nll.astype(np.float32))
+                    s['positions'][way] = position_summary(nll)
+                    print(f"{way} reading, {len(targets):,} targets at every context length: NLL {nll.mean():.4f}")
         for task, items in ckpt['items'].items():
             if isinstance(items, str) or not items:
                 s['skipped'][task] = items or "no item fits the model's block"
@@ -298,7 +363,10 @@ if __name__ == '__main__':
             check_data(ckpt)
         # the multiple-choice items, or why this model can't do a task (skipped); a model that can do none stops here
         tok = Tokenizer(ckpt['tokenizer'])
-        ckpt['items'] = {t: task_items(t, tok, ckpt['model_args'].get('block_size', 0), mc_items, seed) for t in task_list if t != 'loss'}
+        meta = os.path.join(ckpt['data_dir'], 'meta.json')
+        plain = os.path.isfile(meta) and json.load(open(meta)).get('format') == 'plain'  # trained without role tokens
+        ckpt['items'] = {t: task_items(t, tok, ckpt['model_args'].get('block_size', 0), mc_items, seed, plain)
+                         for t in task_list if t != 'loss'}
         undoable = [f"{t}: {i or 'no item fits the block'}" for t, i in ckpt['items'].items() if isinstance(i, str) or not i]
         if 'loss' not in task_list and len(undoable) == len(ckpt['items']):
             die(f"{ckpt['path']} can do none of --tasks={tasks} ({'; '.join(undoable)}); evaluate it on its own held-out text with --tasks=loss")
