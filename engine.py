@@ -10,6 +10,7 @@ chat_for(model, tok, ckpt) is the Chat of a model's kind (CHATS); BM25Chat chats
                                       the reply as it forms: the text so far, in reading order, each time it changes
     reply(history, ...)               the whole reply
     score_replies(history, replies)   [(score, tokens)] of each reply after the history (a likelihood, a bound, a cosine)
+    scores                            what score_replies gives: 'likelihood', 'bound' (on the NLL) or 'similarity'
     settings, options(settings)       what reply_stream takes beyond the sampling knobs, and their check
     features                          what more it does: 'candidates' (a retriever's best replies), 'rewrite' (a draft
                                       in the model's style), 'fill' (the blanks of a template)
@@ -35,6 +36,7 @@ class Chat:
     # boxes); rule: the interval a number must be in, as a config key's annotation ('[0, 32]'), or None
     settings = {}
     features = ()  # what it does beyond replying and scoring: 'candidates', 'rewrite', 'fill'
+    scores = 'likelihood'  # what score_replies gives: 'likelihood', 'bound' (an upper bound on the NLL), 'similarity'
 
     def __init__(self, model, tok, ckpt=None):
         self.model, self.tok, self.ckpt = model, tok, ckpt
@@ -122,16 +124,17 @@ class GPTChat(Chat):
         yield from decode_growing(tok, sampled, {tok.bos})
 
     @torch.no_grad()
-    def score_replies(self, history, replies):
+    def score_replies(self, history, replies, marker=False):
         """[(log-likelihood, tokens)] of each reply after the history and <|assistant|>, with the turn token that
         ends it (the next <|user|>, as render_conversation puts it: a model must also know when its reply is done).
+        Read forward; marker=True for a bidirectional model, which reads forward behind <|forward|>.
         One batch: all replies share one prompt, the history cut (whole turns first) to fit the block with the
         longest reply. A reply longer than half the block is scored on its first half block of tokens, as
         reply_stream leaves the history at least half the block."""
         tok, block = self.tok, self.model.config.block_size
         end = tok.special('<|user|>')
         targets = [(tok.encode(r) + [end])[:block // 2] for r in replies]
-        prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)))  # +1: the last token is no input
+        prompt = render_prompt(tok, history, block + 1 - max(map(len, targets)), marker=marker)  # +1: the last token is no input
         seqs = [prompt + t for t in targets]
         speakers = [speaker_ids(seq, tok) for seq in seqs]  # for a model with speaker embeddings
         logps = sequence_logprobs(self.model, seqs, [len(prompt)] * len(seqs), speakers)
@@ -182,6 +185,7 @@ class RAChat(ChatBERTChat):
     """ChatBERT-RA answers with a response of the training set's: the pool (retrieval.ResponsePool) beside its
     checkpoint, embedded from the run's training responses the first time."""
     features = ('candidates',)
+    scores = 'similarity'
     pool = None  # the responses to choose from: made by prepare() or at the first reply (or given: a test's few)
 
     def response_pool(self):
@@ -222,6 +226,7 @@ class IMRChat(ChatBERTChat):
     """ChatBERT-IMR's reply fills in from all masks (ChatBERTIMR.refine), shown as it does; given a template, the
     template's blanks are filled instead (FIB)."""
     features = ('fill',)
+    scores = 'bound'
     MASK_SHOWN = '░'  # how a still-masked position looks in a reply that is filling in
 
     def __init__(self, model, tok, ckpt=None):
