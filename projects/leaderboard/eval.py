@@ -45,10 +45,10 @@ seed: '[0, 9.2e18]' = 0
 out = 'projects/leaderboard/leaderboard'  # .json, .md
 threads: '[0, inf)' = 1  # one thread: ms/reply compares across models
 # -----------------------------------------------------------------------------
-SHOWN = [('params_M', 'params (M)'), ('ms_per_reply', 'ms/reply'), ('response_ppl', 'response ppl'), ('hits@1/20', 'R@1/20'),
+SHOWN = [('params_M', 'params (M)'), ('tokens_M', 'trained on (M tokens)'), ('ms_per_reply', 'ms/reply'), ('response_ppl', 'response ppl'), ('hits@1/20', 'R@1/20'),
          ('chrf', 'chrF'), ('similarity', 'similarity to the human reply'), ('distinct_2', 'distinct-2'),
          ('repetition', 'repetition'), ('coherence', 'coherence (echo wins)')]
-DIGITS = {'params_M': 2, 'ms_per_reply': 0, 'response_ppl': 1, 'chrf': 1}
+DIGITS = {'params_M': 2, 'tokens_M': 1, 'ms_per_reply': 0, 'response_ppl': 1, 'chrf': 1}
 
 
 def load(run):
@@ -59,6 +59,16 @@ def load(run):
     if why := cannot_chat(tok, ckpt, run):
         die(why)
     return chat_for(build_model(ckpt).eval(), tok, ckpt), ckpt
+
+
+def trained_tokens(ckpt):
+    """The tokens a checkpoint trained on, its lineage's included (a fine-tune counts from 0; its parent says what
+    came before), so that budgets compare across the board."""
+    n, parent = ckpt.get('tokens_seen', 0), ckpt.get('parent')
+    while parent and os.path.exists(parent):
+        up = load_checkpoint(parent)
+        n, parent = n + up.get('tokens_seen', 0), up.get('parent')
+    return n
 
 
 def history_given_reply(bot, marker):
@@ -180,10 +190,10 @@ if __name__ == '__main__':
         torch.manual_seed(seed)
         direction = ckpt.get('direction', 'forward')
         marker = direction == 'bidirectional'
-        params = bot.model.get_num_params() / 1e6
+        params, tokens = bot.model.get_num_params() / 1e6, trained_tokens(ckpt) / 1e6
         if direction == 'backward':  # it ranks; it doesn't reply
             res = convmetrics.evaluate(pairs, history_given_reply(bot, False), likelihood=False)
-            add(f'{name} (ranks by P(history | reply))', res, params_M=params, run=chosen[name])
+            add(f'{name} (ranks by P(history | reply))', res, params_M=params, tokens_M=tokens, run=chosen[name])
             continue
         bot.prepare()  # RA's pool, before any reply is timed
         own = {k: v for k, v in reply_settings.items() if k in bot.settings}
@@ -192,10 +202,10 @@ if __name__ == '__main__':
             convmetrics.replier(bot, max_new_tokens, **bot.options(own))
         res = convmetrics.evaluate(pairs, score, reply, minilm, likelihood=bot.scores != 'similarity')
         label = name + (' (read forward)' if marker else '') + (f" ({', '.join(f'{k} {v}' for k, v in own.items())})" if own else '')
-        add(label, res, params_M=params, run=chosen[name], bound=bot.scores == 'bound')
+        add(label, res, params_M=params, tokens_M=tokens, run=chosen[name], bound=bot.scores == 'bound')
         if marker:  # the same model read backward ranks too
             res = convmetrics.evaluate(pairs, history_given_reply(bot, True), likelihood=False)
-            add(f'{name} (read backward: ranks by P(history | reply))', res, params_M=params, run=chosen[name])
+            add(f'{name} (read backward: ranks by P(history | reply))', res, params_M=params, tokens_M=tokens, run=chosen[name])
     comparisons = (compare(rows, 'similarity') + compare(rows, 'chrf') + compare(rows, 'similarity', False)
                    + compare(rows, 'hits@1/20', False))
     table = markdown(rows, len(pairs), comparisons)
