@@ -229,8 +229,8 @@ def test_the_ab_compares_seed_averaged_values_on_the_same_pairs():
     base = rng.uniform(0, 0.5, 60)
 
     def run(shift, seed_noise, val):
-        return {'val_loss': val, 'items': {'ref': ['r'] * 60, 'similarity': list(base + shift + seed_noise), 'logprob': [-4.0] * 60,
-                                           'tokens': [2] * 60, 'rank': [1] * 30 + [5] * 30}}
+        return {'val_loss': val, 'items': {'ref': ['r'] * 60, 'similarity': list(base + shift + seed_noise),
+                                           'logprob': [-4.0] * 60, 'tokens': [2] * 60, 'rank': [1] * 30 + [5] * 30}}
     # per seed the noise is large, but it cancels in the seeds' mean: A is B + 0.05 on every pair
     noise = [rng.normal(0, 0.3, 60) for _ in range(2)]
     results = {('dense2x128', 1): run(0.05, noise[0], 4.0), ('dense2x128', 2): run(0.05, -noise[0], 4.1),
