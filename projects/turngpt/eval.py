@@ -35,7 +35,7 @@ device = 'cpu'
 threads: '[0, inf)' = 0
 ab = False  # run the A/B instead
 ab_seeds = '1,2,3'
-ab_arms = 'simple,curriculum,dense4x128,dense2x128'  # the arms to run, keys of ARMS ('': all)
+ab_arms = 'simple,curriculum,dense2x128,dense4x128'  # the arms to run, keys of ARMS ('': all)
 ab_scale: '(0, 1]' = 0.08  # the share of each recipe's iterations the A/B trains (the same for every arm)
 ab_evals: '[1, inf)' = 6  # evals per A/B run (val loss for best.pt and the curves)
 ab_dir = 'ab-turngpt'  # the A/B's runs
@@ -321,7 +321,7 @@ if __name__ == '__main__':
         if a not in ARMS:
             die(f"ab_arms: no arm {a!r}; the arms are {', '.join(ARMS)}")
     os.makedirs(ab_dir, exist_ok=True)
-    jobs = [(arm, s) for s in seeds for arm in arms]
+    jobs = [(arm, s) for arm in arms for s in seeds]  # arm by arm: a run out of time loses the last arm, not a seed of each
     with ThreadPoolExecutor(workers) as pool:
         results = {(arm, s): r for arm, s, r in tqdm(pool.map(train_and_evaluate, jobs), total=len(jobs), desc='A/B runs')}
     floors = floor_results(convmetrics.pairs(split_conversations()['test'], ab_pairs, seed))
