@@ -9,10 +9,9 @@ The lrs keep the source's 3:2:1 steps, scaled up 10x for a 4-layer, 128-wide mod
 decay: flat within each phase, then one linear cooldown to min_lr over the last 20% of the run, inside Refinement, so
 the best data gets the annealing (a cosine per phase would spend each phase's data at a decayed lr).
 Evaluation is always on whole held-out conversations (dataset='chitchat'), so val loss compares across phases.
-About 7 minutes on 2 CPU cores (20 / 28 / 43 ms an iteration in the three phases, plus evals). It reaches val loss
-4.40 on held-out conversations (perplexity 81), response perplexity 73, Hits@1/20 0.10, coherence 0.19 (human
-replies: 0.31), held-out analogies top-1 0.32 in turn space (0 at init), and replies like "I think it is a good
-question"; the one-phase config/turngpt_simple.py ties it (val 4.39). projects/turngpt/README.md has the A/B.
+At its full 12,000 iterations (6.78M tokens) it takes ~7 minutes on 2 cores; what it reaches there is not measured
+on a committed file. The A/B (projects/turngpt/README.md) trains it and config/turngpt_simple.py at 0.08 of their
+iterations, 3 seeds each, on one core: the full budget for 3 seeds and several arms is not affordable there.
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=turns --out=data/chitchat_turns --tokenizer=data/chitchat
          python -m prepare.chitchat --engaged=0.1 --out=data/chitchat_engaged --tokenizer=data/chitchat

@@ -209,3 +209,34 @@ def test_semantic_init_and_analogies_are_the_sources_business(workdir, chat_data
     assert [r['iter'] for r in evals] == [0, 2]
     assert all({f'analogy/{k}' for k in ('top1_excl', 'top1_incl', 'distance', 'distance_rel', 'rank_mean')} <= r.keys()
                for r in evals)
+
+
+# -----------------------------------------------------------------------------
+# the A/B (projects/turngpt/eval.py --ab=True)
+
+
+def test_the_equal_parameter_dense_arms_match_their_turn_models_within_1_percent():
+    from projects.turngpt import eval as ab
+    for dense, turn in ab.EQUAL_PARAMS.items():
+        assert ab.arm_params(dense) != ab.arm_params(turn)  # a different model (no turn table), not the same one
+        assert abs(ab.arm_params(dense) / ab.arm_params(turn) - 1) < 0.01, (dense, turn)
+    assert ab.arm_params('dense4x128') > 1.4 * ab.arm_params('simple')  # the old dense arm is the larger one
+
+
+def test_the_ab_compares_seed_averaged_values_on_the_same_pairs():
+    from projects.turngpt import eval as ab
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.5, 60)
+
+    def run(shift, seed_noise, val):
+        return {'val_loss': val, 'items': {'ref': ['r'] * 60, 'similarity': list(base + shift + seed_noise),
+                                           'logprob': [-4.0] * 60, 'tokens': [2] * 60, 'rank': [1] * 30 + [5] * 30}}
+    # per seed the noise is large, but it cancels in the seeds' mean: A is B + 0.05 on every pair
+    noise = [rng.normal(0, 0.3, 60) for _ in range(2)]
+    results = {('dense2x128', 1): run(0.05, noise[0], 4.0), ('dense2x128', 2): run(0.05, -noise[0], 4.1),
+               ('simple', 1): run(0.0, noise[1], 4.2), ('simple', 2): run(0.0, -noise[1], 4.3)}
+    [c] = ab.comparisons(results, [1, 2])  # only the claim whose arms ran
+    assert (c['a'], c['b']) == ('dense2x128', 'simple')
+    assert c['similarity']['diff'] == pytest.approx(0.05) and 0.04 < c['similarity']['lo'] < c['similarity']['hi'] < 0.06
+    assert c['logprob_per_token']['diff'] == 0 and c['hits@1/20']['diff'] == 0
+    assert c['val_loss']['diff'] == pytest.approx(-0.2)
