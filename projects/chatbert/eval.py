@@ -12,7 +12,8 @@ Val for every choice, test read once:
 - TEST pairs (splits.py 'test'): one per conversation, the reply short enough for every model to score whole. Rows:
   the floors (copy the last turn, "yeah", a random human reply: convmetrics.floors) and the human reply itself, with
   bootstrap intervals over the pairs; BM25 (no model); GPT, ED, RA, IMR (its chosen setting and, for reference, fully
-  parallel), each mean ± sample std over the seeds; FIB (seed 1's IMR). Every generating row replies greedily.
+  parallel), each mean ± sample std over the seeds; --fib=True adds FIB (seed 1's IMR). Every generating row replies
+  greedily. IMR is ranked (R@1/20) only if its bound converges within max_rank_draws draws: 20 candidates cost 20x.
 - Paired comparisons on the same test pairs, seeds pooled (each pair's per-seed values averaged; chrF: the corpus
   chrF of all seeds' replies to the resampled pairs): stats.paired_bootstrap; R@1 also McNemar per seed.
 """
@@ -45,8 +46,9 @@ draws = '1,2,4,8,16,32,64'  # IMR mask draws per bound estimate, for the curve
 draw_seeds = '0,1'  # independent estimates at each draw count: their spread is the estimate's noise
 imr_settings = '1x1,8x1,32x1,8x8,32x8'  # steps x blocks tried on val
 rank_draws = 0  # IMR's draws for ranking 20 candidates on test (20x the bound's cost); 0: the converged count; -1: no ranking
+max_rank_draws = 4  # more than this many draws (converged later) and IMR isn't ranked: 158 x 20 x draws x 3 seeds forwards
 ra_reply_seeds = '1,2,3'  # RA's replies need its pool of every training response embedded (minutes a seed)
-fib = True  # FIB rows (seed 1's IMR), ~1 min
+fib = False  # FIB rows (seed 1's IMR): cut from the measured table for time (~3 min on a shared core)
 fib_iterations = 4
 keep_words = 100  # a template keeps the training replies' most frequent words and blanks the rest
 max_new_tokens = 32
@@ -181,6 +183,46 @@ def markdown(rows, n, comparisons, imr_note):
     return '\n'.join(lines)
 
 
+TARGETS = {'gpt': 'every token of a 128-token window', 'ed': 'response tokens to the end token (the encoder reads 96 more)',
+           'ra': '2 a pair: context to response and back, among the batch', 'imr': 'masked response positions, padding included (~16 of 32)'}
+
+
+def training_table(p):
+    """The runs' equal footing, from experiment.py's plan: calibration, iterations, FLOPs, supervised targets, val loss."""
+    lines = [f"Every run: {p['seconds']:.0f} s of training at its kind's calibrated ms/iter ({p['calibration']['gpt']['iters']} "
+             f"iterations each, back to back); val loss at the best checkpoint (keep_best), mean ± sample std over seeds.\n",
+             '| kind | params (M) | ms/iter (calibration) | iterations | train s (measured) | rows x tokens read | tokens read | '
+             'training FLOPs (6 N D) | supervised targets | what a target is | best val loss |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for k in KINDS:
+        rs = [r for r in p['runs'].values() if r['kind'] == k]
+        r0 = rs[0]
+        lines.append(f"| {NAMES[k]} | {r0['params'] / 1e6:.2f} | {p['calibration'][k]['ms_per_iter']:.0f} | {r0['max_iters']:,} | "
+                     f"{cell([r['train_seconds'] for r in rs], 0)} | {r0['rows'] // r0['max_iters']} x 128 | "
+                     f"{r0['tokens_processed'] / 1e6:.2f}M | {r0['flops']:.2e} | {r0['supervised_targets'] / 1e6:.3f}M | "
+                     f"{TARGETS[k]} | {cell([r['best_val_loss'] for r in rs], 3)} |")
+    return '\n'.join(lines)
+
+
+def val_tables(v, d):
+    """IMR's choices on val: its settings beside the val floors, and its bound against the draws."""
+    lines = [f"IMR's setting, chosen on {v['pairs']} VAL pairs by {v['by']} (chosen: {v['chosen']['steps']} steps, "
+             f"{v['chosen']['blocks']} blocks); floors on the same pairs:\n",
+             '| reply | val similarity | val coherence | val chrF |', '|---|---|---|---|']
+    for r in v['settings']:
+        lines.append(f"| IMR, {r['steps']} steps, {r['blocks']} block{'s' if r['blocks'] > 1 else ''} | "
+                     f"{cell(r['similarity'], 3)} | {cell(r['coherence'], 3)} | {cell(r['chrf'], 2)} |")
+    for name, f in v['floors'].items():
+        lines.append(f"| {name} (floor) | {f['similarity']:.3f} | {f['coherence']:.3f} | — |")
+    lines += [f"\nIMR's bound on {d['val_pairs']} VAL pairs (seed {d['run_seed']}'s run) against its mask draws, "
+              f"two independent estimates each (draw seeds); converged (every estimate within {100 * d['tolerance']:.0f}% "
+              f"of the most draws' mean) at {d['converged']}:\n",
+              '| draws | val NLL per token (each draw seed) | one pair\'s spread between draw seeds (sd, per token) |', '|---|---|---|']
+    for k, c in d['curve'].items():
+        lines.append(f"| {k} | {', '.join(f'{x:.3f}' for x in c['nll'])} | {c['pair_sd']:.3f} |")
+    return '\n'.join(lines)
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use('Agg')
@@ -261,7 +303,7 @@ if __name__ == '__main__':
     curve = draws_curve(first['imr'], val[:n_curve], [int(k) for k in draws.split(',')], [int(s) for s in draw_seeds.split(',')])
     k_conv = converged(curve)
     K = k_conv
-    K_rank = rank_draws or k_conv
+    K_rank = rank_draws or (k_conv if k_conv <= max_rank_draws else -1)
     print(f"   converged at {k_conv} draws; the test bound uses {K}, the ranking {K_rank}", flush=True)
     out_json['draws'] = {'curve': {str(k): v for k, v in curve.items()}, 'converged': k_conv, 'used': K, 'ranking': K_rank,
                          'tolerance': DRAW_TOL, 'val_pairs': len(val[:n_curve]), 'run_seed': min(bots['imr'])}
@@ -398,7 +440,8 @@ if __name__ == '__main__':
     imr_note = (f"{K} mask draws, converged on val at {k_conv}: chatbert_imr_draws.png"
                 + (f"; its R@1/20 and MRR rank with {K_rank} draws" if 0 < K_rank != K else '')
                 + ("; not ranked: 20 candidates at the converged draws cost more than this machine had" if K_rank < 0 else ''))
-    table = markdown(rows, len(test), comparisons, imr_note)
+    table = (markdown(rows, len(test), comparisons, imr_note) + '\n\n## Training\n\n' + training_table(the_plan)
+             + '\n\n## Choices on val\n\n' + val_tables(out_json['imr_val'], out_json['draws']))
     print(table)
     with open(out + '.md', 'w') as f:
         f.write(table + '\n')

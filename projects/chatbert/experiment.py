@@ -1,7 +1,7 @@
 """
 Every measured ChatBERT run (projects/chatbert/README.md, issue 23), in one command, on one CPU core:
 $ python -m prepare.chitchat && python -m prepare.chatbert --tokenizer=data/chitchat
-$ python -m projects.chatbert.experiment     # ~45 min training on one core, then projects.chatbert.eval (~20 min)
+$ python -m projects.chatbert.experiment     # ~30 min training on one shared core, then projects.chatbert.eval (~30 min)
 Phases (--phases, in order; train skips a run whose checkpoint exists, so a stopped experiment picks up):
 - calibrate: each kind (config/chatbert_{gpt,ed,ra,imr}.py) trains calib_iters iterations, back to back, to measure
              its ms per iteration on this machine (train.py's logged 'ms': training alone, evals excluded).
