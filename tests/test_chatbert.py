@@ -484,3 +484,37 @@ def test_chat_demo_answers_with_no_checkpoint(tmp_path):
     assert len(replies) == 1 and replies[0].strip(), proc.stdout
     top = re.findall(r'(?:^|You:) +(-?\d+\.\d{3})  \S', proc.stdout, flags=re.M)  # a line per candidate, score first
     assert len(top) == 3 and [float(s) for s in top] == sorted(map(float, top), reverse=True), proc.stdout
+
+
+# -----------------------------------------------------------------------------
+# projects/chatbert/experiment.py and eval.py: equal wall time, the accounting, the draws' convergence
+
+def test_experiment_gives_every_kind_the_same_seconds_and_counts_its_targets():
+    from projects.chatbert.experiment import accounting, iterations, ms_per_iter, train_seconds
+    rows = [{'iter': 5, 'ms': 900.0}, {'iter': 10, 'ms': 100.0}, {'iter': 15, 'ms': 300.0}, {'iter': 15, 'val_loss': 3.0}]
+    assert ms_per_iter(rows) == 200.0  # the first logged row (one-off costs) left out
+    assert train_seconds(rows) == (5 * 900 + 5 * 100 + 5 * 300) / 1000
+    assert iterations(180, 810.6) == 222 and iterations(180, 1880.8) == 96  # 180 s either way
+    assert iterations(180, 810.6) * 810.6 / 1000 == pytest.approx(180, rel=0.01)
+    cfg = {'batch_size': 32, 'block_size': 128}
+    ed = accounting('ed', cfg, 1_000_000, 100, response_tokens=9.5)
+    assert ed['tokens_processed'] == 100 * 32 * 128 and ed['flops'] == 6 * 1_000_000 * 100 * 32 * 128
+    assert ed['supervised_targets'] == 100 * 32 * 9.5  # response tokens only, though 128 are read
+    assert accounting('gpt', {'batch_size': 16, 'block_size': 128}, 1, 10, 9.5)['supervised_targets'] == 10 * 16 * 128
+    assert accounting('ra', {'batch_size': 64, 'block_size': 128}, 1, 10, 9.5)['supervised_targets'] == 10 * 64 * 2
+    imr = accounting('imr', {'batch_size': 16, 'block_size': 128}, 1, 10, 9.5)['supervised_targets']
+    assert imr == pytest.approx(10 * 16 * 16, rel=0.01)  # half the 32 response positions masked on average
+
+
+def test_eval_takes_the_fewest_draws_within_the_tolerance_and_pools_seeds_pair_by_pair():
+    import importlib
+    ev = importlib.import_module('projects.chatbert.eval')
+    curve = {1: {'nll': [5.0, 3.0]}, 2: {'nll': [4.1, 3.9]}, 4: {'nll': [4.01, 3.99]}, 8: {'nll': [4.0, 4.0]}}
+    assert ev.converged(curve) == 4
+    assert ev.converged({1: {'nll': [1.0, 9.0]}, 2: {'nll': [4.0, 6.0]}}) == 2  # nothing settles: the most draws
+    items = [{'rank': [1, 2, 1], 'similarity': [0.2, 0.4, 0.6]}, {'rank': [1, 1, 3], 'similarity': [0.4, 0.4, 0.0]}]
+    assert ev.pooled(items, 'hit').tolist() == [1.0, 0.5, 0.5]
+    assert ev.pooled(items, 'similarity').tolist() == pytest.approx([0.3, 0.4, 0.3])
+    same = [{'reply': ['hello there', 'yes']}]
+    d = ev.chrf_diff(same, same, ['hello there', 'no'])
+    assert d['diff'] == 0 and d['lo'] == 0 and d['hi'] == 0
