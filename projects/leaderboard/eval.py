@@ -44,6 +44,7 @@ n_boot: '[100, inf)' = 500  # bootstrap resamples per interval
 seed: '[0, 9.2e18]' = 0
 out = 'projects/leaderboard/leaderboard'  # .json, .md
 threads: '[0, inf)' = 1  # one thread: ms/reply compares across models
+append = False  # keep the rows of the leaderboard at out (the same pairs) and add these models', without rescoring
 # -----------------------------------------------------------------------------
 SHOWN = [('params_M', 'params (M)'), ('tokens_M', 'trained on (M tokens)'), ('ms_per_reply', 'ms/reply'), ('response_ppl', 'response ppl'), ('hits@1/20', 'R@1/20'),
          ('chrf', 'chrF'), ('similarity', 'similarity to the human reply'), ('distinct_2', 'distinct-2'),
@@ -174,6 +175,13 @@ if __name__ == '__main__':
     print(f"{len(pairs)} test pairs (of {len(candidates)}, one per conversation, the reply in 31 tokens)")
     minilm = teacher.load()
     rows = []
+    if append and os.path.isfile(out + '.json'):
+        with open(out + '.json') as f:
+            old = json.load(f)
+        if old['n_pairs'] != len(pairs) or old['seed'] != seed:
+            die(f"{out}.json scored {old['n_pairs']} pairs with seed {old['seed']}: append with the same --n_pairs and --seed")
+        rows = [r for r in old['rows'] if r.get('run') not in chosen.values()]  # a model scored again replaces its rows
+        print(f"appending to the {len(rows)} rows of {out}.json")
 
     def add(name, res, floor=False, **extra):
         ci = convmetrics.intervals(res['items'], n_boot=n_boot, seed=seed)
@@ -182,10 +190,12 @@ if __name__ == '__main__':
                      'items': res['items']})
         print(f"-- {name}: " + ', '.join(f"{k} {v}" for k, v in rows[-1]['cells'].items()), flush=True)
 
-    for name, replies in convmetrics.floors(pairs, convs['train'], seed).items():
-        add(f'floor: {name}', convmetrics.evaluate(pairs, replies=replies, teacher_model=minilm), floor=True)
-    bm25 = BM25Chat(convs['train'])
-    add('floor: BM25 retrieval (no model)', convmetrics.evaluate(pairs, reply=convmetrics.replier(bm25), teacher_model=minilm), floor=True)
+    if not any(r['floor'] for r in rows):
+        for name, replies in convmetrics.floors(pairs, convs['train'], seed).items():
+            add(f'floor: {name}', convmetrics.evaluate(pairs, replies=replies, teacher_model=minilm), floor=True)
+        bm25 = BM25Chat(convs['train'])
+        add('floor: BM25 retrieval (no model)', convmetrics.evaluate(pairs, reply=convmetrics.replier(bm25), teacher_model=minilm),
+            floor=True)
     for name, (bot, ckpt) in bots.items():
         torch.manual_seed(seed)
         direction = ckpt.get('direction', 'forward')
