@@ -131,10 +131,10 @@ def test_next_turn_items(chat_tok):
         L, gap = len(tok.encode(text)), 0
         for k, (d, j) in enumerate(it['sources']):
             if k != it['answer']:  # a distractor: same role, another conversation, similar length
-                assert d != c and convs[d][j][0] == role and 0.7 * L <= len(it['options'][k]) - 1 <= 1.3 * L
+                assert d != c and j > 0 and convs[d][j][0] == role and 0.7 * L <= len(it['options'][k]) - 1 <= 1.3 * L
                 gap = max(gap, abs(len(it['options'][k]) - 1 - L))
         # of the nearest lengths: fewer than 3 candidates were nearer (a sum of log-probs favours short options)
-        nearer = {t for d, turns in enumerate(convs) if d != c for r, t in turns
+        nearer = {t for d, turns in enumerate(convs) if d != c for r, t in turns[1:]
                   if r == role and t != text and abs(len(tok.encode(t)) - L) < gap and len(tok.encode(t)) < 32}
         assert len(nearer) < 3
         assert it['prompt'][0] == tok.bos and it['prompt'][-1] == tok.special(f'<|{role}|>')

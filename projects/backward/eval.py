@@ -166,7 +166,7 @@ def score_options(model, tok, direction, backward, prompt_ids, options_ids):
 
 def next_turn_items(convs, tok, block_size, n, seed, plain=False):
     """n items from conversations [(role, text), ...]: a turn (not the first) after the turns before it (the
-    oldest dropped to fit the block), against 3 turns by the same role from other conversations of the nearest
+    oldest dropped to fit the block), against 3 turns (not first turns) by the same role from other conversations of the nearest
     token lengths (within 30%), so length gives nothing away. All 4 end with the token that ends this turn (the
     next turn's role token, or BOS), so the ending gives nothing away either. Deterministic given the seed.
     plain=True renders them as a model trained on plain text (prepare.chitchat --format=plain) read them: turns
@@ -178,8 +178,10 @@ def next_turn_items(convs, tok, block_size, n, seed, plain=False):
         if plain:
             return [tok.bos] + tok.encode('\n'.join(text for _, text in context) + '\n')
         return render_conversation(tok, context) + [role_id[role]]
+    # distractors are never a conversation's first turn, as the answer never is: openers ("hi, how are you?") are
+    # far likelier than any reply, and would pull a model below chance
     pool = {r: sorted((len(enc[c][i]), c, i) for c, turns in enumerate(convs) for i, (role, _) in enumerate(turns)
-                      if role == r) for r in role_id}
+                      if role == r and i > 0) for r in role_id}
     lengths = {r: [p[0] for p in pool[r]] for r in role_id}
     slots = [(c, i) for c, turns in enumerate(convs) for i in range(1, len(turns))]
     rng = random.Random(seed)
