@@ -234,3 +234,9 @@ def test_next_turn_items_in_plain_text(chat_tok):
         ends = [o[-1] == tok.bos if last else tok.decode(o).endswith('\n') for o in it['options']]
         assert all(ends)  # every option ends the same way: the ending gives nothing away
     assert any(a['prompt'] != b['prompt'] for a, b in zip(items, chat))
+
+
+def test_overlap_floor_picks_the_option_that_shares_the_most_tokens():
+    items = [{'prompt': [0, 5, 6, 7], 'options': [[1, 2], [5, 6], [7, 9], [3]], 'answer': 1},
+             {'prompt': [0, 4], 'options': [[4, 8], [1], [2], [3]], 'answer': 2}]
+    assert ev.overlap_floor(items) == 0.5  # the first item's answer shares two tokens; the second's shares none

@@ -3,7 +3,8 @@ The arrow of time (Papadopoulos, Wenger & Hongler, ICML 2024) at CPU scale: is p
 harder than left to right, and can one model do both? Trains forward, backward and bidirectional GPTs on the
 same data and token budget, at several sizes and seeds, scores each on the same held-out text in bits per byte
 (projects/backward/eval.py), and writes the comparison:
-$ python -m projects.backward.arrow                      # config/arrow_{small,medium}.py x 3 directions x 3 seeds, ~45 min on 2 cores
+$ python -m projects.backward.arrow                      # config/arrow_small.py x 3 directions x 3 seeds, ~25 min on 2 cores
+$ python -m projects.backward.arrow --sizes=small,medium --seeds=1,2,3,4,5     # more seeds resolve a smaller gap
 $ python -m projects.backward.arrow --sizes=d12,d20,d26 --seeds=1 --workers=1       # the GPU configs, one run at a time
 -> projects/backward/arrow_results.md (the table), .json, arrow_per_position.png (the gap by context position).
 Runs already finished in arrow/ are reused, so an interrupted study picks up where it stopped.
@@ -20,9 +21,9 @@ from common import REPO, configure, die, launch, read_config_file, read_log
 from stats import bootstrap_ci, fmt_ci, fmt_diff, mean_ci, mean_std, paired_bootstrap
 
 # -----------------------------------------------------------------------------
-sizes = 'small,medium'  # names in SIZES
+sizes = 'small'  # names in SIZES ('small,medium': both CPU sizes)
 directions = 'forward,backward,bidirectional'
-seeds = '1,2,3,4,5'  # the one-way models': their gap is the arrow, and seed-to-seed spread sets its resolution
+seeds = '1,2,3'  # the one-way models': their gap is the arrow, and seed-to-seed spread sets its resolution
 bi_seeds = '1,2,3'  # the bidirectional model's
 workers: '[1, inf)' = 2  # runs at a time; on CPU each gets one thread
 eval_tokens: '[1, inf)' = 100_000  # held-out tokens scored per reading direction
@@ -77,7 +78,7 @@ def gap(a, b):
     return float(np.mean(b) / np.mean(a) - 1)
 
 
-def aggregate(results, size_list, seeds_of):
+def aggregate(results, size_list, seeds_of, floor=None):
     """The tables and their numbers, per size:
     - bits per byte of each model read each way (mean ± sample std over seeds);
     - the arrow, BW/FW - 1 of the backward model on backward text against the forward model on forward text, per
@@ -87,7 +88,7 @@ def aggregate(results, size_list, seeds_of):
       the targets (resampled together in both directions);
     - the next-turn multiple choice per model and reading: accuracy against chance (0.25), pooled over seeds with a
       bootstrap interval over items, and the one-way models compared on the same items (McNemar, pooled).
-    seeds_of: {direction: [seeds]}. A result may carry 'positions_nll' {way: (targets, T) array} and
+    seeds_of: {direction: [seeds]}; floor: the next-turn items' no-model rule accuracy. A result may carry 'positions_nll' {way: (targets, T) array} and
     'mc_correct' {way: [bool per item]} (main loads them from the runs' evaluations)."""
     md, numbers = [], {}
     for size in size_list:
@@ -115,7 +116,7 @@ def aggregate(results, size_list, seeds_of):
             md.append(f"| {label} | {len(g)} | {np.mean(g) * 100:+.2f}% ± {np.std(g, ddof=1) * 100 if len(g) > 1 else 0:.2f}% | "
                       f"[{lo * 100:+.2f}%, {hi * 100:+.2f}%] (± {(hi - lo) / 2 * 100:.2f}%) | " + ', '.join(f"{x * 100:+.2f}%" for x in g) + ' |')
         md += position_tables(runs, num)
-        md += mc_tables(runs, num)
+        md += mc_tables(runs, num, floor)
     return '\n'.join(md), numbers
 
 
@@ -157,10 +158,12 @@ def position_tables(runs, num):
     return md
 
 
-def mc_tables(runs, num):
+def mc_tables(runs, num, floor=None):
     """Next-turn accuracy per model and reading against chance: each item's accuracy averaged over seeds (every seed
     gets the same items), a bootstrap over items; the one-way models compared on the same items, paired."""
     md, per_item = [], {}
+    if floor is not None:
+        num['next_turn']['floor'] = floor
     for way, rs in runs.items():
         for reading in ('forward', 'backward'):
             per_seed = [np.asarray(r['mc_correct'][reading], dtype=float) for r in rs if reading in r.get('mc_correct', {})]
@@ -176,6 +179,8 @@ def mc_tables(runs, num):
     for (way, reading) in per_item:
         r = num['next_turn'][f'{way} model read {reading}']
         md.append(f"| {way} | {reading} | {len(r['per_seed'])} | {mean_std(r['per_seed'], 3)} | {fmt_ci(r['mean'], *r['ci95'])} |")
+    if 'floor' in num['next_turn']:
+        md.append(f"| rule: most tokens shared with the context (no model) | - | - | - | {num['next_turn']['floor']:.3f} |")
     if ('forward', 'forward') in per_item and ('backward', 'backward') in per_item:
         d = paired_bootstrap(per_item[('backward', 'backward')], per_item[('forward', 'forward')])
         num['next_turn']['backward minus forward'] = d
@@ -210,6 +215,16 @@ def plot_positions(numbers, path):
     fig.savefig(path, dpi=120)
 
 
+def next_turn_floor():
+    """The no-model rule's accuracy on the next-turn items the runs were scored on (eval's defaults, plain text)."""
+    from projects.backward import eval as ev
+    from splits import split_conversations
+    from tokenizer import Tokenizer
+    tok = Tokenizer.load(os.path.join('data', 'chitchat_plain', 'tokenizer.json'))
+    block = read_config_file(os.path.join(REPO, 'config', 'arrow_small.py'))['block_size']
+    return ev.overlap_floor(ev.next_turn_items(split_conversations()['test'], tok, block, ev.mc_items, ev.seed, plain=True))
+
+
 def load_outputs(summary, d):
     """A run's summary with its per-target NLLs and per-item next-turn outcomes from its evaluations/."""
     ev = os.path.join(d, 'evaluations')
@@ -236,7 +251,7 @@ if __name__ == '__main__':
         sys.exit(0)
     found = {job: load_outputs(r, run_dir(*job)) for job, r in found.items()}
     seeds_of = {way: bi_seed_list if way == 'bidirectional' else seed_list for way in way_list}
-    table, numbers = aggregate(found, size_list, seeds_of)
+    table, numbers = aggregate(found, size_list, seeds_of, next_turn_floor())
     with open(results + '.md', 'w') as f:
         f.write(table + '\n')
     with open(results + '.json', 'w') as f:

@@ -220,6 +220,13 @@ def next_turn_items(convs, tok, block_size, n, seed, plain=False):
     return items
 
 
+def overlap_floor(items):
+    """The accuracy of a rule with no model: pick the option that shares the most distinct tokens with the prompt
+    (ties: the first). The floor a likelihood should beat, and a check that the items carry signal."""
+    picks = [max(range(len(it['options'])), key=lambda k: len(set(it['options'][k]) & set(it['prompt']))) for it in items]
+    return float(np.mean([p == it['answer'] for p, it in zip(picks, items)]))
+
+
 def arc_items(tok, n, seed):
     """ARC-Easy test questions as items, or one line saying why they can't be had."""
     try:
