@@ -1,7 +1,7 @@
 """
 The arrow of time, CPU, small: a 2-layer, 64-wide BPE GPT (0.3M parameters) on the chitchat conversations as
 plain text, 800 iterations of 16 x 128 tokens (1.6M tokens). projects/backward/arrow.py trains it forward, backward and
-bidirectional with 3 seeds (and config/arrow_medium.py likewise) and compares their bits per byte.
+bidirectional with 3 seeds (config/arrow_medium.py too, with --sizes=small,medium) and compares them on the same held-out tokens.
 Prepare: python -m prepare.chitchat
          python -m prepare.chitchat --format=plain --out=data/chitchat_plain --tokenizer=data/chitchat
 Train:   python train.py config/arrow_small.py --direction=backward   (~1.5 minutes on one CPU core)
