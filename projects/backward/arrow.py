@@ -215,16 +215,6 @@ def plot_positions(numbers, path):
     fig.savefig(path, dpi=120)
 
 
-def next_turn_floor():
-    """The no-model rule's accuracy on the next-turn items the runs were scored on (eval's defaults, plain text)."""
-    from projects.backward import eval as ev
-    from splits import split_conversations
-    from tokenizer import Tokenizer
-    tok = Tokenizer.load(os.path.join('data', 'chitchat_plain', 'tokenizer.json'))
-    block = read_config_file(os.path.join(REPO, 'config', 'arrow_small.py'))['block_size']
-    return ev.overlap_floor(ev.next_turn_items(split_conversations()['test'], tok, block, ev.mc_items, ev.seed, plain=True))
-
-
 def load_outputs(summary, d):
     """A run's summary with its per-target NLLs and per-item next-turn outcomes from its evaluations/."""
     ev = os.path.join(d, 'evaluations')
@@ -251,7 +241,8 @@ if __name__ == '__main__':
         sys.exit(0)
     found = {job: load_outputs(r, run_dir(*job)) for job, r in found.items()}
     seeds_of = {way: bi_seed_list if way == 'bidirectional' else seed_list for way in way_list}
-    table, numbers = aggregate(found, size_list, seeds_of, next_turn_floor())
+    floors = [r['mc_floor']['next_turn'] for r in found.values() if 'next_turn' in r.get('mc_floor', {})]  # one per item set
+    table, numbers = aggregate(found, size_list, seeds_of, floors[0] if floors else None)
     with open(results + '.md', 'w') as f:
         f.write(table + '\n')
     with open(results + '.json', 'w') as f:

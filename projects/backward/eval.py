@@ -349,6 +349,7 @@ def evaluate(ckpt, several):
                 print(f"{task}: skipped, {s['skipped'][task]}")
                 continue
             s['mc'][task] = run_mc(task, items, model, tok, direction, out)
+            s.setdefault('mc_floor', {})[task] = overlap_floor(items)  # the same items with no model
     with open(os.path.join(out, 'summary.json'), 'w') as f:
         json.dump(s, f, indent=2)
     with open(os.path.join(out, 'summary.md'), 'w') as f:
