@@ -51,3 +51,6 @@ def test_leaderboard_end_to_end(workdir, chat_run, bidir_chat_run, tmp_path):
     assert echo['coherence'] == max(r['coherence'] for r in got['rows'] if 'coherence' in r)  # echo wins coherence
     md = (tmp_path / 'lb.md').read_text()
     assert md.count('\n| ') >= 8 and 'tiny − floor:' in md
+    (tmp_path / 'lb.md').unlink()  # written again from the JSON alone, scoring nothing
+    proc = run('projects.leaderboard.eval', '--tables_only=True', f'--out={out}', cwd=workdir)
+    assert proc.returncode == 0 and (tmp_path / 'lb.md').read_text() == md, proc.stderr[-2000:]

@@ -45,6 +45,7 @@ seed: '[0, 9.2e18]' = 0
 out = 'projects/leaderboard/leaderboard'  # .json, .md
 threads: '[0, inf)' = 1  # one thread: ms/reply compares across models
 append = False  # keep the rows of the leaderboard at out (the same pairs) and add these models', without rescoring
+tables_only = False  # write the table and comparisons again from out's JSON, scoring nothing
 # -----------------------------------------------------------------------------
 SHOWN = [('params_M', 'params (M)'), ('tokens_M', 'trained on (M tokens)'), ('ms_per_reply', 'ms/reply'), ('response_ppl', 'response ppl'), ('hits@1/20', 'R@1/20'),
          ('chrf', 'chrF'), ('similarity', 'similarity to the human reply'), ('distinct_2', 'distinct-2'),
@@ -136,20 +137,24 @@ def per_pair(row, key):
 
 def compare(rows, key, against_floor=True):
     """Paired over the same pairs: each model against the best floor on key (against_floor), or the best model
-    against the runner-up."""
+    against every other model."""
     has = [r for r in rows if per_pair_ok(r, key)]
     pool = [r for r in has if r['floor'] == against_floor]
     if not pool or (not against_floor and len(pool) < 2):
         return []
     score = lambda r: per_pair(r, key)[1](per_pair(r, key)[0])  # noqa: E731
     ranked = sorted(pool, key=score, reverse=True)
-    targets = [r for r in has if not r['floor']] if against_floor else ranked[:1]
-    base = ranked[0] if against_floor else ranked[1]
+    pairs = [(r, ranked[0]) for r in has if not r['floor']] if against_floor else [(ranked[0], r) for r in ranked[1:]]
     out = []
-    for r in targets:
+    for r, base in pairs:
         (a, stat), (b, _) = per_pair(r, key), per_pair(base, key)
         out.append({'what': f"{r['name']} − {base['name']}: {key}", **paired_bootstrap(a, b, stat, n_boot=n_boot, seed=seed)})
     return out
+
+
+def comparisons_of(rows):
+    return (compare(rows, 'similarity') + compare(rows, 'chrf') + compare(rows, 'similarity', False)
+            + compare(rows, 'hits@1/20', False))
 
 
 def per_pair_ok(row, key):
@@ -157,8 +162,26 @@ def per_pair_ok(row, key):
     return need in row['items']
 
 
+def write(rows, n, reply_settings):
+    """The table and the paired comparisons, from the rows: leaderboard.md and .json."""
+    comparisons = comparisons_of(rows)
+    table = markdown(rows, n, comparisons)
+    print(table)
+    with open(out + '.md', 'w') as f:
+        f.write(table + '\n')
+    with open(out + '.json', 'w') as f:
+        json.dump({'n_pairs': n, 'seed': seed, 'settings': reply_settings, 'rows': rows,
+                   'comparisons': comparisons}, f, indent=1)
+    print(f"wrote {out}.md and {out}.json")
+
+
 if __name__ == '__main__':
     configure(globals(), sys.argv[1:])
+    if tables_only:
+        with open(out + '.json') as f:
+            old = json.load(f)
+        write(old['rows'], old['n_pairs'], old['settings'])
+        sys.exit(0)
     setup_device('cpu', 'float32', threads)
     chosen = dict(kv.split('=', 1) for kv in models.split(',')) if models else MODELS
     absent = {name: run for name, run in chosen.items() if not os.path.exists(run)}
@@ -216,13 +239,4 @@ if __name__ == '__main__':
         if marker:  # the same model read backward ranks too
             res = convmetrics.evaluate(pairs, history_given_reply(bot, True), likelihood=False)
             add(f'{name} (read backward: ranks by P(history | reply))', res, params_M=params, tokens_M=tokens, run=chosen[name])
-    comparisons = (compare(rows, 'similarity') + compare(rows, 'chrf') + compare(rows, 'similarity', False)
-                   + compare(rows, 'hits@1/20', False))
-    table = markdown(rows, len(pairs), comparisons)
-    print(table)
-    with open(out + '.md', 'w') as f:
-        f.write(table + '\n')
-    with open(out + '.json', 'w') as f:
-        json.dump({'n_pairs': len(pairs), 'seed': seed, 'settings': reply_settings, 'rows': rows,
-                   'comparisons': comparisons}, f, indent=1)
-    print(f"wrote {out}.md and {out}.json")
+    write(rows, len(pairs), reply_settings)
