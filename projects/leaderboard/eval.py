@@ -112,16 +112,20 @@ def cells(res, ci):
     return out
 
 
+def cell(text):
+    return text.replace('|', '\\|')  # a name's 'P(history | reply)' is not a column
+
+
 def markdown(rows, n, comparisons):
     lines = ['| model | ' + ' | '.join(h for _, h in SHOWN) + ' |', '|---' * (len(SHOWN) + 1) + '|']
     for r in rows:
-        lines.append(f"| {r['name']} | " + ' | '.join(r['cells'][k] for k, _ in SHOWN) + ' |')
+        lines.append(f"| {cell(r['name'])} | " + ' | '.join(r['cells'][k] for k, _ in SHOWN) + ' |')
     lines += ['', f"{n} test pairs, one per held-out conversation; greedy replies; [95% bootstrap over the pairs]; "
               "distinct-2 has no interval (a resample repeats replies). ≤: IMR's ELBO, an upper bound on its NLL. "
               "R@1/20 by chance: 0.05."]
     if comparisons:
         lines += ['', '| paired, same pairs | difference [95%] | p |', '| --- | --- | --- |']
-        lines += [f"| {c['what']} | {fmt_diff(c)} | {c['p']:.3f} |" for c in comparisons]
+        lines += [f"| {cell(c['what'])} | {fmt_diff(c)} | {c['p']:.3f} |" for c in comparisons]
     return '\n'.join(lines)
 
 
