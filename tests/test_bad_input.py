@@ -201,7 +201,7 @@ def test_bpe_vocab_too_small_says_one_line(text, tmp_path):
 HELP = [('train.py', ['--out_dir', '--max_iters', '--n_layer', '--phases', '--threads']),
         ('sample.py', ['--out_dir', '--temperature', '--top_p', '--max_new_tokens']),
         ('chat.py', ['--out_dir', '--temperature', '--max_new_tokens', '--demo']),
-        ('projects.chatbert.eval', ['--runs', '--n_pairs', '--imr_steps', '--imr_blocks', '--templates']),
+        ('projects.chatbert.eval', ['--plan', '--n_pairs', '--imr_settings', '--draws', '--fib']),
         ('bench.py', ['--bench_iters', '--bench_target', '--bench_against']),
         ('plot.py', ['OUT_DIR', '--out']),
         ('projects.backward.eval', ['--out_dir', '--eval_tokens', '--tasks', '--mc_items']),
