@@ -5,7 +5,7 @@ The statistics every results table uses, in one place:
 - bootstrap_ci: a percentile bootstrap interval over test items (how much the number moves with other test items);
 - paired_bootstrap: A - B on the same items, resampled together, for a table that claims A beats B;
 - mcnemar: the exact McNemar test, for right/wrong outcomes of two systems on the same items;
-- spearman: rank correlation.
+- spearman: rank correlation, ties averaged.
 The bootstrap is seeded, so a table written twice from the same outputs is the same table.
 """
 import math
@@ -77,9 +77,15 @@ def fmt_diff(d, digits=3):
     return f"{d['diff']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
 
 
+def ranks(x):
+    """1-based ranks of a 1-D tensor, ties given their average rank (as scipy.stats.rankdata does): float16 teacher
+    vectors and short texts make equal cosines common, and ranking ties by order would make up an order."""
+    values, where, counts = x.unique(return_inverse=True, return_counts=True)  # unique sorts
+    return (counts.cumsum(0) - (counts - 1) / 2).to(torch.float64)[where]
+
+
 def spearman(a, b):
-    """Spearman's rank correlation of two 1-D tensors: Pearson's of their ranks (ties broken by order)."""
-    ranks = lambda x: torch.empty_like(x).scatter_(0, x.argsort(), torch.arange(len(x), dtype=x.dtype, device=x.device))
+    """Spearman's rank correlation of two 1-D tensors: Pearson's of their tie-averaged ranks."""
     ra, rb = ranks(a.double()), ranks(b.double())
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return (ra @ rb / (ra.norm() * rb.norm())).item()

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from stats import bootstrap_ci, fmt_diff, mcnemar, mean_ci, mean_std, paired_bootstrap
+import torch
+
+from stats import bootstrap_ci, fmt_diff, mcnemar, mean_ci, mean_std, paired_bootstrap, ranks, spearman
 
 
 def test_mean_std_is_the_sample_std():
@@ -59,3 +61,13 @@ def test_mean_ci_is_students_t_interval():
     half = 2.7764451 * np.std(xs, ddof=1) / np.sqrt(5)  # t(0.975, 4 dof), from a table
     assert (lo, hi) == pytest.approx((np.mean(xs) - half, np.mean(xs) + half), rel=1e-6)
     assert mean_ci(xs, level=0.5)[1] - mean_ci(xs, level=0.5)[0] < hi - lo  # less confidence, narrower
+
+
+def test_spearman_averages_ties_as_scipy_does():
+    scipy_stats = pytest.importorskip('scipy.stats')
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 300).astype(float), rng.integers(0, 4, 300) + 0.1 * rng.integers(0, 3, 300)  # many ties
+    want = scipy_stats.spearmanr(a, b).statistic
+    assert spearman(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(want, abs=1e-12)
+    ranked = ranks(torch.tensor([3.0, 1.0, 3.0, 2.0, 3.0]))
+    assert ranked.tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]  # the three 3.0s share ranks 3, 4 and 5

@@ -110,3 +110,18 @@ def student_encoder(path, quantize=False):
     """(texts -> unit vectors, its Embedder) of the student at path; no cache: timings are of real work."""
     emb = Embedder(load_checkpoint(path), quantize=quantize, cache_size=0)
     return lambda texts, batch=64: emb.embed(texts, batch), emb
+
+
+def entry_mean_encoder(path):
+    """The floor: (texts -> unit vectors) the mean of the teacher's own vectors of a text's entries, the student's
+    bag with nothing learned (an unknown character counts as zero)."""
+    ckpt = load_checkpoint(path)
+    tok, vectors = NgramTokenizer(ckpt['tokenizer']), ckpt['model']['vectors'].float()
+
+    def encode(texts, batch=64):
+        bags = tok.encode_batch(texts)
+        offsets = torch.tensor(np.cumsum([0] + [len(b) for b in bags[:-1]]))
+        ids = torch.tensor([i for b in bags for i in b], dtype=torch.long)
+        v = torch.nn.functional.embedding_bag(ids, vectors, offsets, mode='mean').numpy()
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return encode

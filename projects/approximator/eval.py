@@ -5,18 +5,23 @@ $ python -m projects.approximator.eval                      # quality, failure c
 $ python -m projects.approximator.eval --ablations=True     # trains every ablation run, then tables them -> ..._results_ablations.*
 $ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> approximator_bench.json, .md
 $ python -m projects.approximator.eval --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
-Quality, on held-out (test) chitchat messages, against the teacher:
-  spearman: Spearman's correlation of the model's pairwise cosines with the teacher's, over every pair of
-            n_sentences messages (what a similarity search ranks by);
-  cosine:   the mean cosine of the model's vector of a message with the teacher's (students only: model2vec's
-            space is its own);
-  next-turn retrieval: n_queries turns of test conversations (a turn: one person's consecutive messages), each
-            one's reply (the next turn) among n_candidates held-out turns; Recall@1, Recall@10, MRR@10, and
-            Recall@10 as a share of the teacher's.
+Quality: how well a model stands in for the teacher where a similarity search uses it. On three sets of
+n_sentences texts each, never trained on: chitchat test messages with every text seen in train left out (in domain),
+tiny shakespeare lines and sentences of Python's docstrings (out of domain, textsets.py). Each text is a query
+against the others of its set:
+  overlap@10: the share of its 10 nearest neighbours by the model that are among its 10 nearest by the teacher;
+  nDCG@10:    the model's top 10 scored with the teacher's cosines as graded relevance, against the teacher's top 10;
+  spearman:   Spearman's correlation (ties averaged) of the model's cosines of every pair of texts with the teacher's;
+  cosine:     of the model's vector of a text with the teacher's (models in the teacher's space only).
+Floors: model2vec (a static distillation of the same teacher) and entry_mean, the mean of the teacher's own vectors
+of a text's entries. Next-turn retrieval (chitchat): n_queries turns of test conversations (a turn: one person's
+consecutive messages), each one's reply among n_candidates held-out turns; Recall@1, Recall@10, MRR@10.
+Every figure has a 95% bootstrap interval over its texts or queries.
 The teacher's vectors of held-out texts come from its HDF5 cache (embedded once); bench times it live.
 """
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -24,11 +29,14 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import teacher as teachers
-from stats import mean_std
+from stats import bootstrap_ci, mean_std, ranks, spearman
 from common import REPO, configure, die, launch, load_checkpoint, need, read_config_file
-from projects.approximator.embedder import student_encoder
+from projects.approximator import textsets
+from projects.approximator.embedder import entry_mean_encoder, student_encoder
+from tokenizer import words
 
 # -----------------------------------------------------------------------------
 out_dir = 'out-approximator'  # the student to evaluate
@@ -44,6 +52,7 @@ ablations = False  # train the ablation runs (out-ablate-*) where missing, then 
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
 msmarco = False  # online: MS MARCO dev (queries, their relevant passages) instead of chitchat
+shakespeare = os.path.join(REPO, os.pardir, 'shared', 'data', 'tinyshakespeare.txt')  # an out-of-domain set (textsets.py)
 out = 'projects/approximator/approximator_results'  # .md, .json (and _ablations.*): where its README reads them
 seed: '[0, 9.2e18]' = 0
 # -----------------------------------------------------------------------------
@@ -108,23 +117,79 @@ def msmarco_task(n):
     return queries, candidates, np.array(answers)
 
 
-def recall(query_vecs, cand_vecs, answers):
-    """{recall@1, recall@10, mrr@10} of unit query vectors against unit candidate vectors, by exact inner product
-    (a Faiss flat index)."""
+def retrieval_items(query_vecs, cand_vecs, answers):
+    """Per query: {recall@1, recall@10, mrr@10} of unit query vectors against unit candidate vectors, by exact inner
+    product (a Faiss flat index)."""
     from retrieval import ResponsePool
     _, ids = ResponsePool.of(cand_vecs, range(len(cand_vecs))).search(torch.from_numpy(query_vecs), 10)
     hit = ids.numpy() == np.asarray(answers)[:, None]
     rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
-    return {'recall@1': float(hit[:, 0].mean()), 'recall@10': float(hit.any(1).mean()),
-            'mrr@10': float(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0).mean())}
+    return {'recall@1': hit[:, 0].astype(float), 'recall@10': hit.any(1).astype(float),
+            'mrr@10': np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)}
+
+
+def recall(query_vecs, cand_vecs, answers):
+    """{recall@1, recall@10, mrr@10}, the means of retrieval_items."""
+    return {k: float(v.mean()) for k, v in retrieval_items(query_vecs, cand_vecs, answers).items()}
+
+
+def neighbour_items(v, reference, k=10):
+    """Per text, as a search uses the vectors (each of the N texts a query against the other N - 1): overlap@k of its
+    k nearest neighbours by v with its k nearest by the reference; nDCG@k of v's top k with the reference's cosines
+    as graded relevance (a negative cosine counts 0), against the reference's own top k; and, where the spaces match,
+    the cosine of its vector with the reference's. v, reference: unit vectors (N, D), (N, D')."""
+    s, t = (torch.from_numpy(x).float() @ torch.from_numpy(x).float().T for x in (v, reference))
+    s.fill_diagonal_(-math.inf)
+    t.fill_diagonal_(-math.inf)
+    top_s, top_t = s.topk(k).indices, t.topk(k).indices
+    gain, discount = t.clamp(min=0), 1 / torch.log2(torch.arange(k) + 2.0)
+    out = {f'overlap@{k}': (top_s[:, :, None] == top_t[:, None, :]).any(-1).float().mean(1).numpy(),
+           f'ndcg@{k}': ((gain.gather(1, top_s) @ discount) / (gain.gather(1, top_t) @ discount).clamp(min=1e-12)).numpy()}
+    if v.shape[1] == reference.shape[1]:
+        out['cosine'] = (v * reference).sum(1)
+    return out
+
+
+def pair_cosines(v):
+    """The cosines of every pair i < j of unit vectors v (N, D), and the pairs (i, j)."""
+    v = torch.from_numpy(v).double()
+    i, j = torch.triu_indices(len(v), len(v), 1)
+    return (v[i] * v[j]).sum(1), i, j
 
 
 def pair_spearman(a, b):
-    """Spearman's correlation of the pairwise cosines of unit vectors a (N, D) with those of b (N, D')."""
-    from stats import spearman
-    a, b = torch.from_numpy(a), torch.from_numpy(b)
-    i, j = torch.triu_indices(len(a), len(a), 1)
-    return spearman((a[i] * a[j]).sum(1), (b[i] * b[j]).sum(1))
+    """Spearman's correlation (ties averaged) of the pairwise cosines of unit vectors a (N, D) with those of b (N, D')."""
+    return spearman(pair_cosines(a)[0], pair_cosines(b)[0])
+
+
+def resampled_spearman(a, b, counts):
+    """pair_spearman of unit vectors a, b on bootstrap resamples of their texts, counts (R, N): how often each text was
+    drawn. A resample's pairs keep the ranks they have among all pairs, so it is weights, not a new sort: pair
+    (i, j) counts c_i c_j times (a text drawn twice makes no pair with itself), and its correlation is a weighted
+    Pearson's of the ranks, six quadratic forms. Re-ranking would move it in the third decimal
+    (tests/test_approximator.py) at 100x the cost."""
+    (ca, i, j), cb = pair_cosines(a), pair_cosines(b)[0]
+    ra, rb = ranks(ca), ranks(cb)
+    ra, rb = (ra - ra.mean()) / ra.std(), (rb - rb.mean()) / rb.std()  # well-conditioned sums
+    forms = torch.zeros(6, len(a), len(a), dtype=torch.float64)  # strictly upper: pairs i < j only
+    for k, x in enumerate((torch.ones_like(ra), ra, rb, ra * ra, rb * rb, ra * rb)):
+        forms[k, i, j] = x
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    w, sa, sb, saa, sbb, sab = (((c @ f) * c).sum(1) for f in forms)
+    cov, va, vb = sab / w - sa * sb / w**2, saa / w - (sa / w)**2, sbb / w - (sb / w)**2
+    return (cov / (va * vb).sqrt()).numpy()
+
+
+def spearman_ci(a, b, n_boot=1000, level=0.95, seed=0):
+    """(rho, lo, hi): pair_spearman with its percentile bootstrap interval over texts (a text's pairs go together)."""
+    draws = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    boots = resampled_spearman(a, b, np.stack([np.bincount(d, minlength=len(a)) for d in draws]))
+    return (pair_spearman(a, b), *np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]).tolist())
+
+
+def summarize(items, n_boot=1000, seed=0):
+    """{metric: (mean, lo, hi)} of per-item values, each with its bootstrap interval over items."""
+    return {k: (float(np.mean(v)), *bootstrap_ci(v, n_boot=n_boot, seed=seed)) for k, v in items.items()}
 
 
 def unit(v):
@@ -132,11 +197,10 @@ def unit(v):
 
 
 def quality(encode, sentences, reference, task):
-    """{spearman, cosine (if the spaces match), recall@1/10, mrr@10} of an encoder (texts -> unit vectors)."""
+    """{spearman, cosine (if the spaces match), overlap@10, ndcg@10, recall@1/10, mrr@10} of an encoder (texts -> unit
+    vectors): the means, for the ablation table and the bench."""
     v = encode(sentences)
-    out = {'spearman': pair_spearman(v, reference)}
-    if v.shape[1] == reference.shape[1]:
-        out['cosine'] = float((v * reference).sum(1).mean())
+    out = {'spearman': pair_spearman(v, reference)} | {k: float(x.mean()) for k, x in neighbour_items(v, reference).items()}
     queries, candidates, answers = task
     return out | recall(encode(queries), encode(candidates), answers)
 
@@ -407,6 +471,64 @@ def ablation_table(runs):
     return '\n'.join(lines), found
 
 
+def text_sets(data_dir):
+    """{name: texts} the students are measured on: chitchat test messages with those seen in train left out, and
+    the out-of-domain sets (textsets.py), n_sentences each."""
+    if not os.path.isfile(shakespeare):
+        die(f"{shakespeare} is missing: pass --shakespeare=PATH, tiny shakespeare's text (../shared/data/tinyshakespeare.txt)")
+    train = [t for t, _, _ in held_out(data_dir, 'train')]
+    return {'chitchat': textsets.sample(textsets.deduplicated([t for t, _, _ in held_out(data_dir)], train), n_sentences, seed),
+            'shakespeare': textsets.shakespeare(shakespeare, n_sentences, seed),
+            'python_docs': textsets.python_docs(n_sentences, seed)}
+
+
+def backed_off(tok, texts):
+    """The share of the words of texts that have no entry of their own, so the tokenizer spells them from pieces."""
+    ws = [w for t in texts for w in words(t)]
+    return sum(w not in tok.spell for w in ws) / max(1, len(ws))
+
+
+def retrieval_summary(encode, task):
+    """{recall@1, recall@10, mrr@10: (mean, lo, hi)} of an encoder on a next-turn task, intervals over queries."""
+    queries, candidates, answers = task
+    return summarize(retrieval_items(encode(queries), encode(candidates), answers))
+
+
+NAMES = {'chitchat': 'chitchat test messages (in domain), those seen in train left out',
+         'shakespeare': 'tiny shakespeare lines (out of domain)', 'python_docs': "Python's docstrings (out of domain)"}
+
+
+def results_tables(result):
+    """The markdown of eval's results: neighbour agreement per text set, next-turn retrieval, the worst cases."""
+    cell = lambda m: f"{m[0]:.3f} [{m[1]:.3f}, {m[2]:.3f}]"
+    lines = []
+    for name, got in result['sets'].items():
+        lines += [f"**{NAMES.get(name, name)}**: {got['n']:,} texts, {got['backed_off']:.1%} of their words backed off "
+                  "to pieces", '', '| model | overlap@10 | nDCG@10 | Spearman | cosine |', '|---|---|---|---|---|']
+        lines += [f"| {k} | {cell(r['overlap@10'])} | {cell(r['ndcg@10'])} | {cell(r['spearman'])} | "
+                  f"{cell(r['cosine']) if 'cosine' in r else '-'} |" for k, r in got['rows'].items()]
+        lines.append('')
+    teacher_r10 = result['retrieval']['teacher']['recall@10'][0]
+    lines += ['**next-turn retrieval** (chitchat test: each turn\'s reply among held-out turns)', '',
+              '| model | R@1 | R@10 | MRR@10 | R@10 / teacher |', '|---|---|---|---|---|']
+    lines += [f"| {k} | {cell(r['recall@1'])} | {cell(r['recall@10'])} | {cell(r['mrr@10'])} | "
+              f"{r['recall@10'][0] / teacher_r10:.0%} |" for k, r in result['retrieval'].items()]
+    lines += ['', f"The {len(result['worst'])} worst-approximated in-domain texts (cosine to the teacher, text, bag):", '']
+    lines += [f"- {c:.3f} `{t}` → {b or '(empty)'}" for c, t, b in result['worst']]
+    return '\n'.join(lines) + '\n'
+
+
+def run_msmarco():
+    """--msmarco=True: every encoder's mean quality on MS MARCO dev passages and its query -> passage retrieval."""
+    name = load_checkpoint(out_dir)['model_args'].get('teacher', '')
+    task = msmarco_task(n_queries)
+    texts = task[1][:n_sentences]
+    teacher = teacher_encoder(name, cached=True)
+    reference = teacher(texts)
+    for key, encode in {'teacher': teacher, 'model2vec': model2vec_encoder(name), 'student': student_encoder(out_dir)[0]}.items():
+        print(key, ', '.join(f"{k} {v:.3f}" for k, v in quality(encode, texts, reference, task).items()))
+
+
 def main():
     configure(globals(), sys.argv[1:])
     if bench:
@@ -419,30 +541,32 @@ def main():
             json.dump(found, f, indent=2)
         print(md)
         return
+    if msmarco:
+        return run_msmarco()
     ckpt = load_checkpoint(out_dir)
     name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(out_dir)
-    if msmarco:
-        task = msmarco_task(n_queries)
-        texts = task[1][:n_sentences]
-    else:
-        texts = [t for t, _, _ in held_out(data_dir)][:n_sentences]
-        task = chitchat_task(data_dir)
-    reference = teacher_encoder(name, cached=True)(texts)
-    encoders = {'teacher': teacher_encoder(name, cached=True), 'model2vec': model2vec_encoder(name),
-                'student': student_encoder(out_dir)[0], 'student_int8': student_encoder(out_dir, True)[0]}
-    rows = {k: quality(e, texts, reference, task) for k, e in encoders.items()}
-    lines = ['| model | Spearman | cosine | R@1 | R@10 | MRR@10 | R@10 / teacher |', '|---|---|---|---|---|---|---|']
-    for k, r in rows.items():
-        lines.append(f"| {k} | {r['spearman']:.3f} | {r.get('cosine', float('nan')):.3f} | {r['recall@1']:.3f} | "
-                     f"{r['recall@10']:.3f} | {r['mrr@10']:.3f} | {r['recall@10'] / rows['teacher']['recall@10']:.0%} |")
-    bad = worst(out_dir, texts, reference, n_worst)
-    lines += ['', f'The {n_worst} worst-approximated of {len(texts):,} held-out messages (cosine to the teacher, text, bag):', '']
-    lines += [f"- {c:.3f} `{t}` → {b or '(empty)'}" for c, t, b in bad]
-    md = '\n'.join(lines) + '\n'
+    teacher = teacher_encoder(name, cached=True)
+    encoders = {'teacher_onnx_int8': teacher_onnx_int8(name), 'model2vec': model2vec_encoder(name),
+                'entry_mean': entry_mean_encoder(out_dir), 'student': student_encoder(out_dir)[0],
+                'student_int8': student_encoder(out_dir, True)[0]}
+    tok = student_encoder(out_dir)[1].tok
+    result, sets = {'checkpoint': out_dir, 'sets': {}}, text_sets(data_dir)
+    for set_name, texts in sets.items():
+        reference = teacher(texts)  # the teacher's vectors of any text are embedded once, then read from its cache
+        rows = {}
+        for key, encode in tqdm(encoders.items(), desc=set_name):
+            v = encode(texts)
+            rows[key] = summarize(neighbour_items(v, reference)) | {'spearman': spearman_ci(v, reference)}
+        result['sets'][set_name] = {'n': len(texts), 'backed_off': backed_off(tok, texts), 'rows': rows}
+    task = chitchat_task(data_dir)
+    result['retrieval'] = {key: retrieval_summary(encode, task) for key, encode in {'teacher': teacher, **encoders}.items()}
+    chat = sets['chitchat']
+    result['worst'] = worst(out_dir, chat, teacher(chat), n_worst)
+    md = results_tables(result)
+    with open(out + '.json', 'w') as f:
+        json.dump(result, f, indent=2)
     with open(out + '.md', 'w') as f:
         f.write(md)
-    with open(out + '.json', 'w') as f:
-        json.dump({'rows': rows, 'worst': bad, 'checkpoint': out_dir, 'n_sentences': len(texts)}, f, indent=2)
     print(md)
     print(f"wrote {out}.md and {out}.json")
 
