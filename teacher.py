@@ -62,6 +62,33 @@ def embed(model, texts, batch_size=64, normalize=True):
     return np.asarray(e, dtype=np.float32)
 
 
+def wordpieces(model):
+    """The teacher's WordPiece vocabulary of letters and digits: (word-start pieces, continuations without their
+    '##'), each sorted; two empty lists for a tokenizer without WordPiece continuations."""
+    vocab = model.tokenizer.get_vocab()
+    plain = sorted(t for t in vocab if t.isalnum() and t.isascii())
+    cont = sorted(t[2:] for t in vocab if t.startswith('##') and t[2:].isalnum() and t[2:].isascii())
+    return (plain, cont) if cont else ([], [])
+
+
+def embed_tokens(model, tokens, batch_size=512):
+    """(N, D) float32: the teacher's output for each of its own tokens alone, [CLS] token [SEP]. For a word-start
+    token ('module') that is its vector of the text; a continuation ('##ule') no text gives it ('ule' is another
+    token)."""
+    import torch
+    tok = model.tokenizer
+    ids = torch.tensor(tok.convert_tokens_to_ids(list(tokens)), dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ids), batch_size):
+            part = ids[i:i + batch_size, None]
+            x = torch.cat([torch.full_like(part, tok.cls_token_id), part, torch.full_like(part, tok.sep_token_id)], 1)
+            features = {'input_ids': x.to(model.device), 'attention_mask': torch.ones_like(x).to(model.device),
+                        'token_type_ids': torch.zeros_like(x).to(model.device)}
+            out.append(model(features)['sentence_embedding'].float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.get_embedding_dimension()), np.float32)
+
+
 def cache_path(name):
     """Where a teacher's outputs are cached: data/teacher_cache/<name>.h5, shared by every dataset and run."""
     slug = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in (name or 'all-MiniLM-L6-v2'))

@@ -326,8 +326,9 @@ class NgramTokenizer(Saved):
     """Longest match over a vocabulary of words, n-grams ('how are you') and skip-grams ('how _ you'). A word-level
     trie finds the longest n-gram at each position; the matches tile the text. A skip-gram w1 _ w3 in the vocabulary
     is added to the bag wherever w1 ? w3 occurs and not inside one matched n-gram, since it adds what the tiling
-    misses. A word with no entry backs off to the longest entries that spell it, letter runs at worst; a character
-    no entry spells becomes <|unk|>. Only the first max_words words count (the teacher truncates too).
+    misses. A word with no entry backs off to the longest entries that spell it (after its first piece, the
+    teacher's WordPiece continuations such as '##ule', where the vocabulary has them), letter runs at worst; a
+    character no entry spells becomes <|unk|>. Only the first max_words words count (the teacher truncates too).
         tok = NgramTokenizer({'kind': 'ngram', 'entries': ['how', 'are', 'you', 'how are you', 'how _ you']})
         tok.encode('How are you?')  # [id('how are you'), <|unk|>]: '?' isn't spelled by any entry
     """
@@ -337,8 +338,11 @@ class NgramTokenizer(Saved):
         self.entries = NGRAM_SPECIALS + list(info['entries'])
         self.vocab_size = len(self.entries)
         self.max_words = info.get('max_words', 512)
-        self.trie, self.skip, self.spell = {}, {}, {}  # trie: {word: (id or None, {next word: ...})}
+        self.trie, self.skip, self.spell, self.cont = {}, {}, {}, {}  # trie: {word: (id or None, {next word: ...})}
         for i, e in enumerate(self.entries[len(NGRAM_SPECIALS):], len(NGRAM_SPECIALS)):
+            if e.startswith('##') and len(e) > 2:  # a WordPiece continuation: a piece of a word, never a word
+                self.cont[e[2:]] = i
+                continue
             ws = e.split(' ')
             if len(ws) == 3 and ws[1] == '_':
                 self.skip[ws[0], ws[2]] = i
@@ -349,24 +353,29 @@ class NgramTokenizer(Saved):
             node.setdefault(ws[-1], [None, {}])[0] = i
             if len(ws) == 1:
                 self.spell[e] = i
-        self.longest_piece = max(map(len, self.spell), default=1)
+        self.spell_len, self.cont_len = (max(map(len, d), default=1) for d in (self.spell, self.cont))
 
     def special(self, name):
         return self.entries.index(name) if name in NGRAM_SPECIALS else None
 
     def back_off(self, word):
-        """Ids of the longest entries that spell an unknown word, left to right; <|unk|> for a character none spells."""
+        """Ids of the longest entries that spell an unknown word, left to right: after its first piece, the teacher's
+        WordPiece continuations ('##ule') where the vocabulary has them, as the teacher splits it; other entries
+        (letter runs at worst) where none fits; <|unk|> for a character nothing spells."""
         ids, i = [], 0
         while i < len(word):
-            for j in range(min(len(word), i + self.longest_piece), i, -1):
-                if word[i:j] in self.spell:
-                    ids.append(self.spell[word[i:j]])
-                    i = j
-                    break
-            else:
-                ids.append(0)
-                i += 1
+            found = (i > 0 and self.longest(word, i, self.cont, self.cont_len)) or self.longest(word, i, self.spell, self.spell_len)
+            ids.append(found[0] if found else 0)
+            i = found[1] if found else i + 1
         return ids
+
+    @staticmethod
+    def longest(word, i, pieces, most):
+        """(id, end) of the longest of pieces (none longer than most) that word[i:] starts with, or None."""
+        for j in range(min(len(word), i + most), i, -1):
+            if word[i:j] in pieces:
+                return pieces[word[i:j]], j
+        return None
 
     def encode(self, text):
         ws = words(text, self.max_words)

@@ -5,6 +5,7 @@ message, the target the student learns to match.
     python -m prepare.approximator                                  # -> data/approximator (30k entries)
     python -m prepare.approximator --vocab_size=10000 --out=data/approximator_10k
     python -m prepare.approximator --skipgrams=False --out=data/approximator_noskip
+    python -m prepare.approximator --wordpieces=True --out=data/approximator_wp  # + the teacher's WordPiece vocabulary
     python -m prepare.approximator --teacher=sentence-transformers/msmarco-distilbert-dot-v5 --out=data/approximator_msmarco
 The teacher (teacher.py: '' is the packaged all-MiniLM-L6-v2, else a hub name or a path) embeds every message and
 entry once: its outputs are cached in data/teacher_cache/<teacher>.h5 and reused by every later run, so only the
@@ -14,7 +15,10 @@ takes seconds plus its new entries.
 Messages are split by conversation, as every nanolab project splits chitchat (splits.py): test and val are
 prepare.chitchat's test and val conversations, train the others. The vocabulary is counted on train only: words first
 (up to --word_frac of the entries), then n-grams (n <= 3) and, with --skipgrams, skip-grams ('how _ you'), by
-frequency; every character seen in train is an entry too, so an unknown word always backs off to pieces.
+frequency; every character seen in train is an entry too, so an unknown word always backs off to pieces. With
+--wordpieces, the teacher's own WordPiece vocabulary is added beyond --vocab_size: its words, and its continuations
+('##ule', each the teacher's vector of that token alone), so an unknown word backs off to the pieces the teacher
+itself would split it into, which carry meaning, rather than to letter runs.
 Writes <out>/vocab.h5 (entries, kinds, frequencies, float16 teacher vectors), tokenizer.json, meta.json and,
 per split, <split>_ids.npy + <split>_offsets.npy (the bags), <split>_teacher.npy (float16 targets) and
 <split>_messages.json (texts, conversation and turn of each, for the retrieval task).
@@ -93,19 +97,29 @@ def write_bags(out, split, tok, messages, targets):
     return {f'{split}_messages': len(messages), f'{split}_elements': int(offsets[-1]), f'{split}_unk': unk}
 
 
-def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True, word_frac=0.5, min_count=2, max_words=512):
+def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True, word_frac=0.5, min_count=2, max_words=512,
+          wordpieces=None):
     """Write the data dir from splits {'train'|'val'|'test': [(text, conversation, turn)]}; embed(texts) gives the
-    teacher's (N, D) vectors, one call for the messages and the entries together."""
+    teacher's (N, D) vectors, one call for the messages and the entries together. wordpieces: (the teacher's
+    word-start pieces, its continuations, their (N, D) vectors) to add to the vocabulary, or None."""
     entries = choose_entries(count_entries([t for t, _, _ in splits['train']], skipgrams), vocab_size, word_frac, min_count)
+    pieces = np.zeros((0, 0), np.float32)
+    if wordpieces:  # beyond vocab_size: what an unknown word backs off to, each with the meaning the teacher gives it
+        plain, cont, pieces = wordpieces
+        chosen = {e for e, _, _ in entries}
+        entries += [(w, 'teacher_word', 0) for w in plain if w not in chosen] + [('##' + c, 'piece', 0) for c in cont]
     kinds = Counter(k for _, k, _ in entries)
     print(f"{len(entries):,} entries: " + ', '.join(f"{n:,} {k}s" for k, n in kinds.most_common()))
-    texts = [t for m in splits.values() for t, _, _ in m] + [teacher_text(e) for e, _, _ in entries]
+    embedded = entries[:len(entries) - len(pieces)]
+    texts = [t for m in splits.values() for t, _, _ in m] + [teacher_text(e) for e, _, _ in embedded]
     vectors = embed(texts)
+    if len(pieces):
+        vectors = np.concatenate([vectors, pieces.astype(vectors.dtype)])
     os.makedirs(out, exist_ok=True)
     write_vocab(os.path.join(out, 'vocab.h5'), entries, vectors[-len(entries):], teacher_name)
     tok = NgramTokenizer({'kind': 'ngram', 'entries': [e for e, _, _ in entries], 'max_words': max_words})
     meta = {'source': 'chitchat-dataset messages', 'teacher': teacher_name, 'teacher_dim': int(vectors.shape[1]),
-            'vocab_size': tok.vocab_size, 'entry_kinds': dict(kinds), 'skipgrams': skipgrams}
+            'vocab_size': tok.vocab_size, 'entry_kinds': dict(kinds), 'skipgrams': skipgrams, 'wordpieces': bool(wordpieces)}
     i = 0
     for split, messages in splits.items():
         meta.update(write_bags(out, split, tok, messages, vectors[i:i + len(messages)]))
@@ -123,6 +137,8 @@ if __name__ == '__main__':
     parser.add_argument('--skipgrams', type=flag, default=True, help="include skip-grams 'w1 _ w3' (True/False)")
     parser.add_argument('--word_frac', type=float, default=0.5, help="the share of the vocabulary words may take at most")
     parser.add_argument('--min_count', type=int, default=2, help="entries seen fewer times in train are left out")
+    parser.add_argument('--wordpieces', type=flag, default=False,
+                        help="add the teacher's WordPiece vocabulary, words and '##' continuations, beyond --vocab_size (True/False)")
     parser.add_argument('--max_words', type=int, default=512, help="words of a text that count; the rest is cut, as the teacher cuts")
     parser.add_argument('--teacher', default='', help="'' for the packaged all-MiniLM-L6-v2 (offline), else a hub name or a local path")
     parser.add_argument('--val_frac', type=float, default=0.05, help="share of the conversations held out for val (splits.py)")
@@ -137,6 +153,13 @@ if __name__ == '__main__':
     t0 = time.time()
     splits = split_messages(args.val_frac)
     print(', '.join(f"{s}: {len(m):,} messages" for s, m in splits.items()))
+    wordpieces = None
+    if args.wordpieces:
+        model = teachers.load(args.teacher)
+        plain, cont = teachers.wordpieces(model)
+        if not cont:
+            raise SystemExit(f"--wordpieces=True: teacher {args.teacher or 'all-MiniLM-L6-v2'!r} has no WordPiece vocabulary; use --wordpieces=False")
+        wordpieces = plain, cont, teachers.embed_tokens(model, ['##' + c for c in cont])
     build(args.out, splits, lambda texts: teachers.cached_embed(args.teacher, texts), args.teacher, args.vocab_size,
-          args.skipgrams, args.word_frac, args.min_count, args.max_words)
+          args.skipgrams, args.word_frac, args.min_count, args.max_words, wordpieces)
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")

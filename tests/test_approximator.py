@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import teacher
-from projects.approximator.eval import pair_spearman, quality, recall, retrieval_task, unit
+from projects.approximator import textsets
+from projects.approximator.eval import (neighbour_items, pair_spearman, quality, recall, resampled_spearman, retrieval_task,
+                                         spearman_ci, unit)
 from common import MODELS, load_checkpoint
-from conftest import TOY_DIM, toy_embed, toy_splits
+from conftest import TOY_DIM, build_toy_approximator_data, toy_embed, toy_splits
 from dataloader import SOURCES, BagSource
-from projects.approximator.embedder import Embedder, export
+from projects.approximator.embedder import Embedder, entry_mean_encoder, export
 from helpers import REPO, read_log, run, train, train_losses
 from stats import spearman
 from model_approximator import Approximator, ApproximatorConfig
@@ -131,6 +133,20 @@ def test_skipgram_is_added_over_a_bigram_and_a_word():
 ])
 def test_unknown_word_backs_off_to_pieces_that_spell_it(word, pieces):
     assert bag(ngram_tok(), word) == pieces
+
+
+@pytest.mark.parametrize('word, pieces', [
+    ('module', ['mod', '##ule']),  # after the first piece, the teacher's continuations, longest first
+    ('modules', ['mod', '##ules']),
+    ('moduled', ['mod', '##ule', '##d']),
+    ('ule', ['u', '##le']),  # a word never starts with a continuation ('##ule'), its second piece may
+    ('modxle', ['mod', 'x', '##le']),  # no continuation fits 'xle': the other entries do, then continuations again
+])
+def test_unknown_word_backs_off_to_the_teachers_wordpieces(word, pieces):
+    tok = NgramTokenizer({'kind': 'ngram', 'entries': ['mo', 'du', 'le', 'mod', 'u', 'l', 'e', 'x', 'd',
+                                                        '##ule', '##ules', '##le', '##d']})
+    assert bag(tok, word) == pieces
+    assert bag(ngram_tok(['mo', 'du', 'le', 'u', 'l', 'e', 'x', 'd', 'mod']), 'module') == ['mod', 'u', 'le']  # none: spelled
 
 
 def test_no_word_is_ever_dropped():
@@ -362,6 +378,19 @@ def test_count_and_choose_entries():
     assert teacher_text('how _ you') == 'how you' and teacher_text('see you later') == 'see you later'
 
 
+def test_build_adds_the_teachers_wordpieces_with_their_own_vectors(tmp_path):
+    cont_vectors = np.eye(TOY_DIM, dtype=np.float32)[:2]
+    meta = build_toy_approximator_data(tmp_path / 'wp', wordpieces=(['how', 'zebra'], ['ing', 'zz'], cont_vectors))
+    entries, kinds, _, vectors = read_vocab(str(tmp_path / 'wp' / 'vocab.h5'))
+    where = {e: i for i, e in enumerate(entries)}
+    assert kinds[where['zebra']] == 'teacher_word' and kinds[where['how']] != 'teacher_word'  # chat's 'how' stays
+    assert entries[-2:] == ['##ing', '##zz'] and np.allclose(vectors[-2:], cont_vectors, atol=1e-3)
+    assert np.allclose(vectors[where['zebra']], toy_embed(['zebra'])[0], atol=2e-3)  # a word: the teacher embeds its text
+    assert meta['wordpieces'] and meta['entry_kinds']['piece'] == 2 and meta['vocab_size'] == len(entries) + 1
+    tok = NgramTokenizer(json.loads((tmp_path / 'wp' / 'tokenizer.json').read_text()))
+    assert bag(tok, 'zebrazz') == ['zebra', '##zz']
+
+
 def test_choose_entries_fills_the_vocabulary_by_frequency():
     counts = count_entries([t for t, _, _ in toy_splits()['train']])
     chosen = choose_entries(counts, vocab_size=100, word_frac=0.4, min_count=2)
@@ -500,6 +529,15 @@ def test_real_teacher_cache_and_cls_teacher(tmp_path):
     cls = teacher.embed(teacher.load(teacher.CLS), texts)
     assert cls.shape == (3, 384) and np.allclose(np.linalg.norm(cls, axis=1), 1, atol=1e-5)
     assert ((cls * unit(raw)).sum(1) < 0.999).all()  # another pooling, another vector
+
+
+def test_real_teachers_own_tokens_alone_are_its_vectors_of_their_text():
+    m = teacher.load('')
+    plain, cont = teacher.wordpieces(m)
+    assert 'module' in plain and 'ule' in cont and all(c.isalnum() for c in cont)
+    got = teacher.embed_tokens(m, ['module', 'good', '##ule'])
+    assert np.allclose(got[:2], teacher.embed(m, ['module', 'good'], normalize=False), atol=1e-5)  # [CLS] t [SEP], as a text
+    assert float(unit(got[2:])[0] @ unit(teacher.embed(m, ['ule'], normalize=False))[0]) < 0.99  # '##ule' is not 'ule'
 
 
 # -----------------------------------------------------------------------------
@@ -768,6 +806,111 @@ def turn_texts(messages):
     for text, c, t in messages:
         out[c, t] = out[c, t] + '\n' + text if (c, t) in out else text
     return out
+
+
+def test_neighbour_agreement_equals_brute_force():
+    rng = np.random.default_rng(3)
+    t = unit(rng.standard_normal((40, 8)))
+    v = unit(t + 0.7 * rng.standard_normal((40, 8)))
+    got = neighbour_items(v, t, k=5)
+    st, tt = v @ v.T, t @ t.T
+    for q in range(40):
+        others = [i for i in range(40) if i != q]
+        near_s = sorted(others, key=lambda i: -st[q, i])[:5]
+        near_t = sorted(others, key=lambda i: -tt[q, i])[:5]
+        dcg = lambda near: sum(max(tt[q, i], 0) / np.log2(r + 2) for r, i in enumerate(near))
+        assert got['overlap@5'][q] == pytest.approx(len(set(near_s) & set(near_t)) / 5)
+        assert got['ndcg@5'][q] == pytest.approx(dcg(near_s) / dcg(near_t), abs=1e-5)
+        assert got['cosine'][q] == pytest.approx(float(v[q] @ t[q]), abs=1e-6)
+    assert 0 < got['overlap@5'].mean() < 1 and 0 < got['ndcg@5'].mean() < 1
+    same = neighbour_items(t, t, k=5)
+    assert np.allclose(same['overlap@5'], 1) and np.allclose(same['ndcg@5'], 1, atol=1e-6)
+    assert 'cosine' not in neighbour_items(v[:, :6], t, k=5)  # another space: no cosine
+
+
+def test_resampled_spearman_is_the_weighted_correlation_of_the_pairs_it_draws():
+    """A resample's Spearman by six quadratic forms equals Pearson's of the global ranks over the pairs the draw
+    makes, listed one by one; and it stays within 0.01 of re-ranking those pairs, which is what it stands in for."""
+    rng = np.random.default_rng(4)
+    a = unit(rng.standard_normal((60, 6)))
+    b = unit(a + 0.5 * rng.standard_normal((60, 6)))
+    i, j = np.triu_indices(60, 1)
+    ca, cb = (a[i] * a[j]).sum(1), (b[i] * b[j]).sum(1)
+    draw = rng.integers(0, 60, 60)
+    counts = np.bincount(draw, minlength=60)
+    got = resampled_spearman(a, b, counts[None])[0]
+    pairs = [(p, q) for x, p in enumerate(draw) for q in draw[x + 1:] if p != q]  # each pair of draws, self-pairs left out
+    row = {(p, q): r for r, (p, q) in enumerate(zip(i, j))}
+    rows = [row[min(p, q), max(p, q)] for p, q in pairs]
+    ra, rb = ranks(ca), ranks(cb)  # no ties in random floats
+    assert got == pytest.approx(np.corrcoef(ra[rows], rb[rows])[0, 1], abs=1e-9)
+    assert got == pytest.approx(spearman(torch.tensor(ca[rows]), torch.tensor(cb[rows])), abs=0.01)
+    rho, lo, hi = spearman_ci(a, b, n_boot=200)
+    assert lo < rho < hi and rho == pytest.approx(pair_spearman(a, b))
+    assert spearman_ci(a, a, n_boot=50)[1:] == pytest.approx((1.0, 1.0))
+
+
+def test_test_texts_leave_out_train_texts_names_and_code():
+    kept = textsets.deduplicated(['HI', 'lol!!', 'a new one', 'A new one', 'A new one!', 'hi there friend', ''], ['hi', 'LOL!!'])
+    assert kept == ['a new one', 'A new one!', 'hi there friend']  # what the student reads: case goes, '!' stays
+    doc = 'def f():\n    """Return the thing. It is a fine and useful thing to return here.\n\n    >>> f()\n    1\n    """\n'
+    assert textsets.docstring_sentences(doc) == ['It is a fine and useful thing to return here.']
+    assert textsets.docstring_sentences('def (:') == []
+    assert textsets.sample(['a', 'b', 'a', 'c'], 5) == ['a', 'b', 'c']
+    picked = textsets.sample([str(i) for i in range(100)], 10, seed=1)
+    assert len(picked) == 10 and picked == sorted(picked, key=int) and picked == textsets.sample([str(i) for i in range(100)], 10, seed=1)
+
+
+def test_shakespeare_lines_leave_out_speakers_and_short_lines(tmp_path):
+    play = tmp_path / 'play.txt'
+    play.write_text('ROMEO:\nBut soft, what light through yonder window breaks?\nAy me.\n\nJULIET:\nO Romeo, Romeo, wherefore art thou?\n')
+    assert textsets.shakespeare(play, 10) == ['But soft, what light through yonder window breaks?', 'O Romeo, Romeo, wherefore art thou?']
+
+
+def test_entry_mean_floor_is_the_mean_of_the_teachers_entry_vectors(ckpt, approx_run):
+    encode, tok = entry_mean_encoder(str(approx_run)), NgramTokenizer(ckpt['tokenizer'])
+    vectors = ckpt['model']['vectors'].float().numpy()
+    got = encode(TEXTS[:5] + [''])
+    for text, v in zip(TEXTS[:5], got):
+        assert np.allclose(v, unit(vectors[tok.encode(text)].mean(0, keepdims=True))[0], atol=1e-5)
+    assert np.allclose(got[-1], 0)  # an empty text: no entries, a zero vector, not NaN
+
+
+def test_eval_writes_every_set_and_floor_with_intervals(approx_workdir, approx_run, tmp_path, monkeypatch):
+    """eval.py end to end with the toy teacher standing in for the real one (and for its int8 ONNX and model2vec):
+    the JSON holds every set, every model, each figure inside its interval, and the markdown is made from it."""
+    import projects.approximator.eval as ev
+    toy = lambda texts, batch=64: toy_embed(texts)
+    monkeypatch.setattr(ev, 'teacher_encoder', lambda name, cached=False: toy)
+    monkeypatch.setattr(ev, 'teacher_onnx_int8', lambda name: toy)
+    monkeypatch.setattr(ev, 'model2vec_encoder', lambda name: lambda texts, batch=64: unit(toy_embed(texts)[:, ::-1] ** 2))
+    docs = tmp_path / 'lib'
+    docs.mkdir()
+    (docs / 'm.py').write_text('"""' + ' '.join(f'This is {TEXTS[i].replace("!", "")} and then {TEXTS[(5 * i + 2) % len(TEXTS)]} today.'
+                                                  for i in range(30)) + '"""\n')
+    monkeypatch.setattr(textsets, 'python_docs', lambda n, seed=0: textsets.sample(
+        textsets.docstring_sentences((docs / 'm.py').read_text()), n, seed))
+    play = tmp_path / 'play.txt'
+    play.write_text('\n'.join(f'SPEAKER{i}:\n{TEXTS[i % len(TEXTS)]} and {TEXTS[(3 * i + 1) % len(TEXTS)]}' for i in range(40)))
+    monkeypatch.chdir(approx_workdir)
+    out = tmp_path / 'results'
+    monkeypatch.setattr('sys.argv', ['eval', f'--out_dir={approx_run}', '--n_sentences=20', '--n_queries=10',
+                                     '--n_candidates=100', '--n_worst=3', f'--shakespeare={play}', f'--out={out}'])
+    ev.main()
+    got = json.loads((tmp_path / 'results.json').read_text())
+    assert list(got['sets']) == ['chitchat', 'shakespeare', 'python_docs']
+    for name, s in got['sets'].items():
+        assert s['n'] == 20 and 0 <= s['backed_off'] <= 1
+        assert list(s['rows']) == ['teacher_onnx_int8', 'model2vec', 'entry_mean', 'student', 'student_int8']
+        for model, row in s['rows'].items():
+            for metric, (x, lo, hi) in row.items():
+                assert lo - 1e-9 <= x <= hi + 1e-9 and -1 <= lo <= hi <= 1, (name, model, metric)
+        assert s['rows']['teacher_onnx_int8']['overlap@10'][0] == pytest.approx(1.0)  # the toy stands in for itself
+    train = {tuple(words(t)) for t, _, _ in toy_splits()['train']}
+    assert got['retrieval']['teacher']['recall@10'][0] > 0 and len(got['worst']) == 3
+    assert all(tuple(words(t)) not in train for _, t, _ in got['worst'])  # the in-domain set left train's texts out
+    md = (tmp_path / 'results.md').read_text()
+    assert md.count('| student |') == 4 and 'out of domain' in md
 
 
 def test_retrieval_task_answers_point_at_the_true_replies():
