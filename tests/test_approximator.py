@@ -876,9 +876,10 @@ def test_entry_mean_floor_is_the_mean_of_the_teachers_entry_vectors(ckpt, approx
     assert np.allclose(got[-1], 0)  # an empty text: no entries, a zero vector, not NaN
 
 
-def test_eval_writes_every_set_and_floor_with_intervals(approx_workdir, approx_run, tmp_path, monkeypatch):
-    """eval.py end to end with the toy teacher standing in for the real one (and for its int8 ONNX and model2vec):
-    the JSON holds every set, every model, each figure inside its interval, and the markdown is made from it."""
+@pytest.fixture
+def toy_eval(approx_workdir, tmp_path, monkeypatch):
+    """projects.approximator.eval with the toy teacher standing in for the real one (and for its int8 ONNX and
+    model2vec), small text sets (a toy play, a toy module's docstring), run in the toy workdir."""
     import projects.approximator.eval as ev
     toy = lambda texts, batch=64: toy_embed(texts)
     monkeypatch.setattr(ev, 'teacher_encoder', lambda name, cached=False: toy)
@@ -893,10 +894,14 @@ def test_eval_writes_every_set_and_floor_with_intervals(approx_workdir, approx_r
     play = tmp_path / 'play.txt'
     play.write_text('\n'.join(f'SPEAKER{i}:\n{TEXTS[i % len(TEXTS)]} and {TEXTS[(3 * i + 1) % len(TEXTS)]}' for i in range(40)))
     monkeypatch.chdir(approx_workdir)
-    out = tmp_path / 'results'
-    monkeypatch.setattr('sys.argv', ['eval', f'--out_dir={approx_run}', '--n_sentences=20', '--n_queries=10',
-                                     '--n_candidates=100', '--n_worst=3', f'--shakespeare={play}', f'--out={out}'])
-    ev.main()
+    return lambda *args: (monkeypatch.setattr('sys.argv', ['eval', '--n_sentences=20', '--n_queries=10', '--n_candidates=100',
+                                                           f'--shakespeare={play}', f'--out={tmp_path / "results"}', *args]),
+                          ev.main())
+
+
+def test_eval_writes_every_set_and_floor_with_intervals(toy_eval, approx_run, tmp_path):
+    """The JSON holds every set, every model, each figure inside its interval, and the markdown is made from it."""
+    toy_eval(f'--out_dir={approx_run}', '--n_worst=3')
     got = json.loads((tmp_path / 'results.json').read_text())
     assert list(got['sets']) == ['chitchat', 'shakespeare', 'python_docs']
     for name, s in got['sets'].items():
@@ -911,6 +916,22 @@ def test_eval_writes_every_set_and_floor_with_intervals(approx_workdir, approx_r
     assert all(tuple(words(t)) not in train for _, t, _ in got['worst'])  # the in-domain set left train's texts out
     md = (tmp_path / 'results.md').read_text()
     assert md.count('| student |') == 4 and 'out of domain' in md
+
+
+def test_levers_table_chooses_on_val_and_pairs_each_lever_with_the_default(toy_eval, approx_run, tmp_path, monkeypatch):
+    import projects.approximator.eval as ev
+    monkeypatch.setattr(ev, 'train_runs', lambda variants, run_seeds, prefix: {'default': [str(approx_run)] * 2,
+                                                                               '+ same again': [str(approx_run)]})
+    toy_eval('--levers=True')
+    got = json.loads((tmp_path / 'results_levers.json').read_text())
+    assert got['chosen_on_val'] == 'default' and got['n_texts']['val'] == 20  # a tie goes to the first
+    assert [r['run'] for r in got['runs']['default']] == [str(approx_run)] * 2
+    for k in ('val', 'chitchat', 'shakespeare', 'python_docs'):
+        d = got['paired_overlap']['+ same again'][k]
+        assert d['diff'] == pytest.approx(0, abs=1e-7) and d['p'] == 1.0  # the same student: no difference
+        assert 0 <= got['runs']['default'][0][k]['overlap@10'] <= 1
+    md = (tmp_path / 'results_levers.md').read_text()
+    assert '| default (chosen on val) |' in md and md.count('| + same again |') == 2
 
 
 def test_retrieval_task_answers_point_at_the_true_replies():

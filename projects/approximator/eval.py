@@ -2,7 +2,8 @@
 The BERT approximator's evaluation (projects/approximator/README.md): how well, and how fast, a student approximates its
 teacher, beside the teacher's own int8 deployment and model2vec (a static distillation of the same teacher).
 $ python -m projects.approximator.eval                      # quality, failure cases -> projects/approximator/approximator_results.*
-$ python -m projects.approximator.eval --ablations=True     # trains every ablation run, then tables them -> ..._results_ablations.*
+$ python -m projects.approximator.eval --ablations=True     # round 1: trains every ablation run, then tables them -> ..._results_ablations.*
+$ python -m projects.approximator.eval --levers=True        # round 2: the levers, 3 seeds each -> ..._results_levers.*
 $ python -m projects.approximator.eval --bench=True          # speed and quality, one run -> approximator_bench.json, .md
 $ python -m projects.approximator.eval --msmarco=True       # online: MS MARCO dev queries and passages (through datasets)
 Quality: how well a model stands in for the teacher where a similarity search uses it. On three sets of
@@ -32,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 import teacher as teachers
-from stats import bootstrap_ci, mean_std, ranks, spearman
+from stats import bootstrap_ci, fmt_diff, mean_std, paired_bootstrap, ranks, spearman
 from common import REPO, configure, die, launch, load_checkpoint, need, read_config_file
 from projects.approximator import textsets
 from projects.approximator.embedder import entry_mean_encoder, student_encoder
@@ -48,7 +49,9 @@ n_worst: '[0, inf)' = 10  # the worst-approximated messages to show
 bench = False  # speed and quality of every encoder, one run -> bench_out.json, .md, .png
 bench_out = 'projects/approximator/approximator_bench'  # the committed copies
 bench_repeats: '[1, inf)' = 3  # bench: the best of this many timings
-ablations = False  # train the ablation runs (out-ablate-*) where missing, then table them
+ablations = False  # round 1: train the ablation runs (out-ablate-*) where missing, then table them
+levers = False  # round 2: train the levers' runs (out-lever-*, config/approximator.py's budget) where missing, then table them
+lever_seeds = [1, 2, 3]
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
 msmarco = False  # online: MS MARCO dev (queries, their relevant passages) instead of chitchat
@@ -421,26 +424,84 @@ PREPARE = {'approximator_10k': ['--vocab_size=10000'], 'approximator_100k': ['--
            'approximator_noskip': ['--skipgrams=False'], 'approximator_cls': ['--teacher=minilm-cls']}
 
 
-def ablation_runs():
-    """Train every variant x seed that isn't trained yet; {name: [run dirs]}."""
+LEVERS = {  # round 2: each one change to config/approximator.py at its own budget, val-chosen, test-reported
+    'default': ('default', 'approximator', []),
+    '+ WordPiece entries': ('wordpieces', 'approximator_wp', []),
+    '+ 2x iterations': ('long', 'approximator', ['--max_iters=6000']),
+}
+PREPARE['approximator_wp'] = ['--wordpieces=True']
+
+
+def train_runs(variants, run_seeds, prefix, *args):
+    """Train every variant x seed that isn't trained yet (train.py, config/approximator.py, args, then the variant's
+    own overrides); {name: [run dirs]}."""
     runs = {}
-    for name, (slug, data, extra) in ABLATIONS.items():
+    for name, (slug, data, extra) in variants.items():
         if not os.path.isfile(os.path.join('data', data, 'train_ids.npy')):
-            args = PREPARE.get(data, [])
             print(f"-- preparing data/{data}")
-            if launch('prepare.approximator', f'--out=data/{data}', *args):
+            if launch('prepare.approximator', f'--out=data/{data}', *PREPARE.get(data, [])):
                 die(f"preparing data/{data} failed (its message is above)")
         runs[name] = []
-        for s in seeds:
-            run = f"out-ablate-{slug}-{s}"
+        for s in run_seeds:
+            run = f"{prefix}-{slug}-{s}"
             if not os.path.isfile(os.path.join(run, 'ckpt.pt')):
                 print(f"-- training {run}")
                 with open(run + '.log', 'w') as log:
-                    if launch('train.py', 'config/approximator.py', f'--dataset={data}', f'--out_dir={run}',
-                              f'--max_iters={ablation_iters}', f'--seed={s}', '--patience=0', '--overwrite=True', *extra, log=log):
+                    if launch('train.py', 'config/approximator.py', f'--dataset={data}', f'--out_dir={run}', f'--seed={s}',
+                              '--overwrite=True', *args, *extra, log=log):
                         die(f"training {run} failed: see {run}.log")
             runs[name].append(run)
     return runs
+
+
+def ablation_runs():
+    """Round 1's variants at ablation_iters, no early stopping."""
+    return train_runs(ABLATIONS, seeds, 'out-ablate', f'--max_iters={ablation_iters}', '--patience=0')
+
+
+def lever_table(runs):
+    """Round 2: each lever's int8 student (mean ± std over seeds) on val, which chooses, and on the test sets, which
+    report; its speed against the fp32 teacher's, measured here; and each lever against the default, text by text
+    (overlap@10 averaged over seeds, a paired bootstrap). -> (markdown, JSON-able dict)."""
+    first = next(iter(runs.values()))[0]
+    name, data_dir = load_checkpoint(first)['model_args'].get('teacher', ''), data_dir_of(first)
+    teacher = teacher_encoder(name, cached=True)
+    train = [t for t, _, _ in held_out(data_dir, 'train')]
+    sets = {'val': textsets.sample(textsets.deduplicated([t for t, _, _ in held_out(data_dir, 'val')], train), n_sentences, seed),
+            **text_sets(data_dir)}
+    refs = {k: teacher(t) for k, t in sets.items()}
+    teacher_speed = sentences_per_s(teacher_encoder(name), sets['chitchat'][:640], 64, 1)
+    found, per_text = {}, {}
+    for lever, dirs in runs.items():
+        found[lever], overlaps = [], []
+        for run in tqdm(dirs, desc=lever):
+            encode = student_encoder(run, quantize=True)[0]
+            row, overlap = {'run': run}, {}
+            for k, t in sets.items():
+                v = encode(t)
+                items = neighbour_items(v, refs[k])
+                row[k] = {m: float(x.mean()) for m, x in items.items()} | {'spearman': pair_spearman(v, refs[k])}
+                overlap[k] = items['overlap@10']
+            row['x_teacher'] = sentences_per_s(encode, sets['chitchat'], 64) / teacher_speed
+            found[lever].append(row)
+            overlaps.append(overlap)
+        per_text[lever] = {k: np.mean([o[k] for o in overlaps], 0) for k in sets}
+    chosen = max(found, key=lambda lv: np.mean([r['val']['overlap@10'] for r in found[lv]]))
+    base = next(iter(runs))
+    paired = {lv: {k: paired_bootstrap(per_text[lv][k], per_text[base][k]) for k in sets} for lv in found if lv != base}
+    ms = lambda lv, k, m: mean_std([r[k][m] for r in found[lv]], 3)
+    lines = ['| lever | val overlap@10 | test overlap@10 | test nDCG@10 | test Spearman | test cosine | shakespeare '
+             'overlap@10 | shakespeare Spearman | docs overlap@10 | docs Spearman | x teacher |', '|' + '---|' * 11]
+    lines += [f"| {lv}{' (chosen on val)' if lv == chosen else ''} | {ms(lv, 'val', 'overlap@10')} | "
+              f"{ms(lv, 'chitchat', 'overlap@10')} | {ms(lv, 'chitchat', 'ndcg@10')} | {ms(lv, 'chitchat', 'spearman')} | "
+              f"{ms(lv, 'chitchat', 'cosine')} | {ms(lv, 'shakespeare', 'overlap@10')} | {ms(lv, 'shakespeare', 'spearman')} | "
+              f"{ms(lv, 'python_docs', 'overlap@10')} | {ms(lv, 'python_docs', 'spearman')} | "
+              f"{np.mean([r['x_teacher'] for r in found[lv]]):.0f} |" for lv in found]
+    lines += ['', f"overlap@10 against {base!r}, text by text (each text's overlap averaged over seeds; paired bootstrap):", '',
+              '| lever | val | test | shakespeare | docs |', '|---|---|---|---|---|']
+    lines += [f"| {lv} | " + ' | '.join(f"{fmt_diff(d[k])} (p={d[k]['p']:.3f})" for k in sets) + ' |' for lv, d in paired.items()]
+    return '\n'.join(lines) + '\n', {'runs': found, 'paired_overlap': paired, 'chosen_on_val': chosen,
+                                      'teacher_sent_per_s': teacher_speed, 'n_texts': {k: len(t) for k, t in sets.items()}}
 
 
 def ablation_table(runs):
@@ -533,6 +594,14 @@ def main():
     configure(globals(), sys.argv[1:])
     if bench:
         return run_bench(out_dir, n_sentences, bench_repeats)
+    if levers:
+        md, found = lever_table(train_runs(LEVERS, lever_seeds, 'out-lever'))
+        with open(out + '_levers.md', 'w') as f:
+            f.write(md)
+        with open(out + '_levers.json', 'w') as f:
+            json.dump(found, f, indent=2)
+        print(md)
+        return
     if ablations:
         md, found = ablation_table(ablation_runs())
         with open(out + '_ablations.md', 'w') as f:
