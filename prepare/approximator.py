@@ -6,6 +6,7 @@ message, the target the student learns to match.
     python -m prepare.approximator --vocab_size=10000 --out=data/approximator_10k
     python -m prepare.approximator --skipgrams=False --out=data/approximator_noskip
     python -m prepare.approximator --wordpieces=True --out=data/approximator_wp  # + the teacher's WordPiece vocabulary
+    python -m prepare.approximator --more_text=True --out=data/approximator_more   # + ~30k docstring sentences in train
     python -m prepare.approximator --teacher=sentence-transformers/msmarco-distilbert-dot-v5 --out=data/approximator_msmarco
 The teacher (teacher.py: '' is the packaged all-MiniLM-L6-v2, else a hub name or a path) embeds every message and
 entry once: its outputs are cached in data/teacher_cache/<teacher>.h5 and reused by every later run, so only the
@@ -33,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 import teacher as teachers
-from prepare.common import add_overwrite, check_out, flag, write_meta, write_vocab
+from prepare.common import add_overwrite, check_out, docstring_sentences_under, flag, write_meta, write_vocab
 from splits import SPLITS, VAL_FRAC, chitchat_splits
 from tokenizer import NgramTokenizer, words
 
@@ -45,6 +46,24 @@ def split_messages(val_frac=VAL_FRAC):
     for c, (cid, conv) in enumerate(chitchat_dataset.Dataset().items()):
         splits[split[cid]] += [(m['text'], c, t) for t, turn in enumerate(conv['messages']) for m in turn]
     return splits
+
+
+MORE_TEXT = ('torch', 'numpy', 'scipy', 'sklearn', 'sympy', 'networkx', 'transformers', 'huggingface_hub')
+
+
+def more_text(packages=MORE_TEXT):
+    """The distinct docstring sentences of installed packages (--more_text): English technical prose to distill on
+    beside chat, from what the approximator's requirements install. Python's own standard library is left to the
+    evaluation (projects/approximator/textsets.py), which never trains on it."""
+    import importlib.util
+    texts = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)  # where it is, without importing it
+        if spec is None or not spec.submodule_search_locations:
+            print(f"(--more_text: {name} is not installed, left out)")
+            continue
+        texts += docstring_sentences_under(list(spec.submodule_search_locations)[0])
+    return list(dict.fromkeys(texts))
 
 
 def count_entries(texts, skipgrams=True):
@@ -98,7 +117,7 @@ def write_bags(out, split, tok, messages, targets):
 
 
 def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True, word_frac=0.5, min_count=2, max_words=512,
-          wordpieces=None):
+          wordpieces=None, source='chitchat-dataset messages'):
     """Write the data dir from splits {'train'|'val'|'test': [(text, conversation, turn)]}; embed(texts) gives the
     teacher's (N, D) vectors, one call for the messages and the entries together. wordpieces: (the teacher's
     word-start pieces, its continuations, their (N, D) vectors) to add to the vocabulary, or None."""
@@ -118,7 +137,7 @@ def build(out, splits, embed, teacher_name='', vocab_size=30000, skipgrams=True,
     os.makedirs(out, exist_ok=True)
     write_vocab(os.path.join(out, 'vocab.h5'), entries, vectors[-len(entries):], teacher_name)
     tok = NgramTokenizer({'kind': 'ngram', 'entries': [e for e, _, _ in entries], 'max_words': max_words})
-    meta = {'source': 'chitchat-dataset messages', 'teacher': teacher_name, 'teacher_dim': int(vectors.shape[1]),
+    meta = {'source': source, 'teacher': teacher_name, 'teacher_dim': int(vectors.shape[1]),
             'vocab_size': tok.vocab_size, 'entry_kinds': dict(kinds), 'skipgrams': skipgrams, 'wordpieces': bool(wordpieces)}
     i = 0
     for split, messages in splits.items():
@@ -139,6 +158,8 @@ if __name__ == '__main__':
     parser.add_argument('--min_count', type=int, default=2, help="entries seen fewer times in train are left out")
     parser.add_argument('--wordpieces', type=flag, default=False,
                         help="add the teacher's WordPiece vocabulary, words and '##' continuations, beyond --vocab_size (True/False)")
+    parser.add_argument('--more_text', type=flag, default=False,
+                        help="add the docstring sentences of installed packages (torch, numpy, ...) to train (True/False)")
     parser.add_argument('--max_words', type=int, default=512, help="words of a text that count; the rest is cut, as the teacher cuts")
     parser.add_argument('--teacher', default='', help="'' for the packaged all-MiniLM-L6-v2 (offline), else a hub name or a local path")
     parser.add_argument('--val_frac', type=float, default=0.05, help="share of the conversations held out for val (splits.py)")
@@ -152,6 +173,10 @@ if __name__ == '__main__':
     check_out(args.out, args.overwrite)
     t0 = time.time()
     splits = split_messages(args.val_frac)
+    if args.more_text:  # train only: val and test stay chitchat's, the split every choice and table reads
+        extra = more_text()
+        splits['train'] += [(t, -1, 0) for t in extra]
+        print(f"--more_text: {len(extra):,} docstring sentences of {', '.join(MORE_TEXT)} added to train")
     print(', '.join(f"{s}: {len(m):,} messages" for s, m in splits.items()))
     wordpieces = None
     if args.wordpieces:
@@ -161,5 +186,6 @@ if __name__ == '__main__':
             raise SystemExit(f"--wordpieces=True: teacher {args.teacher or 'all-MiniLM-L6-v2'!r} has no WordPiece vocabulary; use --wordpieces=False")
         wordpieces = plain, cont, teachers.embed_tokens(model, ['##' + c for c in cont])
     build(args.out, splits, lambda texts: teachers.cached_embed(args.teacher, texts), args.teacher, args.vocab_size,
-          args.skipgrams, args.word_frac, args.min_count, args.max_words, wordpieces)
+          args.skipgrams, args.word_frac, args.min_count, args.max_words, wordpieces,
+          'chitchat-dataset messages' + (f" + docstrings of {', '.join(MORE_TEXT)} (train)" if args.more_text else ''))
     print(f"wrote {args.out} in {time.time() - t0:.0f}s")

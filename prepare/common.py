@@ -1,11 +1,13 @@
 """
-What every prepare script shares: read a text, split documents deterministically, and write a dataset dir:
+What every prepare script shares: read a text (or the sentences of Python docstrings), split documents
+deterministically, and write a dataset dir:
     data/<name>/train.bin, val.bin   flat token streams, read back with np.memmap(path, dtype=meta['dtype'])
     data/<name>/tokenizer.json       Tokenizer.save, so training and sampling use the exact same tokenizer
     data/<name>/meta.json            vocab_size, dtype, token counts, source, ...
 and what a dataset's readers share with its prepare script: vibejam's person and drafts, the approximator's vocab.h5.
 Every split is splits.py's (train, val, test), so every project holds out the same conversations.
 """
+import ast
 import json
 import os
 import re
@@ -261,3 +263,39 @@ def read_vocab(path):
         why = 'missing' if not os.path.exists(path) else f"unreadable ({' '.join(str(e).split())[:120]})"
         raise SystemExit(f"{path} is {why}: prepare the approximator data again with python -m prepare.approximator "
                          f"--out={os.path.dirname(path) or '.'} --overwrite=True") from None
+
+
+SENTENCE = re.compile(r'(?<=[.!?])\s+(?=[A-Z])')
+
+
+def docstring_sentences(source):
+    """The prose sentences of a Python source's docstrings: paragraphs with code, doctests or markup left out,
+    sentences of 6-40 words that start with a capital and end with a full stop."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            for para in re.split(r'\n\s*\n', ast.get_docstring(node) or ''):
+                if re.search(r'>>>|::|[{}=\[\]_`*|\\]|^\s{2,}|\w\(', para, re.M):
+                    continue
+                out += [s for s in SENTENCE.split(' '.join(para.split()))
+                        if 6 <= len(s.split()) <= 40 and s[0].isupper() and s.endswith('.')]
+    return out
+
+
+def docstring_sentences_under(root):
+    """The docstring sentences of every .py file under root, files in sorted order; tests, and a standard library's
+    own site-packages, left out. English prose any machine with Python has, offline."""
+    from tqdm import tqdm
+    paths = []
+    for folder, dirs, files in os.walk(root):  # top-down: pruning dirs keeps them out
+        dirs[:] = sorted(d for d in dirs if d not in ('test', 'tests', 'idle_test', 'site-packages', '__pycache__'))
+        paths += [os.path.join(folder, f) for f in sorted(files) if f.endswith('.py')]
+    texts = []
+    for path in tqdm(paths, desc=f'docstrings under {os.path.basename(root)}', mininterval=2, leave=False):
+        with open(path, encoding='utf-8', errors='replace') as f:
+            texts += docstring_sentences(f.read())
+    return texts

@@ -23,7 +23,7 @@ from helpers import REPO, read_log, run, train, train_losses
 from stats import spearman
 from model_approximator import Approximator, ApproximatorConfig
 from prepare.approximator import choose_entries, count_entries, teacher_text
-from prepare.common import read_vocab, write_vocab
+from prepare.common import docstring_sentences, read_vocab, write_vocab
 from retrieval import ResponsePool
 from tokenizer import NgramTokenizer, words
 
@@ -389,6 +389,15 @@ def test_build_adds_the_teachers_wordpieces_with_their_own_vectors(tmp_path):
     assert meta['wordpieces'] and meta['entry_kinds']['piece'] == 2 and meta['vocab_size'] == len(entries) + 1
     tok = NgramTokenizer(json.loads((tmp_path / 'wp' / 'tokenizer.json').read_text()))
     assert bag(tok, 'zebrazz') == ['zebra', '##zz']
+
+
+def test_more_text_reads_installed_packages_and_never_the_test_sets_stdlib(capsys):
+    import sys
+    from prepare.approximator import MORE_TEXT, more_text
+    assert not set(MORE_TEXT) & sys.stdlib_module_names  # the stdlib's docstrings are an out-of-domain test set
+    got = more_text(('json', 'no_such_package_xyz'))
+    assert got and len(got) == len(set(got)) and all(t.endswith('.') and len(t.split()) >= 6 for t in got)
+    assert 'no_such_package_xyz is not installed' in capsys.readouterr().out
 
 
 def test_choose_entries_fills_the_vocabulary_by_frequency():
@@ -854,8 +863,8 @@ def test_test_texts_leave_out_train_texts_names_and_code():
     kept = textsets.deduplicated(['HI', 'lol!!', 'a new one', 'A new one', 'A new one!', 'hi there friend', ''], ['hi', 'LOL!!'])
     assert kept == ['a new one', 'A new one!', 'hi there friend']  # what the student reads: case goes, '!' stays
     doc = 'def f():\n    """Return the thing. It is a fine and useful thing to return here.\n\n    >>> f()\n    1\n    """\n'
-    assert textsets.docstring_sentences(doc) == ['It is a fine and useful thing to return here.']
-    assert textsets.docstring_sentences('def (:') == []
+    assert docstring_sentences(doc) == ['It is a fine and useful thing to return here.']
+    assert docstring_sentences('def (:') == []
     assert textsets.sample(['a', 'b', 'a', 'c'], 5) == ['a', 'b', 'c']
     picked = textsets.sample([str(i) for i in range(100)], 10, seed=1)
     assert len(picked) == 10 and picked == sorted(picked, key=int) and picked == textsets.sample([str(i) for i in range(100)], 10, seed=1)
@@ -890,7 +899,7 @@ def toy_eval(approx_workdir, tmp_path, monkeypatch):
     (docs / 'm.py').write_text('"""' + ' '.join(f'This is {TEXTS[i].replace("!", "")} and then {TEXTS[(5 * i + 2) % len(TEXTS)]} today.'
                                                   for i in range(30)) + '"""\n')
     monkeypatch.setattr(textsets, 'python_docs', lambda n, seed=0: textsets.sample(
-        textsets.docstring_sentences((docs / 'm.py').read_text()), n, seed))
+        docstring_sentences((docs / 'm.py').read_text()), n, seed))
     play = tmp_path / 'play.txt'
     play.write_text('\n'.join(f'SPEAKER{i}:\n{TEXTS[i % len(TEXTS)]} and {TEXTS[(3 * i + 1) % len(TEXTS)]}' for i in range(40)))
     monkeypatch.chdir(approx_workdir)

@@ -427,9 +427,10 @@ PREPARE = {'approximator_10k': ['--vocab_size=10000'], 'approximator_100k': ['--
 LEVERS = {  # round 2: each one change to config/approximator.py at its own budget, val-chosen, test-reported
     'default': ('default', 'approximator', []),
     '+ WordPiece entries': ('wordpieces', 'approximator_wp', []),
+    '+ more text': ('more', 'approximator_more', []),
     '+ 2x iterations': ('long', 'approximator', ['--max_iters=6000']),
 }
-PREPARE['approximator_wp'] = ['--wordpieces=True']
+PREPARE |= {'approximator_wp': ['--wordpieces=True'], 'approximator_more': ['--more_text=True']}
 
 
 def train_runs(variants, run_seeds, prefix, *args):

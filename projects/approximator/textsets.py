@@ -7,13 +7,11 @@ Out of domain, text the student never trained on and no choice was made on, each
   source files with ast (nothing is imported).
 Each set is a seeded sample, so every evaluation reads the same texts.
 """
-import ast
-import os
-import re
 import sysconfig
 
 import numpy as np
 
+from prepare.common import docstring_sentences_under
 from tokenizer import words
 
 
@@ -45,34 +43,7 @@ def shakespeare(path, n, seed=0):
     return sample([line for line in lines if len(line.split()) >= 4 and not line.endswith(':')], n, seed)
 
 
-SENTENCE = re.compile(r'(?<=[.!?])\s+(?=[A-Z])')
-
-
-def docstring_sentences(source):
-    """The prose sentences of a Python source's docstrings: paragraphs with code, doctests or markup left out,
-    sentences of 6-40 words that start with a capital and end with a full stop."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return []
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            for para in re.split(r'\n\s*\n', ast.get_docstring(node) or ''):
-                if re.search(r'>>>|::|[{}=\[\]_`*|\\]|^\s{2,}|\w\(', para, re.M):
-                    continue
-                out += [s for s in SENTENCE.split(' '.join(para.split()))
-                        if 6 <= len(s.split()) <= 40 and s[0].isupper() and s.endswith('.')]
-    return out
-
-
-def python_docs(n, seed=0, root=None):
-    """n sentences of the docstrings of the standard library's modules (this Python's), files in sorted order."""
-    root = root or sysconfig.get_paths()['stdlib']
-    texts = []
-    for folder, dirs, files in os.walk(root):  # top-down: pruning dirs keeps site-packages and the tests out
-        dirs[:] = sorted(d for d in dirs if d not in ('test', 'tests', 'idle_test', 'site-packages', '__pycache__'))
-        for name in sorted(f for f in files if f.endswith('.py')):
-            with open(os.path.join(folder, name), encoding='utf-8', errors='replace') as f:
-                texts += docstring_sentences(f.read())
-    return sample(texts, n, seed)
+def python_docs(n, seed=0):
+    """n sentences of the docstrings of the standard library's modules (this Python's): never trained on, even by
+    prepare.approximator --more_text, which reads installed packages' docstrings."""
+    return sample(docstring_sentences_under(sysconfig.get_paths()['stdlib']), n, seed)
