@@ -943,6 +943,15 @@ def test_levers_table_chooses_on_val_and_pairs_each_lever_with_the_default(toy_e
     assert '| default (chosen on val) |' in md and md.count('| + same again |') == 2
 
 
+def test_bench_writes_speed_quality_and_its_plot(toy_eval, approx_run, tmp_path):
+    toy_eval(f'--out_dir={approx_run}', '--bench=True', '--bench_repeats=1', f'--bench_out={tmp_path / "bench"}')
+    got = json.loads((tmp_path / 'bench.json').read_text())
+    assert list(got['rows']) == ['teacher', 'teacher_onnx_int8', 'model2vec', 'entry_mean', 'student', 'student_int8']
+    assert all(r['sent_per_s_b64'] > 0 and 0 <= r['overlap@10'] <= 1 for r in got['rows'].values())
+    assert got['rows']['teacher']['overlap@10'] == pytest.approx(1.0) and got['sentences'] == 20
+    assert (tmp_path / 'bench.png').stat().st_size > 10_000 and '| student_int8 |' in (tmp_path / 'bench.md').read_text()
+
+
 def test_retrieval_task_answers_point_at_the_true_replies():
     messages, distractors = chat(60, 3, 'c'), chat(40, 4, 'd')
     held = turn_texts(messages)
