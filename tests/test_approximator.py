@@ -929,7 +929,7 @@ def test_eval_writes_every_set_and_floor_with_intervals(toy_eval, approx_run, tm
 
 def test_levers_table_chooses_on_val_and_pairs_each_lever_with_the_default(toy_eval, approx_run, tmp_path, monkeypatch):
     import projects.approximator.eval as ev
-    monkeypatch.setattr(ev, 'train_runs', lambda variants, run_seeds, prefix: {'default': [str(approx_run)] * 2,
+    monkeypatch.setattr(ev, 'train_runs', lambda variants, run_seeds, prefix, *args: {'default': [str(approx_run)] * 2,
                                                                                '+ same again': [str(approx_run)]})
     toy_eval('--levers=True')
     got = json.loads((tmp_path / 'results_levers.json').read_text())

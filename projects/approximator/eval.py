@@ -50,7 +50,8 @@ bench = False  # speed and quality of every encoder, one run -> bench_out.json, 
 bench_out = 'projects/approximator/approximator_bench'  # the committed copies
 bench_repeats: '[1, inf)' = 3  # bench: the best of this many timings
 ablations = False  # round 1: train the ablation runs (out-ablate-*) where missing, then table them
-levers = False  # round 2: train the levers' runs (out-lever-*, config/approximator.py's budget) where missing, then table them
+levers = False  # round 2: train the levers' runs (out-lever-*) where missing, then table them
+lever_iters: '[1, inf)' = 1500  # each lever run's iterations, half config/approximator.py's (but the 2x lever's)
 lever_seeds = [1, 2, 3]
 ablation_iters: '[1, inf)' = 1000  # each ablation run's iterations (the same compute for every variant)
 seeds = [1337, 1338]  # each ablation variant is trained with each seed
@@ -428,11 +429,11 @@ PREPARE = {'approximator_10k': ['--vocab_size=10000'], 'approximator_100k': ['--
            'approximator_noskip': ['--skipgrams=False'], 'approximator_cls': ['--teacher=minilm-cls']}
 
 
-LEVERS = {  # round 2: each one change to config/approximator.py at its own budget, val-chosen, test-reported
+LEVERS = {  # round 2: each one change to config/approximator.py at lever_iters, val-chosen, test-reported
     'default': ('default', 'approximator', []),
     '+ WordPiece entries': ('wordpieces', 'approximator_wp', []),
     '+ more text': ('more', 'approximator_more', []),
-    '+ 2x iterations': ('long', 'approximator', ['--max_iters=6000']),
+    '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000']),
 }
 PREPARE |= {'approximator_wp': ['--wordpieces=True'], 'approximator_more': ['--more_text=True']}
 
@@ -603,7 +604,7 @@ def main():
     if bench:
         return run_bench(out_dir, n_sentences, bench_repeats)
     if levers:
-        md, found = lever_table(train_runs(LEVERS, lever_seeds, 'out-lever'))
+        md, found = lever_table(train_runs(LEVERS, lever_seeds, 'out-lever', f'--max_iters={lever_iters}'))
         with open(out + '_levers.md', 'w') as f:
             f.write(md)
         with open(out + '_levers.json', 'w') as f:
