@@ -158,7 +158,7 @@ def pair_cosines(v):
     """The cosines of every pair i < j of unit vectors v (N, D), and the pairs (i, j)."""
     v = torch.from_numpy(v).double()
     i, j = torch.triu_indices(len(v), len(v), 1)
-    return (v[i] * v[j]).sum(1), i, j
+    return (v @ v.T)[i, j], i, j  # the Gram matrix, not 2M rows of products: 2,000 texts take 0.1 s, not 30
 
 
 def pair_spearman(a, b):
