@@ -873,7 +873,7 @@ def test_test_texts_leave_out_train_texts_names_and_code():
 def test_shakespeare_lines_leave_out_speakers_and_short_lines(tmp_path):
     play = tmp_path / 'play.txt'
     play.write_text('ROMEO:\nBut soft, what light through yonder window breaks?\nAy me.\n\nJULIET:\nO Romeo, Romeo, wherefore art thou?\n')
-    assert textsets.shakespeare(play, 10) == ['But soft, what light through yonder window breaks?', 'O Romeo, Romeo, wherefore art thou?']
+    assert textsets.shakespeare(play) == ['But soft, what light through yonder window breaks?', 'O Romeo, Romeo, wherefore art thou?']
 
 
 def test_entry_mean_floor_is_the_mean_of_the_teachers_entry_vectors(ckpt, approx_run):
@@ -898,8 +898,7 @@ def toy_eval(approx_workdir, tmp_path, monkeypatch):
     docs.mkdir()
     (docs / 'm.py').write_text('"""' + ' '.join(f'This is {TEXTS[i].replace("!", "")} and then {TEXTS[(5 * i + 2) % len(TEXTS)]} today.'
                                                   for i in range(30)) + '"""\n')
-    monkeypatch.setattr(textsets, 'python_docs', lambda n, seed=0: textsets.sample(
-        docstring_sentences((docs / 'm.py').read_text()), n, seed))
+    monkeypatch.setattr(textsets, 'python_docs', lambda: docstring_sentences((docs / 'm.py').read_text()))
     play = tmp_path / 'play.txt'
     play.write_text('\n'.join(f'SPEAKER{i}:\n{TEXTS[i % len(TEXTS)]} and {TEXTS[(3 * i + 1) % len(TEXTS)]}' for i in range(40)))
     monkeypatch.chdir(approx_workdir)

@@ -311,7 +311,7 @@ def run_bench(path, n, repeats):
     """--bench=True (or embed bench): every encoder's speed and quality, in one run -> bench_out.json, .md and .png."""
     ckpt = load_checkpoint(path)
     name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(path)
-    texts = chitchat_texts(data_dir, 'test', n)
+    texts = text_sets([data_dir], ['chitchat'], n)['chitchat']
     task = chitchat_task(data_dir)
     cached = teacher_encoder(name, cached=True)
     reference = cached(texts)
@@ -470,9 +470,9 @@ def lever_table(runs):
     report; its speed against the fp32 teacher's, measured here; and each lever against the default, text by text
     (overlap@10 averaged over seeds, a paired bootstrap). -> (markdown, JSON-able dict)."""
     first = next(iter(runs.values()))[0]
-    name, data_dir = load_checkpoint(first)['model_args'].get('teacher', ''), data_dir_of(first)
+    name = load_checkpoint(first)['model_args'].get('teacher', '')
     teacher = teacher_encoder(name, cached=True)
-    sets = {'val': chitchat_texts(data_dir, 'val', n_sentences), **text_sets(data_dir)}
+    sets = text_sets([data_dir_of(run) for dirs in runs.values() for run in dirs], ('val', 'chitchat', 'shakespeare', 'python_docs'))
     refs = {k: teacher(t) for k, t in sets.items()}
     teacher_speed = sentences_per_s(teacher_encoder(name), sets['chitchat'][:640], 64, 1)
     found, per_text = {}, {}
@@ -536,20 +536,18 @@ def ablation_table(runs):
     return '\n'.join(lines), found
 
 
-def chitchat_texts(data_dir, split, n):
-    """n messages of a held-out split, those whose words make a train message left out (textsets.deduplicated)."""
-    train = [t for t, _, _ in held_out(data_dir, 'train')]
-    return textsets.sample(textsets.deduplicated([t for t, _, _ in held_out(data_dir, split)], train), n, seed)
-
-
-def text_sets(data_dir):
-    """{name: texts} the students are measured on: chitchat test messages with those seen in train left out, and
-    the out-of-domain sets (textsets.py), n_sentences each."""
-    if not os.path.isfile(shakespeare):
+def text_sets(data_dirs, names=('chitchat', 'shakespeare', 'python_docs'), n=None):
+    """{name: n texts} the students are measured on: 'val' and 'chitchat' (test) held-out messages, and the
+    out-of-domain sets (textsets.py). Every set leaves out the texts whose words make a train text of a run on any
+    of data_dirs: 'lol' in test is memorised, not approximated, and --more_text trains on docstrings, a few of which
+    Python's standard library repeats word for word."""
+    train = {t for d in dict.fromkeys(data_dirs) for t, _, _ in held_out(d, 'train')}
+    source = {'val': lambda: [t for t, _, _ in held_out(data_dirs[0], 'val')],
+              'chitchat': lambda: [t for t, _, _ in held_out(data_dirs[0], 'test')],
+              'shakespeare': lambda: textsets.shakespeare(shakespeare), 'python_docs': textsets.python_docs}
+    if 'shakespeare' in names and not os.path.isfile(shakespeare):
         die(f"{shakespeare} is missing: pass --shakespeare=PATH, tiny shakespeare's text (../shared/data/tinyshakespeare.txt)")
-    return {'chitchat': chitchat_texts(data_dir, 'test', n_sentences),
-            'shakespeare': textsets.shakespeare(shakespeare, n_sentences, seed),
-            'python_docs': textsets.python_docs(n_sentences, seed)}
+    return {k: textsets.sample(textsets.deduplicated(source[k](), train), n or n_sentences, seed) for k in names}
 
 
 def backed_off(tok, texts):
@@ -628,7 +626,7 @@ def main():
                 'entry_mean': entry_mean_encoder(out_dir), 'student': student_encoder(out_dir)[0],
                 'student_int8': student_encoder(out_dir, True)[0]}
     tok = student_encoder(out_dir)[1].tok
-    result, sets = {'checkpoint': out_dir, 'sets': {}}, text_sets(data_dir)
+    result, sets = {'checkpoint': out_dir, 'sets': {}}, text_sets([data_dir])
     for set_name, texts in sets.items():
         reference = teacher(texts)  # the teacher's vectors of any text are embedded once, then read from its cache
         rows = {}

@@ -5,7 +5,7 @@ Out of domain, text the student never trained on and no choice was made on, each
 - shakespeare: lines of tiny shakespeare (../shared/data), speakers' names and lines of fewer than 4 words left out;
 - python_docs: sentences of the docstrings of Python's own standard library, technical English prose, read from its
   source files with ast (nothing is imported).
-Each set is a seeded sample, so every evaluation reads the same texts.
+eval.py draws a seeded sample of each, so every evaluation reads the same texts.
 """
 import sysconfig
 
@@ -36,14 +36,14 @@ def deduplicated(texts, train_texts):
     return out
 
 
-def shakespeare(path, n, seed=0):
-    """n lines of a tiny-shakespeare-style play text: speakers' names ('ROMEO:') and short lines left out."""
+def shakespeare(path):
+    """The lines of a tiny-shakespeare-style play text, speakers' names ('ROMEO:') and short lines left out."""
     with open(path, encoding='utf-8') as f:
         lines = [line.strip() for line in f]
-    return sample([line for line in lines if len(line.split()) >= 4 and not line.endswith(':')], n, seed)
+    return [line for line in lines if len(line.split()) >= 4 and not line.endswith(':')]
 
 
-def python_docs(n, seed=0):
-    """n sentences of the docstrings of the standard library's modules (this Python's): never trained on, even by
+def python_docs():
+    """The sentences of the docstrings of the standard library's modules (this Python's): never trained on, even by
     prepare.approximator --more_text, which reads installed packages' docstrings."""
-    return sample(docstring_sentences_under(sysconfig.get_paths()['stdlib']), n, seed)
+    return docstring_sentences_under(sysconfig.get_paths()['stdlib'])
