@@ -261,7 +261,9 @@ def teacher_onnx_int8(name):
                           input_names=names, output_names=['hidden'], dynamic_axes=axes, dynamo=False, opset_version=17)
         quantize_dynamic(base + '.onnx', path + '.tmp', per_channel=True, weight_type=QuantType.QInt8)
         os.replace(path + '.tmp', path)
-    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the threads every other encoder gets, no more
+    session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     wanted = {i.name for i in session.get_inputs()}
     pooling = st[1].get_config_dict().get('pooling_mode_cls_token') and 'cls' or 'mean'
 
