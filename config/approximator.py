@@ -9,7 +9,7 @@ Train:   python train.py config/approximator.py
 Measure: python -m projects.approximator.eval            # Spearman, cosine, retrieval beside the teacher and model2vec
 """
 out_dir = 'out-approximator'
-dataset = 'approximator'
+dataset = 'approximator_wp'  # the teacher's WordPiece vocabulary added: the lever val chose (README)
 data_source = 'bags'
 model_kind = 'approximator'
 model_args = {  # the approximator's own fields (model_approximator.ApproximatorConfig)

@@ -435,7 +435,7 @@ LEVERS = {  # round 2: each one change to config/approximator.py at lever_iters,
     'default': ('default', 'approximator', []),
     '+ WordPiece entries': ('wordpieces', 'approximator_wp', []),
     '+ more text': ('more', 'approximator_more', []),
-    '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000']),
+    '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000'], 1),  # 2x the time of the others: one seed
 }
 PREPARE |= {'approximator_wp': ['--wordpieces=True'], 'approximator_more': ['--more_text=True']}
 
@@ -444,13 +444,13 @@ def train_runs(variants, run_seeds, prefix, *args):
     """Train every variant x seed that isn't trained yet (train.py, config/approximator.py, args, then the variant's
     own overrides); {name: [run dirs]}."""
     runs = {}
-    for name, (slug, data, extra) in variants.items():
+    for name, (slug, data, extra, *most) in variants.items():  # most: [n] trains only the first n seeds
         if not os.path.isfile(os.path.join('data', data, 'train_ids.npy')):
             print(f"-- preparing data/{data}")
             if launch('prepare.approximator', f'--out=data/{data}', *PREPARE.get(data, [])):
                 die(f"preparing data/{data} failed (its message is above)")
         runs[name] = []
-        for s in run_seeds:
+        for s in run_seeds[:most[0] if most else None]:
             run = f"{prefix}-{slug}-{s}"
             if not os.path.isfile(os.path.join(run, 'ckpt.pt')):
                 print(f"-- training {run}")
@@ -498,7 +498,8 @@ def lever_table(runs):
     ms = lambda lv, k, m: mean_std([r[k][m] for r in found[lv]], 3)
     lines = ['| lever | val overlap@10 | test overlap@10 | test nDCG@10 | test Spearman | test cosine | shakespeare '
              'overlap@10 | shakespeare Spearman | docs overlap@10 | docs Spearman | x teacher |', '|' + '---|' * 11]
-    lines += [f"| {lv}{' (chosen on val)' if lv == chosen else ''} | {ms(lv, 'val', 'overlap@10')} | "
+    lines += [f"| {lv}{' (chosen on val)' if lv == chosen else ''}{' (1 seed)' if len(found[lv]) == 1 else ''} | "
+              f"{ms(lv, 'val', 'overlap@10')} | "
               f"{ms(lv, 'chitchat', 'overlap@10')} | {ms(lv, 'chitchat', 'ndcg@10')} | {ms(lv, 'chitchat', 'spearman')} | "
               f"{ms(lv, 'chitchat', 'cosine')} | {ms(lv, 'shakespeare', 'overlap@10')} | {ms(lv, 'shakespeare', 'spearman')} | "
               f"{ms(lv, 'python_docs', 'overlap@10')} | {ms(lv, 'python_docs', 'spearman')} | "
