@@ -625,10 +625,11 @@ def main():
     ckpt = load_checkpoint(out_dir)
     name, data_dir = ckpt['model_args'].get('teacher', ''), data_dir_of(out_dir)
     teacher = teacher_encoder(name, cached=True)
+    student, emb = student_encoder(out_dir)
     encoders = {'teacher_onnx_int8': teacher_onnx_int8(name), 'model2vec': model2vec_encoder(name),
-                'entry_mean': entry_mean_encoder(out_dir), 'student': student_encoder(out_dir)[0],
+                'entry_mean': entry_mean_encoder(out_dir), 'student': student,
                 'student_int8': student_encoder(out_dir, True)[0]}
-    tok = student_encoder(out_dir)[1].tok
+    tok = emb.tok
     result, sets = {'checkpoint': out_dir, 'sets': {}}, text_sets([data_dir])
     for set_name, texts in sets.items():
         reference = teacher(texts)  # the teacher's vectors of any text are embedded once, then read from its cache
