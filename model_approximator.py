@@ -4,7 +4,10 @@ The BERT approximator: a sentence-transformer's sentence vector, approximated fr
 (prepare/approximator.py). DeepSets with attention pooling: phi maps each entry's vector alone, attention pools
 the bag (one learned query per head), rho maps the pool to the teacher's space. phi and the attention logits
 depend on the entry alone, so at inference both are looked up from tables made once (tables()): a sentence costs
-lookups, a softmax, a weighted sum and rho, not a transformer.
+lookups, a softmax, a weighted sum and rho, not a transformer. The optional context layer (context > 0) lets what an
+element adds depend on its neighbours: a narrow convolution over the bag's order of each entry's tabled context
+vector, mapped into phi's width. It changes what an element adds, not its weight, so the pool stays a sum of tabled
+rows plus a sum of narrow vectors (embed_flat).
 """
 
 import math
@@ -28,6 +31,11 @@ class ApproximatorConfig:
     pooling: str = 'attention'  # 'mean' | 'attention' | 'self_attention' (attention pooling after one self-attention layer)
     entry_dim: int = 0         # > 0: each entry also gets a learned vector of this size, mapped into phi's output: what
                                # it means inside a message beyond what the teacher saw in it alone (0: none)
+    context: int = 0           # > 0: the context layer's width: each element adds a map of GELU(a convolution over the
+                               # context vectors of it and the elements beside it), an entry's context vector a map of
+                               # its phi, tabled too. The bag's order: its n-grams and pieces as the text has them, then
+                               # its skip-grams (0: none)
+    context_window: int = 2    # the neighbours each side that the context layer reads
     dropout: float = 0.0
     mse_weight: float = 1.0    # squared distance to the teacher's raw vector (a dot-product teacher's norm matters)
     cos_weight: float = 1.0    # 1 - cosine to the teacher's vector
@@ -39,7 +47,7 @@ class ApproximatorConfig:
             raise ValueError(f"pooling must be 'mean', 'attention' or 'self_attention', got {self.pooling!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        for name in ('entry_dim', 'mse_weight', 'cos_weight', 'sim_weight'):  # set through model_args, unchecked there
+        for name in ('entry_dim', 'context', 'context_window', 'mse_weight', 'cos_weight', 'sim_weight'):  # unchecked in model_args
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -79,11 +87,17 @@ class Approximator(nn.Module):
             self.entry = nn.Embedding(c.vocab_size, c.entry_dim)
             self.entry_map = nn.Linear(c.entry_dim, c.n_embd, bias=False)
             nn.init.zeros_(self.entry.weight)
+        if c.context:
+            self.to_context = nn.Linear(c.n_embd, c.context)
+            self.context = nn.Conv1d(c.context, c.context, 2 * c.context_window + 1, padding=c.context_window)
+            self.from_context = nn.Linear(c.context, c.n_embd, bias=False)
+            nn.init.zeros_(self.from_context.weight)  # zero at the start, as the entry vectors: the student begins as a bag
         self.mix = BagSelfAttention(c) if c.pooling == 'self_attention' else None
         self.query = nn.Linear(c.n_embd, c.n_head) if c.pooling != 'mean' else None  # one query per head: w . phi(e)
         self.rho = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
                                  nn.Linear(2 * c.n_embd, c.teacher_dim))
-        self._tables = self._sums = None  # phi and logits of every entry, for inference; made by tables(), dropped by train()
+        self._tables = self._sums = self._context_table = None  # phi, logits and context vectors of every entry, for
+                                                                # inference; made by tables(), dropped by train()
 
     def get_num_params(self, non_embedding=True):
         """The learned parameters: the entries' teacher vectors are a buffer, not learned; with non_embedding, the
@@ -98,7 +112,7 @@ class Approximator(nn.Module):
 
     def train(self, mode=True):
         if mode:
-            self._tables = self._sums = None  # the weights are about to change (eval(), train(False), keeps them)
+            self._tables = self._sums = self._context_table = None  # the weights are about to change (eval() keeps them)
         return super().train(mode)
 
     def element_vectors(self, ids):
@@ -116,6 +130,13 @@ class Approximator(nn.Module):
         repeats 'i', 'you', 'lol' hundreds of times), and of the sink (n_embd)."""
         distinct, where = ids.clamp(min=0).unique(return_inverse=True)
         return self.phi_of(distinct)[where.view(ids.shape)], self.phi(self.sink)  # view: ONNX's Unique gives it flat
+
+    def neighbours(self, c, keep):
+        """The context layer (B, N, context) before from_context: GELU of the convolution of the context vectors c
+        (B, N, context) of each element and its context_window neighbours each side, in the bag's order, padding read
+        as zeros."""
+        c = c.masked_fill(~keep[..., None], 0)
+        return F.gelu(self.context(c.transpose(1, 2)).transpose(1, 2))
 
     def pool(self, h, logits, keep, sink_h, sink_logits):
         """Attention pooling (B, n_embd) of elements h (B, N, n_embd) with logits (B, N, heads) over the kept ones and
@@ -136,13 +157,17 @@ class Approximator(nn.Module):
         if self._tables is not None:  # inference: phi and the logits are looked up, not computed
             table, logit_table, sink_h, sink_logits = self._tables
             h, logits = table[ids.clamp(min=0)], None if logit_table is None else logit_table[ids.clamp(min=0)]
+            c = self._context_table[ids.clamp(min=0)] if self.config.context else None
         else:
             h, sink_h = self.features(ids)
+            c = self.to_context(h) if self.config.context else None
             if self.mix is not None:  # the sink takes part, as element 0
                 mixed = self.mix(torch.cat([sink_h.expand(h.size(0), 1, -1), h], dim=1), F.pad(keep, (1, 0), value=True))
                 sink_h, h = mixed[:, :1], mixed[:, 1:]
             logits = None if self.query is None else self.query(h)
             sink_logits = None if self.query is None else self.query(sink_h)
+        if c is not None:  # after the logits: the neighbours change what an element adds, not its weight
+            h = h + self.from_context(self.neighbours(c, keep))
         return self.rho(self.pool(h, logits, keep, sink_h, sink_logits))
 
     @torch.no_grad()
@@ -156,6 +181,7 @@ class Approximator(nn.Module):
         sink_h = self.phi(self.sink)
         q = self.query
         self._tables = (h, None if q is None else q(h), sink_h, None if q is None else q(sink_h))
+        self._context_table = self.to_context(h) if self.config.context else None
         self._sums = self.sum_tables(*self._tables)
         return self._tables
 
@@ -181,7 +207,23 @@ class Approximator(nn.Module):
         s = F.embedding_bag(ids, table, offsets, mode='sum') + sink
         C = self.config.n_embd
         H = s.size(1) - C
+        if self.config.context:
+            s[:, :C] += self.flat_context(ids, offsets, table[ids, C:])
         return self.rho((s[:, :C].view(-1, H, C // H) / s[:, C:, None]).view(-1, C))
+
+    def flat_context(self, ids, offsets, weights):
+        """The context layer's share of embed_flat's weighted sums (B, n_embd), bags given flat: each element's
+        neighbours are those of its own bag; weights (n, heads) are the elements' tabled attention weights."""
+        n, w, B = len(ids), self.config.context_window, len(offsets)
+        bag = torch.bucketize(torch.arange(n, device=ids.device), offsets, right=True) - 1
+        c, b = F.pad(self._context_table[ids], (0, 0, w, w)), F.pad(bag, (w, w), value=-1)
+        taps = torch.stack([c[k:k + n] * (b[k:k + n] == bag)[:, None] for k in range(2 * w + 1)], 1)  # (n, taps, context)
+        kernel = self.context.weight.permute(0, 2, 1).flatten(1)  # (context, taps x context), as taps is laid out
+        g = F.gelu(taps.flatten(1) @ kernel.t() + self.context.bias)
+        H = weights.size(1)
+        pooled = g.new_zeros(B, H, g.size(1)).index_add_(0, bag, weights[:, :, None] * g[:, None, :])
+        out = self.from_context.weight.view(H, -1, g.size(1))  # each head's slice of the map
+        return torch.einsum('bhd,hcd->bhc', pooled, out).flatten(1)
 
     def forward(self, ids, target=None):
         pred = self.embed(ids)

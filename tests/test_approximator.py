@@ -282,6 +282,46 @@ def test_learned_entry_vectors_are_bagged_and_folded_into_the_tables():
         assert torch.allclose(m.embed(BAGS), moved, atol=1e-6)
 
 
+def test_the_context_layer_starts_as_a_bag_then_reads_neighbours_and_is_tabled():
+    m = student('attention', context=4, context_window=1)
+    with torch.no_grad():
+        reversed_ = torch.tensor([[7, 0, 5, 3, -1, -1], [2, 1, -1, -1, -1, -1], [13, 12, 11, 4, 9, 9], [-1] * 6])
+        assert torch.allclose(m.embed(reversed_), m.embed(BAGS), atol=1e-5)  # zero at the start: order doesn't count
+        m.from_context.weight.normal_()
+        base = m.embed(BAGS)
+        assert (m.embed(reversed_)[:3] - base[:3]).abs().max() > 1e-4  # now it does: neighbours differ
+        swap_far = BAGS.clone()
+        swap_far[2, [0, 5]] = swap_far[2, [5, 0]]  # 9 and 13 trade places: the neighbours of both change
+        assert (m.embed(swap_far)[2] - base[2]).abs().max() > 1e-4
+        padded = torch.cat([BAGS, torch.full((4, 3), -1)], dim=1)
+        assert torch.allclose(m.embed(padded), base, atol=1e-5)  # padding past the end reads as nothing
+        # brute force for row 1 (entries 1, 2): GELU(conv of the context vectors), zeros beyond the bag
+        c = m.to_context(m.features(BAGS[1:2, :2])[0])[0]
+        w, b = m.context.weight, m.context.bias  # (context, context, 3): taps for the left neighbour, self, right
+        want = torch.stack([torch.nn.functional.gelu(b + w[:, :, 1] @ c[0] + w[:, :, 2] @ c[1]),
+                            torch.nn.functional.gelu(b + w[:, :, 0] @ c[0] + w[:, :, 1] @ c[1])])
+        assert torch.allclose(m.neighbours(c[None], torch.ones(1, 2, dtype=torch.bool))[0], want, atol=1e-5)
+        m.tables()
+        assert torch.allclose(m.embed(BAGS), base, atol=1e-5)
+        m.phi[0].weight.mul_(2)  # looked up, not run again
+        assert torch.allclose(m.embed(BAGS), base, atol=1e-5)
+
+
+@pytest.mark.parametrize('pooling', ['mean', 'attention'])
+def test_flat_sums_with_context_equal_the_padded_path(pooling):
+    # each element's neighbours in the flat layout are those of its own bag: bags of 1, an empty one, a long one
+    m = student(pooling, context=3, context_window=2)
+    bags = torch.tensor([[3, 5, 0, 7, -1, -1, -1], [8, -1, -1, -1, -1, -1, -1], [-1] * 7, [9, 9, 4, 11, 12, 13, 2]])
+    with torch.no_grad():
+        m.from_context.weight.normal_()
+        m.query.weight.mul_(5) if m.query is not None else None
+        m.tables()
+        want = m.embed(bags)
+        rows = [r[r >= 0] for r in bags]
+        offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
+        assert torch.allclose(m.embed_flat(torch.cat(rows), offsets), want, atol=1e-5)
+
+
 def test_eval_mode_keeps_the_tables():
     # model.eval() is train(False): the weights are not about to change, so the tables should stay. export() puts
     # its graph in eval mode (and torch.onnx.export does too), so without this the exported graph runs phi, not lookups
@@ -715,8 +755,12 @@ def test_quantized_student_stays_close(ckpt):
 
 
 def random_ckpt(pooling, tok):
-    """A checkpoint dict of a random student over tok's entries (as build_model reads it)."""
-    m = student(pooling, vocab_size=tok.vocab_size, dim=TOY_DIM)
+    """A checkpoint dict of a random student over tok's entries (as build_model reads it); 'context': attention
+    pooling with a (random) context layer."""
+    m = student('attention' if pooling == 'context' else pooling, vocab_size=tok.vocab_size, dim=TOY_DIM,
+                **({'context': 4} if pooling == 'context' else {}))
+    if pooling == 'context':
+        torch.nn.init.normal_(m.from_context.weight)
     return {'model_kind': 'approximator', 'model_args': dict(m.config.__dict__), 'model': m.state_dict(),
             'tokenizer': tok.info, 'path': f'random-{pooling}'}
 
@@ -730,7 +774,7 @@ def run_exported(fmt, path, ids):
 
 
 @pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
-@pytest.mark.parametrize('which', ['trained', 'mean', 'self_attention'])
+@pytest.mark.parametrize('which', ['trained', 'mean', 'self_attention', 'context'])
 def test_export_matches_pytorch(which, fmt, ckpt, approx_data, tmp_path):
     source = ckpt if which == 'trained' else random_ckpt(which, NgramTokenizer.load(approx_data / 'tokenizer.json'))
     path, emb = str(tmp_path / f'student.{fmt}'), Embedder(source)

@@ -435,7 +435,8 @@ LEVERS = {  # round 2: each one change to config/approximator.py at lever_iters,
     'default': ('default', 'approximator', []),
     '+ WordPiece entries': ('wordpieces', 'approximator_wp', []),
     '+ more text': ('more', 'approximator_more', []),
-    '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000'], 1),  # 2x the time of the others: one seed
+    '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000']),  # 2x the time of the others
+    '+ neighbour context': ('context', 'approximator', model_args(context=32)),  # the bag's cheap context (model_approximator)
 }
 PREPARE |= {'approximator_wp': ['--wordpieces=True'], 'approximator_more': ['--more_text=True']}
 
@@ -444,13 +445,13 @@ def train_runs(variants, run_seeds, prefix, *args):
     """Train every variant x seed that isn't trained yet (train.py, config/approximator.py, args, then the variant's
     own overrides); {name: [run dirs]}."""
     runs = {}
-    for name, (slug, data, extra, *most) in variants.items():  # most: [n] trains only the first n seeds
+    for name, (slug, data, extra) in variants.items():
         if not os.path.isfile(os.path.join('data', data, 'train_ids.npy')):
             print(f"-- preparing data/{data}")
             if launch('prepare.approximator', f'--out=data/{data}', *PREPARE.get(data, [])):
                 die(f"preparing data/{data} failed (its message is above)")
         runs[name] = []
-        for s in run_seeds[:most[0] if most else None]:
+        for s in run_seeds:
             run = f"{prefix}-{slug}-{s}"
             if not os.path.isfile(os.path.join(run, 'ckpt.pt')):
                 print(f"-- training {run}")
