@@ -36,6 +36,8 @@ class ApproximatorConfig:
                                # its phi, tabled too. The bag's order: its n-grams and pieces as the text has them, then
                                # its skip-grams (0: none)
     context_window: int = 2    # the neighbours each side that the context layer reads
+    context_logits: bool = False  # the context layer also shifts each element's attention logits: its weight then
+                                  # depends on its neighbours, so no tabled sums (embed's padded path serves)
     dropout: float = 0.0
     mse_weight: float = 1.0    # squared distance to the teacher's raw vector (a dot-product teacher's norm matters)
     cos_weight: float = 1.0    # 1 - cosine to the teacher's vector
@@ -45,6 +47,8 @@ class ApproximatorConfig:
     def __post_init__(self):
         if self.pooling not in ('mean', 'attention', 'self_attention'):
             raise ValueError(f"pooling must be 'mean', 'attention' or 'self_attention', got {self.pooling!r}")
+        if self.context_logits and not (self.context and self.pooling == 'attention'):
+            raise ValueError("context_logits needs the context layer (context > 0) and pooling='attention'")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         for name in ('entry_dim', 'context', 'context_window', 'mse_weight', 'cos_weight', 'sim_weight'):  # unchecked in model_args
@@ -92,6 +96,10 @@ class Approximator(nn.Module):
             self.context = nn.Conv1d(c.context, c.context, 2 * c.context_window + 1, padding=c.context_window)
             self.from_context = nn.Linear(c.context, c.n_embd, bias=False)
             nn.init.zeros_(self.from_context.weight)  # zero at the start, as the entry vectors: the student begins as a bag
+            if c.context_logits:
+                self.context_logit = nn.Linear(c.context, c.n_head)
+                nn.init.zeros_(self.context_logit.weight)
+                nn.init.zeros_(self.context_logit.bias)
         self.mix = BagSelfAttention(c) if c.pooling == 'self_attention' else None
         self.query = nn.Linear(c.n_embd, c.n_head) if c.pooling != 'mean' else None  # one query per head: w . phi(e)
         self.rho = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.n_embd, 2 * c.n_embd), nn.GELU(),
@@ -166,8 +174,11 @@ class Approximator(nn.Module):
                 sink_h, h = mixed[:, :1], mixed[:, 1:]
             logits = None if self.query is None else self.query(h)
             sink_logits = None if self.query is None else self.query(sink_h)
-        if c is not None:  # after the logits: the neighbours change what an element adds, not its weight
-            h = h + self.from_context(self.neighbours(c, keep))
+        if c is not None:  # after the logits: the neighbours change what an element adds, its weight only if context_logits
+            g = self.neighbours(c, keep)
+            h = h + self.from_context(g)
+            if self.config.context_logits:
+                logits = logits + self.context_logit(g)
         return self.rho(self.pool(h, logits, keep, sink_h, sink_logits))
 
     @torch.no_grad()
@@ -182,7 +193,7 @@ class Approximator(nn.Module):
         q = self.query
         self._tables = (h, None if q is None else q(h), sink_h, None if q is None else q(sink_h))
         self._context_table = self.to_context(h) if self.config.context else None
-        self._sums = self.sum_tables(*self._tables)
+        self._sums = None if self.config.context_logits else self.sum_tables(*self._tables)
         return self._tables
 
     @staticmethod

@@ -307,6 +307,21 @@ def test_the_context_layer_starts_as_a_bag_then_reads_neighbours_and_is_tabled()
         assert torch.allclose(m.embed(BAGS), base, atol=1e-5)
 
 
+def test_context_logits_make_weights_depend_on_neighbours_and_are_tabled():
+    m = student('attention', context=3, context_window=1, context_logits=True)
+    with torch.no_grad():
+        base = m.embed(BAGS)
+        m.context_logit.weight.normal_()  # from_context stays zero: only the weights can move
+        moved = m.embed(BAGS)
+        assert (moved[[0, 2]] - base[[0, 2]]).abs().max() > 1e-4
+        assert torch.allclose(moved[3], base[3], atol=1e-6)  # the empty bag: the sink alone, no neighbours
+        m.tables()
+        assert m._sums is None  # no per-entry sums: the padded path serves
+        assert torch.allclose(m.embed(BAGS), moved, atol=1e-5)
+    with pytest.raises(ValueError, match='context_logits'):
+        student('mean', context=3, context_logits=True)
+
+
 @pytest.mark.parametrize('pooling', ['mean', 'attention'])
 def test_flat_sums_with_context_equal_the_padded_path(pooling):
     # each element's neighbours in the flat layout are those of its own bag: bags of 1, an empty one, a long one

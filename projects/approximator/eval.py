@@ -437,6 +437,7 @@ LEVERS = {  # round 2: each one change to config/approximator.py at lever_iters,
     '+ more text': ('more', 'approximator_more', []),
     '+ 2x iterations': ('long', 'approximator', ['--max_iters=3000']),  # 2x the time of the others
     '+ neighbour context': ('context', 'approximator', model_args(context=32)),  # the bag's cheap context (model_approximator)
+    '+ neighbour context, weights too': ('context-weights', 'approximator', model_args(context=32, context_logits=True)),
 }
 PREPARE |= {'approximator_wp': ['--wordpieces=True'], 'approximator_more': ['--more_text=True']}
 
