@@ -1,8 +1,11 @@
-"""Paths and small helpers the tests share: run a repo script as a subprocess, read a run's log."""
+"""Paths and small helpers the tests share: run a repo script (through a fork server), read a run's log."""
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,10 +18,53 @@ TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_emb
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
 
 
-def run(script, *args, cwd=REPO, stdin=None, launcher=(sys.executable,)):
-    """Run a repo script (or -m module) and return the CompletedProcess, output captured as text."""
-    cmd = [*launcher, *([str(REPO / script)] if script.endswith('.py') else ['-m', script]), *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env=ENV, input=stdin, capture_output=True, text=True, timeout=300)
+FORK = os.environ.get('NANOLAB_TEST_FORK', '1') != '0'  # 0: every run a fresh interpreter (to rule the fork server out)
+_server = None
+
+
+def run(script, *args, cwd=REPO, stdin=None, launcher=(sys.executable,), timeout=300):
+    """Run a repo script (or -m module) as `python script args` would, and return the CompletedProcess, output captured
+    as text: forked from the fork server (tests/forkserver.py) when the launcher is plain python, else a subprocess."""
+    argv = [*([str(REPO / script)] if script.endswith('.py') else ['-m', script]), *map(str, args)]
+    if launcher != (sys.executable,) or not FORK:
+        return subprocess.run([*launcher, *argv], cwd=cwd, env=ENV, input=stdin, capture_output=True, text=True,
+                              timeout=timeout)
+    return forked(argv, cwd, stdin, timeout)
+
+
+def forked(argv, cwd, stdin, timeout):
+    """run() through the fork server: its stdio through files, which are read back as subprocess.run(text=True) reads
+    a pipe (universal newlines: tqdm's carriage returns become line ends)."""
+    global _server
+    if _server is None or _server.poll() is not None:
+        _server = subprocess.Popen([sys.executable, str(REPO / 'tests' / 'forkserver.py')], env=ENV,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    with tempfile.TemporaryDirectory() as d:
+        files = {k: os.path.join(d, k) for k in ('stdin', 'stdout', 'stderr')}
+        for k, path in files.items():
+            Path(path).write_text((stdin or '') if k == 'stdin' else '')
+        _server.stdin.write((json.dumps({'argv': argv, 'cwd': str(cwd), **files}) + '\n').encode())
+        pid = server_reply(None)['pid']
+        reply = server_reply(timeout)
+        if reply is None:
+            os.kill(pid, signal.SIGKILL)
+            server_reply(None)
+            raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
+        out, err = (Path(files[k]).read_text() for k in ('stdout', 'stderr'))
+    return subprocess.CompletedProcess([sys.executable, *argv], reply['rc'], out, err)
+
+
+def server_reply(timeout):
+    """The fork server's next JSON line, or None if none comes within timeout seconds (None: wait)."""
+    line = b''
+    while not line.endswith(b'\n'):
+        if not select.select([_server.stdout], [], [], timeout)[0]:
+            return None
+        byte = _server.stdout.read(1)  # unbuffered: nothing read past the line, so select sees what is left
+        if not byte:
+            raise RuntimeError('the tests\' fork server died (tests/forkserver.py); NANOLAB_TEST_FORK=0 runs without it')
+        line += byte
+    return json.loads(line)
 
 
 def train(workdir, out_dir, *args, dataset='chars', config=(), launcher=(sys.executable,), check=True):
