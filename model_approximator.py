@@ -211,30 +211,57 @@ class Approximator(nn.Module):
         weighted = lambda v, w: (v.view(*v.shape[:-1], H, -1) * w[..., None]).flatten(-2)
         return torch.cat([weighted(h, w), w], -1), torch.cat([weighted(sink_h, sink_w), sink_w], -1)
 
+    def can_embed_flat(self):
+        """Whether embed_flat serves: the tables are made, and the weights are tabled sums or shifted by the context."""
+        return self._tables is not None and (self._sums is not None or self.config.context_logits)
+
     def embed_flat(self, ids, offsets):
         """(B, teacher_dim) sentence vectors of bags given flat, ids (n,) >= 0 and each bag's start in offsets (B,), from
         the tables (tables(): attention or mean pooling); equal to embed's up to float rounding, without padding."""
+        if self.config.context_logits:
+            return self.rho(self.flat_shifted_pool(ids, offsets))
         table, sink = self._sums
         s = F.embedding_bag(ids, table, offsets, mode='sum') + sink
         C = self.config.n_embd
         H = s.size(1) - C
         if self.config.context:
-            s[:, :C] += self.flat_context(ids, offsets, table[ids, C:])
+            g, bag = self.flat_neighbours(ids, offsets)
+            s[:, :C] += self.context_sums(g, bag, table[ids, C:], len(offsets))
         return self.rho((s[:, :C].view(-1, H, C // H) / s[:, C:, None]).view(-1, C))
 
-    def flat_context(self, ids, offsets, weights):
-        """The context layer's share of embed_flat's weighted sums (B, n_embd), bags given flat: each element's
-        neighbours are those of its own bag; weights (n, heads) are the elements' tabled attention weights."""
-        n, w, B = len(ids), self.config.context_window, len(offsets)
+    def flat_neighbours(self, ids, offsets):
+        """The context layer before from_context (n, context) for bags given flat, each element's neighbours those of
+        its own bag, as neighbours() gives for padded bags; and each element's bag (n,)."""
+        n, w = len(ids), self.config.context_window
         bag = torch.bucketize(torch.arange(n, device=ids.device), offsets, right=True) - 1
         c, b = F.pad(self._context_table[ids], (0, 0, w, w)), F.pad(bag, (w, w), value=-1)
         taps = torch.stack([c[k:k + n] * (b[k:k + n] == bag)[:, None] for k in range(2 * w + 1)], 1)  # (n, taps, context)
         kernel = self.context.weight.permute(0, 2, 1).flatten(1)  # (context, taps x context), as taps is laid out
-        g = F.gelu(taps.flatten(1) @ kernel.t() + self.context.bias)
+        return F.gelu(taps.flatten(1) @ kernel.t() + self.context.bias), bag
+
+    def context_sums(self, g, bag, weights, B):
+        """(B, n_embd) each head's sum of its elements' from_context(g), weighted by weights (n, heads)."""
         H = weights.size(1)
         pooled = g.new_zeros(B, H, g.size(1)).index_add_(0, bag, weights[:, :, None] * g[:, None, :])
         out = self.from_context.weight.view(H, -1, g.size(1))  # each head's slice of the map
         return torch.einsum('bhd,hcd->bhc', pooled, out).flatten(1)
+
+    def flat_shifted_pool(self, ids, offsets):
+        """embed_flat's pool (B, n_embd) when the context shifts the logits (context_logits): the weights aren't tabled,
+        so each head's weighted sum of phi rows is one embedding_bag with a weight per element, the softmax steadied
+        by each bag's largest logit."""
+        (h, logits, sink_h, sink_logits), C, H, B, n = self._tables, self.config.n_embd, self.config.n_head, len(offsets), len(ids)
+        g, bag = self.flat_neighbours(ids, offsets)
+        shifted = logits[ids] + self.context_logit(g)  # (n, heads)
+        top = sink_logits.expand(B, H).scatter_reduce(0, bag[:, None].expand(-1, H), shifted, 'amax')
+        w, sink_w = (shifted - top[bag]).exp(), (sink_logits - top).exp()
+        heads = torch.arange(H, device=ids.device)[:, None]
+        rows = (ids[None] * H + heads).flatten()  # row e x H + k of h.view(V x H, C / H): head k's slice of entry e
+        s = F.embedding_bag(rows, h.view(-1, C // H), (heads * n + offsets[None]).flatten(), mode='sum',
+                            per_sample_weights=w.t().flatten())  # one bag per (head, text)
+        s = s.view(H, B, C // H).transpose(0, 1) + sink_w[..., None] * sink_h.view(H, C // H)
+        s = s + self.context_sums(g, bag, w, B).view(B, H, C // H)
+        return (s / sink_w.index_add(0, bag, w)[..., None]).flatten(1)
 
     def forward(self, ids, target=None):
         pred = self.embed(ids)

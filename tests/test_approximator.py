@@ -316,19 +316,21 @@ def test_context_logits_make_weights_depend_on_neighbours_and_are_tabled():
         assert (moved[[0, 2]] - base[[0, 2]]).abs().max() > 1e-4
         assert torch.allclose(moved[3], base[3], atol=1e-6)  # the empty bag: the sink alone, no neighbours
         m.tables()
-        assert m._sums is None  # no per-entry sums: the padded path serves
+        assert m._sums is None and m.can_embed_flat()  # no per-entry sums, but per-element weights serve
         assert torch.allclose(m.embed(BAGS), moved, atol=1e-5)
     with pytest.raises(ValueError, match='context_logits'):
         student('mean', context=3, context_logits=True)
 
 
-@pytest.mark.parametrize('pooling', ['mean', 'attention'])
-def test_flat_sums_with_context_equal_the_padded_path(pooling):
+@pytest.mark.parametrize('pooling,logits', [('mean', False), ('attention', False), ('attention', True)])
+def test_flat_sums_with_context_equal_the_padded_path(pooling, logits):
     # each element's neighbours in the flat layout are those of its own bag: bags of 1, an empty one, a long one
-    m = student(pooling, context=3, context_window=2)
+    m = student(pooling, context=3, context_window=2, context_logits=logits)
     bags = torch.tensor([[3, 5, 0, 7, -1, -1, -1], [8, -1, -1, -1, -1, -1, -1], [-1] * 7, [9, 9, 4, 11, 12, 13, 2]])
     with torch.no_grad():
         m.from_context.weight.normal_()
+        if logits:  # shifts far beyond float32's e^88: the per-bag steadying must hold
+            m.context_logit.weight.normal_(std=40.0)
         m.query.weight.mul_(5) if m.query is not None else None
         m.tables()
         want = m.embed(bags)
@@ -770,12 +772,14 @@ def test_quantized_student_stays_close(ckpt):
 
 
 def random_ckpt(pooling, tok):
-    """A checkpoint dict of a random student over tok's entries (as build_model reads it); 'context': attention
-    pooling with a (random) context layer."""
-    m = student('attention' if pooling == 'context' else pooling, vocab_size=tok.vocab_size, dim=TOY_DIM,
-                **({'context': 4} if pooling == 'context' else {}))
-    if pooling == 'context':
+    """A checkpoint dict of a random student over tok's entries (as build_model reads it); 'context' and
+    'context_logits': attention pooling with a (random) context layer, shifting the logits too in the second."""
+    context = {'context': 4, 'context_logits': pooling == 'context_logits'} if pooling.startswith('context') else {}
+    m = student('attention' if context else pooling, vocab_size=tok.vocab_size, dim=TOY_DIM, **context)
+    if context:
         torch.nn.init.normal_(m.from_context.weight)
+        if context['context_logits']:
+            torch.nn.init.normal_(m.context_logit.weight)
     return {'model_kind': 'approximator', 'model_args': dict(m.config.__dict__), 'model': m.state_dict(),
             'tokenizer': tok.info, 'path': f'random-{pooling}'}
 
@@ -789,7 +793,7 @@ def run_exported(fmt, path, ids):
 
 
 @pytest.mark.parametrize('fmt', ['onnx', 'torchscript'])
-@pytest.mark.parametrize('which', ['trained', 'mean', 'self_attention', 'context'])
+@pytest.mark.parametrize('which', ['trained', 'mean', 'self_attention', 'context', 'context_logits'])
 def test_export_matches_pytorch(which, fmt, ckpt, approx_data, tmp_path):
     source = ckpt if which == 'trained' else random_ckpt(which, NgramTokenizer.load(approx_data / 'tokenizer.json'))
     path, emb = str(tmp_path / f'student.{fmt}'), Embedder(source)

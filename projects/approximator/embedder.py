@@ -37,7 +37,7 @@ class Embedder:
     def vectors(self, texts):
         """The model's (B, D) raw vectors of texts: by embedding_bag sums where the model has them (no padding), else
         from padded bags."""
-        if self.model._sums is None:
+        if not self.model.can_embed_flat():
             return self.model.embed(self.bags(texts).to(self.device))
         bags = [b[:self.model.config.block_size] for b in self.tok.encode_batch(texts)]
         offsets = np.cumsum([0] + [len(b) for b in bags[:-1]])

@@ -333,8 +333,10 @@ def run_bench(path, n, repeats):
     tok_per_s = sentences_per_s(lambda t, b=64: emb.tok.encode_batch(t), texts, 64, repeats)  # tokenization alone
     setup = {'teacher': f"import teacher as t; m = t.load({name!r}); t.embed(m, {texts[:1000]!r})",
              'student': f"from projects.approximator.embedder import student_encoder as s; e, _ = s({path!r}, True); e({texts[:1000]!r})"}
-    saved = io.BytesIO()  # what inference holds: the tables and rho, as torch.save writes them
-    torch.save({'tables': student8_emb.model._sums or student8_emb.model._tables, 'rho': student8_emb.model.rho.state_dict()}, saved)
+    saved = io.BytesIO()  # what inference holds: the tables, the context layer's if any, and rho, as torch.save writes them
+    m = student8_emb.model
+    torch.save({'tables': m._sums or m._tables, 'context_table': m._context_table, 'rho': m.rho.state_dict(),
+                'context': {k: v for k, v in m.state_dict().items() if k.startswith(('context', 'from_context'))}}, saved)
     t, s, s32, t8 = rows['teacher'], rows['student_int8'], rows['student'], rows['teacher_onnx_int8']
     result = {'teacher_sent_per_s': t['sent_per_s_b64'], 'teacher_sent_per_s_b1': t['sent_per_s_b1'],
               'teacher_onnx_int8_sent_per_s': t8['sent_per_s_b64'],
