@@ -6,8 +6,9 @@ the bag (one learned query per head), rho maps the pool to the teacher's space. 
 depend on the entry alone, so at inference both are looked up from tables made once (tables()): a sentence costs
 lookups, a softmax, a weighted sum and rho, not a transformer. The optional context layer (context > 0) lets what an
 element adds depend on its neighbours: a narrow convolution over the bag's order of each entry's tabled context
-vector, mapped into phi's width. It changes what an element adds, not its weight, so the pool stays a sum of tabled
-rows plus a sum of narrow vectors (embed_flat).
+vector, mapped into phi's width. Alone it changes what an element adds, not its weight, so the pool stays a sum of
+tabled rows plus a sum of narrow vectors; with context_logits it shifts the weights too, and the pool weighs each
+element's row itself (embed_flat).
 """
 
 import math
@@ -37,7 +38,7 @@ class ApproximatorConfig:
                                # its skip-grams (0: none)
     context_window: int = 2    # the neighbours each side that the context layer reads
     context_logits: bool = False  # the context layer also shifts each element's attention logits: its weight then
-                                  # depends on its neighbours, so no tabled sums (embed's padded path serves)
+                                  # depends on its neighbours, so no tabled sums (embed_flat weighs each row)
     dropout: float = 0.0
     mse_weight: float = 1.0    # squared distance to the teacher's raw vector (a dot-product teacher's norm matters)
     cos_weight: float = 1.0    # 1 - cosine to the teacher's vector
@@ -250,7 +251,8 @@ class Approximator(nn.Module):
         """embed_flat's pool (B, n_embd) when the context shifts the logits (context_logits): the weights aren't tabled,
         so each head's weighted sum of phi rows is one embedding_bag with a weight per element, the softmax steadied
         by each bag's largest logit."""
-        (h, logits, sink_h, sink_logits), C, H, B, n = self._tables, self.config.n_embd, self.config.n_head, len(offsets), len(ids)
+        h, logits, sink_h, sink_logits = self._tables
+        C, H, B, n = self.config.n_embd, self.config.n_head, len(offsets), len(ids)
         g, bag = self.flat_neighbours(ids, offsets)
         shifted = logits[ids] + self.context_logit(g)  # (n, heads)
         top = sink_logits.expand(B, H).scatter_reduce(0, bag[:, None].expand(-1, H), shifted, 'amax')
